@@ -1,0 +1,180 @@
+"""The one money service: every change of a balance goes through here.
+
+Each function runs in one transaction; a balance change and its ledger row are
+written together or not at all. Holds reserve credit with a single conditional
+UPDATE, so two concurrent requests can never spend the same credit.
+"""
+import logging
+
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from accounts.models import APIKey, Organization
+from billing.models import CreditAccount, Hold, LedgerEntry, ModelPrice, UsageRecord
+from billing.pricing import Price
+
+log = logging.getLogger(__name__)
+
+
+class InsufficientCredit(Exception):
+    def __init__(self, *, needed_micro: int, available_micro: int):
+        self.needed_micro = needed_micro
+        self.available_micro = available_micro
+        super().__init__(f"needs {needed_micro} micro-USD, {available_micro} available")
+
+
+def account_for(*, organization: Organization) -> CreditAccount:
+    account, _ = CreditAccount.objects.get_or_create(organization=organization)
+    return account
+
+
+@transaction.atomic
+def ledger_post(
+    *, organization: Organization, kind: str, amount_micro: int, description: str = "", created_by=None
+) -> LedgerEntry:
+    """Add a signed amount to the balance and record it. Refuses to leave holds uncovered."""
+    if kind == LedgerEntry.Kind.USAGE:
+        raise ValueError("usage is charged by hold_settle")
+    account = account_for(organization=organization)
+    account = CreditAccount.objects.select_for_update().get(pk=account.pk)
+    new_balance = account.balance_micro + amount_micro
+    if new_balance < account.held_micro:
+        raise InsufficientCredit(needed_micro=-amount_micro, available_micro=account.available_micro)
+    account.balance_micro = new_balance
+    account.save(update_fields=["balance_micro", "updated_at"])
+    return LedgerEntry.objects.create(
+        account=account,
+        kind=kind,
+        amount_micro=amount_micro,
+        balance_after_micro=new_balance,
+        description=description,
+        created_by=created_by,
+    )
+
+
+def credit_grant(*, organization: Organization, amount_micro: int, description: str = "", created_by=None):
+    if amount_micro <= 0:
+        raise ValueError("a grant must be positive")
+    return ledger_post(
+        organization=organization,
+        kind=LedgerEntry.Kind.GRANT,
+        amount_micro=amount_micro,
+        description=description or "credit grant",
+        created_by=created_by,
+    )
+
+
+def price_get(*, model_id: str, default: Price) -> Price:
+    """The model's price, creating its row from the registry's default the first time it is used."""
+    row, _ = ModelPrice.objects.get_or_create(
+        model_id=model_id,
+        defaults={
+            "input_micro_per_mtok": default.input_micro_per_mtok,
+            "output_micro_per_mtok": default.output_micro_per_mtok,
+        },
+    )
+    return Price(row.input_micro_per_mtok, row.output_micro_per_mtok)
+
+
+@transaction.atomic
+def hold_place(
+    *,
+    organization: Organization,
+    api_key: APIKey | None,
+    request_id: str,
+    model_id: str,
+    prompt_tokens: int,
+    max_tokens: int,
+    price: Price,
+) -> Hold:
+    """Reserve the most this request can cost, or raise InsufficientCredit."""
+    amount = price.cost_micro(prompt_tokens=prompt_tokens, completion_tokens=max_tokens)
+    account = account_for(organization=organization)
+    reserved = CreditAccount.objects.filter(pk=account.pk, balance_micro__gte=F("held_micro") + amount).update(
+        held_micro=F("held_micro") + amount
+    )
+    if not reserved:
+        account.refresh_from_db()
+        raise InsufficientCredit(needed_micro=amount, available_micro=account.available_micro)
+    return Hold.objects.create(
+        account=account,
+        api_key=api_key,
+        request_id=request_id,
+        model_id=model_id,
+        prompt_tokens=prompt_tokens,
+        max_tokens=max_tokens,
+        input_micro_per_mtok=price.input_micro_per_mtok,
+        output_micro_per_mtok=price.output_micro_per_mtok,
+        amount_micro=amount,
+    )
+
+
+def _close(hold: Hold, status: str) -> bool:
+    """Mark an active hold closed; False when another caller already closed it."""
+    return bool(
+        Hold.objects.filter(pk=hold.pk, status=Hold.Status.ACTIVE).update(status=status, closed_at=timezone.now())
+    )
+
+
+@transaction.atomic
+def hold_settle(
+    *,
+    hold: Hold,
+    prompt_tokens: int,
+    completion_tokens: int,
+    status: str = UsageRecord.Status.COMPLETED,
+    finish_reason: str = "",
+    latency_ms: int = 0,
+) -> UsageRecord:
+    """Charge the request's exact usage and free the rest of its hold.
+
+    Idempotent: settling an already settled hold returns its usage record and
+    charges nothing more. A failed request is charged only the tokens it
+    generated; its prompt was wasted by us, not by the client.
+    """
+    if not _close(hold, Hold.Status.SETTLED):
+        return UsageRecord.objects.get(hold=hold)
+    price = Price(hold.input_micro_per_mtok, hold.output_micro_per_mtok)
+    billed_prompt = 0 if status == UsageRecord.Status.FAILED else prompt_tokens
+    cost = price.cost_micro(prompt_tokens=billed_prompt, completion_tokens=completion_tokens)
+    if cost > hold.amount_micro:
+        # Only possible if a worker reported more tokens than were reserved.
+        log.error("request %s cost %s exceeds its hold %s; capped", hold.request_id, cost, hold.amount_micro)
+        cost = hold.amount_micro
+    account = CreditAccount.objects.select_for_update().get(pk=hold.account_id)
+    account.balance_micro -= cost
+    account.held_micro -= hold.amount_micro
+    account.save(update_fields=["balance_micro", "held_micro", "updated_at"])
+    if cost:
+        LedgerEntry.objects.create(
+            account=account,
+            kind=LedgerEntry.Kind.USAGE,
+            amount_micro=-cost,
+            balance_after_micro=account.balance_micro,
+            description=f"{hold.model_id} {hold.request_id}",
+        )
+    return UsageRecord.objects.create(
+        organization_id=account.organization_id,
+        api_key=hold.api_key,
+        hold=hold,
+        request_id=hold.request_id,
+        model_id=hold.model_id,
+        prompt_tokens=prompt_tokens,
+        completion_tokens=completion_tokens,
+        input_micro_per_mtok=hold.input_micro_per_mtok,
+        output_micro_per_mtok=hold.output_micro_per_mtok,
+        cost_micro=cost,
+        status=status,
+        finish_reason=finish_reason,
+        latency_ms=latency_ms,
+    )
+
+
+@transaction.atomic
+def hold_release(*, hold: Hold) -> bool:
+    """Free a hold without charging (the request never ran). False if it was already closed."""
+    if not _close(hold, Hold.Status.RELEASED):
+        return False
+    CreditAccount.objects.filter(pk=hold.account_id).update(held_micro=F("held_micro") - hold.amount_micro)
+    return True

@@ -1,0 +1,29 @@
+"""GET /v1/models and GET /v1/models/{id}: the models this server can answer with now."""
+from django.http import JsonResponse
+
+from inference.api.auth import authenticate
+from inference.api.errors import APIError, model_not_found
+from inference.registry import get_model, served_models
+
+
+def _model(spec) -> dict:
+    return {"id": spec.id, "object": "model", "created": spec.created, "owned_by": spec.owned_by}
+
+
+async def list_models(request):
+    try:
+        await authenticate(request)
+    except APIError as exc:
+        return exc.response()
+    return JsonResponse({"object": "list", "data": [_model(spec) for spec in served_models()]})
+
+
+async def retrieve_model(request, model_id: str):
+    try:
+        await authenticate(request)
+        spec = get_model(model_id)
+        if spec is None or not spec.is_prepared:
+            raise model_not_found(model_id)
+    except APIError as exc:
+        return exc.response()
+    return JsonResponse(_model(spec))

@@ -1,0 +1,74 @@
+"""OpenAI error objects: the one way the API reports a failure."""
+import json
+
+from django.http import JsonResponse
+
+
+class APIError(Exception):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        type: str = "invalid_request_error",
+        param: str | None = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.type = type
+        self.param = param
+        self.code = code
+        self.headers = headers or {}
+
+    def body(self) -> dict:
+        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+
+    def response(self) -> JsonResponse:
+        response = JsonResponse(self.body(), status=self.status)
+        for name, value in self.headers.items():
+            response[name] = value
+        return response
+
+    def sse(self) -> bytes:
+        """The error as a server-sent event, for failures after a stream has started."""
+        return f"data: {json.dumps(self.body())}\n\n".encode()
+
+
+def invalid(message: str, param: str | None = None, code: str | None = None) -> APIError:
+    return APIError(400, message, param=param, code=code)
+
+
+def unauthorized(message: str) -> APIError:
+    return APIError(401, message, type="invalid_request_error", code="invalid_api_key")
+
+
+def model_not_found(model: str) -> APIError:
+    return APIError(
+        404,
+        f"The model `{model}` does not exist or you do not have access to it.",
+        param="model",
+        code="model_not_found",
+    )
+
+
+def insufficient_credit(needed_micro: int, available_micro: int) -> APIError:
+    return APIError(
+        402,
+        f"Insufficient credit: this request may cost up to {needed_micro / 1e6:.6f} USD and "
+        f"{max(available_micro, 0) / 1e6:.6f} USD is available. Top up, or lower max_tokens.",
+        type="insufficient_quota",
+        code="insufficient_credit",
+    )
+
+
+def unavailable(message: str, retry_after: int = 5) -> APIError:
+    return APIError(
+        503, message, type="server_error", code="model_unavailable", headers={"Retry-After": str(retry_after)}
+    )
+
+
+def server_error(message: str = "The model failed while generating. You were not charged for the prompt.") -> APIError:
+    return APIError(500, message, type="server_error", code="generation_failed")

@@ -1,0 +1,74 @@
+"""One request's run on a model, settled exactly once whatever the client does.
+
+The run lives in its own task, apart from the response: a client that goes away
+only cancels the generation, and the task still receives the engine's final
+event with the exact token counts and settles the hold from it.
+"""
+import asyncio
+import logging
+import time
+
+from asgiref.sync import sync_to_async
+
+from billing.models import Hold, UsageRecord
+from billing.services import hold_settle
+from inference.engine.types import GenerationRequest, TokenEvent
+
+log = logging.getLogger(__name__)
+
+_STATUS = {"stop": UsageRecord.Status.COMPLETED, "length": UsageRecord.Status.COMPLETED,
+           "cancelled": UsageRecord.Status.CANCELLED}
+_running: set[asyncio.Task] = set()  # keeps tasks referenced until they finish
+
+
+class Generation:
+    def __init__(self, *, backend, spec, request: GenerationRequest, hold: Hold, started: float):
+        self.backend = backend
+        self.spec = spec
+        self.request = request
+        self.hold = hold
+        self.started = started
+        self.events: asyncio.Queue[TokenEvent] = asyncio.Queue()
+        self.finished = False
+
+    def start(self) -> None:
+        task = asyncio.create_task(self._run())
+        _running.add(task)
+        task.add_done_callback(_running.discard)
+
+    def cancel(self) -> None:
+        if not self.finished:
+            self.backend.cancel(self.spec, self.request.request_id)
+
+    async def _run(self) -> None:
+        final = None
+        try:
+            async for event in self.backend.generate(self.spec, self.request):
+                if event.finished:
+                    final = event
+                    break
+                self.events.put_nowait(event)
+        except Exception as exc:
+            log.exception("generation %s failed", self.request.request_id)
+            final = TokenEvent(self.request.request_id, finished=True, finish_reason="error", error=str(exc),
+                               prompt_tokens=len(self.request.prompt_token_ids))
+        if final is None:  # the backend ended without a final event: treat as a failure
+            final = TokenEvent(self.request.request_id, finished=True, finish_reason="error",
+                               error="generation ended unexpectedly", prompt_tokens=len(self.request.prompt_token_ids))
+        self.finished = True
+        await self._settle(final)
+        self.events.put_nowait(final)
+
+    async def _settle(self, final: TokenEvent) -> None:
+        try:
+            await sync_to_async(hold_settle)(
+                hold=self.hold,
+                prompt_tokens=final.prompt_tokens,
+                completion_tokens=final.completion_tokens,
+                status=_STATUS.get(final.finish_reason, UsageRecord.Status.FAILED),
+                finish_reason=final.finish_reason or "",
+                latency_ms=int((time.monotonic() - self.started) * 1000),
+            )
+        except Exception:
+            # The hold stays active and visible; it is never charged twice.
+            log.exception("could not settle %s", self.request.request_id)

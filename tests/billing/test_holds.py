@@ -1,0 +1,136 @@
+import threading
+
+import pytest
+from django.db import close_old_connections
+
+from billing.models import Hold, UsageRecord
+from billing.pricing import Price
+from billing.selectors import ledger_sum_micro
+from billing.services import InsufficientCredit, hold_place, hold_release, hold_settle
+from tests.factories import make_key, make_org
+
+pytestmark = pytest.mark.money
+
+PRICE = Price(input_micro_per_mtok=1_000_000, output_micro_per_mtok=2_000_000)  # 1 and 2 micro-USD a token
+
+
+def place(org, request_id="r1", prompt_tokens=10, max_tokens=20, key=None):
+    return hold_place(organization=org, api_key=key, request_id=request_id, model_id="m",
+                      prompt_tokens=prompt_tokens, max_tokens=max_tokens, price=PRICE)
+
+
+def state(org):
+    account = org.credit_account
+    account.refresh_from_db()
+    assert ledger_sum_micro(account=account) == account.balance_micro
+    assert 0 <= account.held_micro <= account.balance_micro
+    return account
+
+
+@pytest.mark.django_db
+def test_a_hold_reserves_the_most_the_request_can_cost():
+    org = make_org("alice", credit_micro=1000)
+    hold = place(org)
+    assert hold.amount_micro == 10 * 1 + 20 * 2
+    account = state(org)
+    assert (account.balance_micro, account.held_micro, account.available_micro) == (1000, 50, 950)
+
+
+@pytest.mark.django_db
+def test_a_hold_that_cannot_be_covered_is_refused_and_reserves_nothing():
+    org = make_org("alice", credit_micro=49)
+    with pytest.raises(InsufficientCredit) as raised:
+        place(org)
+    assert raised.value.needed_micro == 50 and raised.value.available_micro == 49
+    assert state(org).held_micro == 0
+    assert not Hold.objects.exists()
+
+
+@pytest.mark.django_db
+def test_settling_charges_exact_usage_and_frees_the_rest():
+    org = make_org("alice", credit_micro=1000)
+    key, _ = make_key(org)
+    hold = place(org, key=key)
+    usage = hold_settle(hold=hold, prompt_tokens=10, completion_tokens=7, finish_reason="stop", latency_ms=12)
+    account = state(org)
+    assert usage.cost_micro == 10 + 14
+    assert (account.balance_micro, account.held_micro) == (1000 - 24, 0)
+    assert account.entries.first().amount_micro == -24
+    assert (usage.organization, usage.api_key, usage.model_id, usage.status) == (org, key, "m", "completed")
+    assert (usage.prompt_tokens, usage.completion_tokens, usage.latency_ms) == (10, 7, 12)
+    assert Hold.objects.get(pk=hold.pk).status == "settled"
+
+
+@pytest.mark.django_db
+def test_settling_twice_charges_once():
+    org = make_org("alice", credit_micro=1000)
+    hold = place(org)
+    first = hold_settle(hold=hold, prompt_tokens=10, completion_tokens=20)
+    second = hold_settle(hold=hold, prompt_tokens=10, completion_tokens=20)
+    assert first.pk == second.pk
+    assert state(org).balance_micro == 950
+    assert UsageRecord.objects.count() == 1
+
+
+@pytest.mark.django_db
+def test_a_failed_request_is_charged_only_for_generated_tokens():
+    org = make_org("alice", credit_micro=1000)
+    usage = hold_settle(hold=place(org), prompt_tokens=10, completion_tokens=3, status="failed")
+    assert usage.cost_micro == 6
+    assert state(org).balance_micro == 994
+
+
+@pytest.mark.django_db
+def test_releasing_frees_the_hold_without_a_charge():
+    org = make_org("alice", credit_micro=1000)
+    hold = place(org)
+    assert hold_release(hold=hold) is True
+    assert hold_release(hold=hold) is False
+    account = state(org)
+    assert (account.balance_micro, account.held_micro) == (1000, 0)
+    assert account.entries.count() == 1
+
+
+@pytest.mark.django_db
+def test_a_released_hold_cannot_be_settled_afterwards():
+    org = make_org("alice", credit_micro=1000)
+    hold = place(org)
+    hold_release(hold=hold)
+    with pytest.raises(UsageRecord.DoesNotExist):
+        hold_settle(hold=hold, prompt_tokens=10, completion_tokens=20)
+    assert state(org).balance_micro == 1000
+
+
+@pytest.mark.django_db
+def test_holds_of_one_tenant_never_touch_another():
+    alice, bob = make_org("alice", credit_micro=1000), make_org("bob", credit_micro=1000)
+    hold_settle(hold=place(alice), prompt_tokens=10, completion_tokens=20)
+    assert state(bob).balance_micro == 1000 and state(bob).held_micro == 0
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("workers", [2, 8])
+def test_concurrent_holds_never_spend_the_same_credit(workers):
+    # Each hold needs 50; the balance covers exactly one of them.
+    org = make_org("alice", credit_micro=50 + 49)
+    barrier = threading.Barrier(workers)
+    results = []
+
+    def attempt(i):
+        try:
+            barrier.wait()
+            place(org, request_id=f"r{i}")
+            results.append("held")
+        except InsufficientCredit:
+            results.append("402")
+        finally:
+            close_old_connections()
+
+    threads = [threading.Thread(target=attempt, args=(i,)) for i in range(workers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results) == ["402"] * (workers - 1) + ["held"]
+    account = state(org)
+    assert account.held_micro == 50 and account.balance_micro == 99
