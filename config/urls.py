@@ -1,10 +1,24 @@
+from asgiref.sync import sync_to_async
 from django.contrib import admin
+from django.db import DatabaseError, connection
 from django.http import JsonResponse
 from django.urls import include, path
 
 
+def _database_ok() -> bool:
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+        return True
+    except DatabaseError:
+        return False
+
+
 async def healthz(request):
-    return JsonResponse({"status": "ok"})
+    """Liveness for load balancers: the process answers and its database does too."""
+    if await sync_to_async(_database_ok)():
+        return JsonResponse({"status": "ok"})
+    return JsonResponse({"status": "error", "database": "unreachable"}, status=503)
 
 
 urlpatterns = [

@@ -53,8 +53,10 @@ async def _prepare(request, request_id: str, started: float):
         )
     except InsufficientCredit as exc:
         raise insufficient_credit(exc.needed_micro, exc.available_micro) from None
-    params = SamplingParams(max_tokens=max_tokens, temperature=chat.temperature, top_p=chat.top_p,
-                            seed=chat.seed, stop=chat.stop)
+    # top_p=0 keeps only the most likely token: that is greedy decoding.
+    greedy = chat.top_p == 0
+    params = SamplingParams(max_tokens=max_tokens, temperature=0.0 if greedy else chat.temperature,
+                            top_p=1.0 if greedy else chat.top_p, seed=chat.seed, stop=chat.stop)
     generation = Generation(backend=backend, spec=spec, hold=hold, started=started,
                             request=GenerationRequest(request_id, prompt_ids, params))
     return chat, generation

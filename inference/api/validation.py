@@ -7,7 +7,7 @@ never silently answered differently from what it asked.
 """
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from inference.api.errors import invalid
 
@@ -46,7 +46,6 @@ class ChatRequest:
     stream: bool = False
     include_usage: bool = False
     user: str | None = None
-    extra: dict = field(default_factory=dict)
 
 
 def _is_int(value) -> bool:

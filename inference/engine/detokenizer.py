@@ -1,0 +1,106 @@
+"""Incremental detokenization with stop strings, one instance per sequence.
+
+Decoding token by token is wrong twice over: a byte-level token can hold half
+of a UTF-8 character (it decodes to "\\ufffd" until the next token completes
+it), and some tokenizers change how a token renders depending on what came
+before it (leading-space handling).  So we keep a small window of already
+emitted tokens and decode "window + new tokens", emitting only the text past
+the window, and only once it no longer ends in a replacement character.
+
+No torch and no transformers here: the decode function is injected.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+REPLACEMENT_CHAR = "\ufffd"
+# Enough previous tokens for the tokenizer to render the next one as it would
+# inside the full text; the same bound vLLM uses.
+CONTEXT_TOKENS = 5
+
+
+class IncrementalDetokenizer:
+    """Feed token ids with push(); read safe text deltas; call flush() at the end.
+
+    `decode(ids)` must decode a list of ids to text (special tokens skipped,
+    no clean-up of spaces, or deltas would shift retroactively).
+    `context_ids` are the ids just before the first generated token (the tail
+    of the prompt), used only to render that token correctly.
+    """
+
+    def __init__(
+        self,
+        decode: Callable[[list[int]], str],
+        stop: Sequence[str] = (),
+        context_ids: Sequence[int] = (),
+    ) -> None:
+        self._decode = decode
+        self._stop = tuple(s for s in stop if s)
+        self._ids: list[int] = list(context_ids)[-CONTEXT_TOKENS:]
+        if self._ids and REPLACEMENT_CHAR in decode(self._ids):
+            # A context cut mid-character would misalign the offsets below.
+            self._ids = []
+        # ids[prefix:read] were already emitted and only serve as context;
+        # ids[read:] are decoded but not emitted yet (incomplete UTF-8).
+        self._prefix = 0
+        self._read = len(self._ids)
+        self._held = ""  # text that may be the start of a stop string
+        self.stopped = False  # a stop string was completed; nothing more is emitted
+        self.text = ""  # everything emitted so far
+
+    def push(self, token_id: int) -> str:
+        """Add one generated token; return the text that is now safe to emit."""
+        if self.stopped:
+            return ""
+        self._ids.append(token_id)
+        return self._apply_stop(self._take_decoded(final=False), final=False)
+
+    def flush(self) -> str:
+        """At the end of generation: release held text, partial characters included."""
+        if self.stopped:
+            return ""
+        return self._apply_stop(self._take_decoded(final=True), final=True)
+
+    def _take_decoded(self, *, final: bool) -> str:
+        if self._read == len(self._ids):
+            return ""
+        prefix_text = self._decode(self._ids[self._prefix : self._read])
+        full_text = self._decode(self._ids[self._prefix :])
+        if not final and (len(full_text) <= len(prefix_text) or full_text.endswith(REPLACEMENT_CHAR)):
+            # Either a token that renders as nothing yet, or a character that
+            # the next token may still complete: wait for more.
+            return ""
+        self._prefix, self._read = self._read, len(self._ids)
+        return full_text[len(prefix_text) :]
+
+    def _apply_stop(self, delta: str, *, final: bool) -> str:
+        buf = self._held + delta
+        if not self._stop:
+            self._held = ""
+            return self._emit(buf)
+        cut = min((i for i in (buf.find(s) for s in self._stop) if i >= 0), default=-1)
+        if cut >= 0:
+            self.stopped = True
+            self._held = ""
+            return self._emit(buf[:cut])
+        # Hold back the longest tail that could still grow into a stop string;
+        # anything before it can never be part of one.
+        hold = 0 if final else _longest_stop_prefix_suffix(buf, self._stop)
+        self._held = buf[len(buf) - hold :]
+        return self._emit(buf[: len(buf) - hold])
+
+    def _emit(self, text: str) -> str:
+        self.text += text
+        return text
+
+
+def _longest_stop_prefix_suffix(text: str, stops: tuple[str, ...]) -> int:
+    """Length of the longest suffix of `text` that is a proper prefix of a stop string."""
+    best = 0
+    for stop in stops:
+        for k in range(min(len(stop) - 1, len(text)), best, -1):
+            if text.endswith(stop[:k]):
+                best = k
+                break
+    return best

@@ -1,0 +1,87 @@
+"""A live ASGI server (uvicorn, in a thread of the test process) serving the tiny model."""
+import json
+import socket
+import threading
+import time
+
+import httpx
+import openai
+import pytest
+import uvicorn
+from django.conf import settings
+
+from billing.models import UsageRecord
+from tests.factories import make_key, make_org
+
+TINY = "tiny-chat"
+# 1 micro-USD per prompt token, 2 per completion token: charges are easy to check by hand.
+TINY_PRICE = {"input_usd_per_mtok": "1", "output_usd_per_mtok": "2"}
+
+
+@pytest.fixture(scope="session")
+def models_file(tiny_model_path, tmp_path_factory):
+    path = tmp_path_factory.mktemp("models") / "models.json"
+    path.write_text(json.dumps({TINY: {"path": str(tiny_model_path), **TINY_PRICE}}))
+    return str(path)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def server(models_file):
+    settings.MODELS_FILE = models_file
+    from config.asgi import application
+
+    config = uvicorn.Config(application, host="127.0.0.1", port=_free_port(), log_level="warning", lifespan="off")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if time.monotonic() > deadline:
+            raise RuntimeError("the test server did not start")
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{config.port}"
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+@pytest.fixture
+def base_url(server, transactional_db):
+    return server
+
+
+@pytest.fixture
+def alice(transactional_db):
+    return make_org("alice", credit_micro=1_000_000)
+
+
+@pytest.fixture
+def alice_secret(alice):
+    return make_key(alice)[1]
+
+
+@pytest.fixture
+def client(base_url, alice_secret):
+    """The official OpenAI SDK, with nothing changed but the base URL and the key."""
+    return openai.OpenAI(base_url=f"{base_url}/v1", api_key=alice_secret, max_retries=0)
+
+
+@pytest.fixture
+def http(base_url):
+    with httpx.Client(base_url=base_url, timeout=60) as c:
+        yield c
+
+
+def wait_for_usage(request_id: str, timeout: float = 30) -> UsageRecord:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        record = UsageRecord.objects.filter(request_id=request_id).first()
+        if record is not None:
+            return record
+        time.sleep(0.05)
+    raise AssertionError(f"no usage record for {request_id}")

@@ -1,0 +1,71 @@
+"""Money through the live API: concurrent holds and streams cut by the client."""
+import threading
+
+import httpx
+import openai
+import pytest
+
+from billing.models import Hold
+from billing.selectors import ledger_sum_micro
+from billing.services import credit_grant
+from tests.api.conftest import TINY, wait_for_usage
+from tests.factories import make_key, make_org
+
+pytestmark = pytest.mark.money
+
+LONG = [{"role": "user", "content": "Tell me a long story about the sea and the ships."}]
+
+
+def test_two_concurrent_requests_that_together_exceed_the_balance(base_url, client):
+    max_tokens = 300
+    probe = client.chat.completions.create(model=TINY, messages=LONG, max_tokens=1)
+    hold = probe.usage.prompt_tokens * 1 + max_tokens * 2
+    carol = make_org("carol")
+    credit_grant(organization=carol, amount_micro=2 * hold - 1)  # covers one hold, never two
+    sdk = openai.OpenAI(base_url=f"{base_url}/v1", api_key=make_key(carol)[1], max_retries=0)
+    barrier = threading.Barrier(2)
+    outcomes = []
+
+    def ask():
+        barrier.wait()
+        try:
+            sdk.chat.completions.create(model=TINY, messages=LONG, max_tokens=max_tokens, temperature=0)
+            outcomes.append(200)
+        except openai.APIStatusError as exc:
+            outcomes.append(exc.status_code)
+
+    threads = [threading.Thread(target=ask) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(outcomes) == [200, 402]
+    account = carol.credit_account
+    account.refresh_from_db()
+    assert account.balance_micro >= 0 and account.held_micro == 0
+    assert ledger_sum_micro(account=account) == account.balance_micro
+
+
+def test_a_client_that_disconnects_mid_stream_pays_only_for_what_was_generated(base_url, alice, alice_secret):
+    max_tokens = 1500
+    body = {"model": TINY, "messages": LONG, "max_tokens": max_tokens, "temperature": 0, "stream": True}
+    with httpx.Client(base_url=base_url, timeout=60) as http:
+        with http.stream("POST", "/v1/chat/completions", json=body,
+                         headers={"Authorization": f"Bearer {alice_secret}"}) as response:
+            assert response.status_code == 200
+            request_id = response.headers["x-request-id"]
+            seen = 0
+            for line in response.iter_lines():
+                seen += line.startswith("data: ")
+                if seen == 4:
+                    break
+    # Leaving the block closed the connection mid-stream.
+    record = wait_for_usage(request_id)
+    assert record.status == "cancelled" and record.finish_reason == "cancelled"
+    assert 3 <= record.completion_tokens < max_tokens
+    assert record.cost_micro == record.prompt_tokens * 1 + record.completion_tokens * 2
+    account = alice.credit_account
+    account.refresh_from_db()
+    assert 1_000_000 - account.balance_micro == record.cost_micro
+    assert account.held_micro == 0 and not Hold.objects.filter(status="active").exists()
+    assert ledger_sum_micro(account=account) == account.balance_micro
