@@ -99,7 +99,10 @@ def _fix_chat_metadata(tokenizer, model, gguf_path: Path) -> None:
     if not tokenizer.chat_template:
         raise ValueError(f"{gguf_path.name} has no chat template")
 
-    eot = next((t for t in END_OF_TURN_TOKENS if t in tokenizer.chat_template and _token_id(tokenizer, t) is not None), None)
+    eot = next(
+        (t for t in END_OF_TURN_TOKENS if t in tokenizer.chat_template and _token_id(tokenizer, t) is not None),
+        None,
+    )
     if eot is not None and tokenizer.eos_token != eot:
         logger.warning("GGUF eos was %r; using end-of-turn token %r", tokenizer.eos_token, eot)
         tokenizer.eos_token = eot

@@ -30,8 +30,9 @@ class ChatTokenizer:
         gen_config = _optional(lambda: GenerationConfig.from_pretrained(path, local_files_only=True))
 
         eos: set[int] = set()
-        for source in (tok.eos_token_id, getattr(config, "eos_token_id", None), getattr(gen_config, "eos_token_id", None)):
-            eos.update(_as_id_list(source))
+        # The chat end-of-turn token may live in only one of these three.
+        for owner in (tok, config, gen_config):
+            eos.update(_as_id_list(getattr(owner, "eos_token_id", None)))
         if not eos:
             raise ValueError(f"no eos token id found for {path}")
 

@@ -1,45 +1,13 @@
 import os
-import threading
 import uuid
 
 import pytest
 
+from .helpers import TIMEOUT, Collector
+
 # Belt and braces: nothing in these tests may reach a model hub.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-
-TIMEOUT = 30
-
-
-class Collector:
-    """Records one request's events and lets the test wait for its final one."""
-
-    def __init__(self, on_event=None):
-        self.events = []
-        self.done = threading.Event()
-        self._on_event = on_event
-
-    def __call__(self, event):
-        self.events.append(event)
-        if event.finished:
-            self.done.set()
-        if self._on_event is not None:
-            self._on_event(event)
-
-    def wait(self):
-        assert self.done.wait(TIMEOUT), "request never finished"
-        return self
-
-    @property
-    def final(self):
-        finals = [e for e in self.events if e.finished]
-        assert len(finals) == 1, f"expected exactly one final event, got {len(finals)}"
-        assert self.events[-1] is finals[0], "final event was not the last one"
-        return finals[0]
-
-    @property
-    def text(self):
-        return "".join(e.text for e in self.events)
 
 
 @pytest.fixture(scope="session")

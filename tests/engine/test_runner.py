@@ -3,14 +3,9 @@ import torch
 
 from inference.engine.types import SamplingParams
 
+from .helpers import until_eos
+
 GREEDY = SamplingParams(max_tokens=48, temperature=0.0)
-
-
-def until_eos(tokens, eos_ids):
-    for i, token in enumerate(tokens):
-        if token in eos_ids:
-            return tokens[: i + 1]
-    return tokens
 
 
 @pytest.mark.parametrize(
