@@ -30,7 +30,7 @@ run: migrate model
 	@$(BIN)/python manage.py demokey
 	@echo
 	@echo "Serving on http://$(HOST):$(PORT)  (OpenAI base URL: http://$(HOST):$(PORT)/v1)"
-	HF_HUB_OFFLINE=1 $(BIN)/uvicorn config.asgi:application --host $(HOST) --port $(PORT) --no-access-log
+	HF_HUB_OFFLINE=1 $(BIN)/uvicorn config.asgi:application --host $(HOST) --port $(PORT) --no-access-log --lifespan off
 
 test: install
 	HF_HUB_OFFLINE=1 bash tests/run.sh

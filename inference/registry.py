@@ -16,6 +16,9 @@ from django.core.exceptions import ImproperlyConfigured
 from billing.pricing import Price, usd_to_micro
 
 DEFAULT_MODEL_ID = "smollm2-135m-instruct"
+# What the model's authors recommend; the GGUF does not carry it, so
+# prepare_model writes it into the converted generation_config.json.
+DEFAULT_MODEL_SAMPLING = {"do_sample": True, "temperature": 0.2, "top_p": 0.9}
 
 
 @dataclass(frozen=True)
@@ -29,6 +32,21 @@ class ModelSpec:
     @property
     def is_prepared(self) -> bool:
         return (self.path / "config.json").exists()
+
+    def sampling_defaults(self) -> dict:
+        """temperature and top_p from the checkpoint's generation_config.json, used when a request omits them."""
+        return _sampling_defaults(str(self.path / "generation_config.json"))
+
+
+@cache
+def _sampling_defaults(path: str) -> dict:
+    try:
+        config = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return {}
+    if not config.get("do_sample", False):
+        return {}
+    return {k: float(config[k]) for k in ("temperature", "top_p") if isinstance(config.get(k), (int, float))}
 
 
 def _builtin() -> dict[str, ModelSpec]:

@@ -15,7 +15,8 @@ run_pytest() {
   return "$status"
 }
 
-run_pytest -q
+# The real default model's conversion and answer are tested too (about 30 s).
+ENGINE_GGUF_TESTS=${ENGINE_GGUF_TESTS:-1} run_pytest -q
 
 if [ "${SKIP_POSTGRES:-0}" = 1 ]; then
   echo "SKIP_POSTGRES=1: PostgreSQL pass skipped"

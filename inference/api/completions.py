@@ -31,6 +31,16 @@ def _max_tokens(chat: ChatRequest, prompt_tokens: int, window: int) -> int:
     return chat.max_tokens or room
 
 
+def _sampling(chat: ChatRequest, spec, max_tokens: int) -> SamplingParams:
+    defaults = spec.sampling_defaults()
+    temperature = chat.temperature if chat.temperature is not None else defaults.get("temperature", 1.0)
+    top_p = chat.top_p if chat.top_p is not None else defaults.get("top_p", 1.0)
+    if top_p == 0:  # keeps only the most likely token: that is greedy decoding
+        temperature, top_p = 0.0, 1.0
+    return SamplingParams(max_tokens=max_tokens, temperature=temperature, top_p=top_p, seed=chat.seed,
+                          stop=chat.stop)
+
+
 async def _prepare(request, request_id: str, started: float):
     if request.method != "POST":
         raise APIError(405, f"Method {request.method} is not allowed; use POST.", code="method_not_allowed")
@@ -53,10 +63,7 @@ async def _prepare(request, request_id: str, started: float):
         )
     except InsufficientCredit as exc:
         raise insufficient_credit(exc.needed_micro, exc.available_micro) from None
-    # top_p=0 keeps only the most likely token: that is greedy decoding.
-    greedy = chat.top_p == 0
-    params = SamplingParams(max_tokens=max_tokens, temperature=0.0 if greedy else chat.temperature,
-                            top_p=1.0 if greedy else chat.top_p, seed=chat.seed, stop=chat.stop)
+    params = _sampling(chat, spec, max_tokens)
     generation = Generation(backend=backend, spec=spec, hold=hold, started=started,
                             request=GenerationRequest(request_id, prompt_ids, params))
     return chat, generation

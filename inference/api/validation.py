@@ -39,8 +39,8 @@ class ChatRequest:
     model: str
     messages: list[dict]
     max_tokens: int | None = None
-    temperature: float = 1.0
-    top_p: float = 1.0
+    temperature: float | None = None  # None: the model's default
+    top_p: float | None = None
     stop: tuple[str, ...] = ()
     seed: int | None = None
     stream: bool = False
@@ -52,10 +52,10 @@ def _is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _number(body: dict, name: str, default: float, low: float, high: float) -> float:
+def _number(body: dict, name: str, low: float, high: float) -> float | None:
     value = body.get(name)
     if value is None:
-        return default
+        return None
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise invalid(f"'{name}' must be a number between {low} and {high}.", name)
     if not low <= value <= high:
@@ -160,8 +160,8 @@ def parse_chat_request(body: dict) -> ChatRequest:
         messages=_messages(body.get("messages")),
         # max_completion_tokens supersedes the deprecated max_tokens.
         max_tokens=max_completion_tokens or max_tokens,
-        temperature=_number(body, "temperature", 1.0, 0.0, 2.0),
-        top_p=_number(body, "top_p", 1.0, 0.0, 1.0),
+        temperature=_number(body, "temperature", 0.0, 2.0),
+        top_p=_number(body, "top_p", 0.0, 1.0),
         stop=_stop(body.get("stop")),
         seed=seed,
         stream=bool(stream),

@@ -1,5 +1,6 @@
 """A live ASGI server (uvicorn, in a thread of the test process) serving the tiny model."""
 import json
+import shutil
 import socket
 import threading
 import time
@@ -14,14 +15,23 @@ from billing.models import UsageRecord
 from tests.factories import make_key, make_org
 
 TINY = "tiny-chat"
+TINY_GREEDY = "tiny-chat-greedy"  # the same weights, with greedy decoding as its generation_config default
 # 1 micro-USD per prompt token, 2 per completion token: charges are easy to check by hand.
 TINY_PRICE = {"input_usd_per_mtok": "1", "output_usd_per_mtok": "2"}
 
 
 @pytest.fixture(scope="session")
 def models_file(tiny_model_path, tmp_path_factory):
-    path = tmp_path_factory.mktemp("models") / "models.json"
-    path.write_text(json.dumps({TINY: {"path": str(tiny_model_path), **TINY_PRICE}}))
+    folder = tmp_path_factory.mktemp("models")
+    greedy = folder / "greedy"
+    shutil.copytree(tiny_model_path, greedy)
+    config = json.loads((greedy / "generation_config.json").read_text())
+    (greedy / "generation_config.json").write_text(json.dumps({**config, "do_sample": True, "temperature": 0.0}))
+    path = folder / "models.json"
+    path.write_text(json.dumps({
+        TINY: {"path": str(tiny_model_path), **TINY_PRICE},
+        TINY_GREEDY: {"path": str(greedy), **TINY_PRICE},
+    }))
     return str(path)
 
 

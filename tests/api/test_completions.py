@@ -4,7 +4,7 @@ import pytest
 from accounts.models import Organization
 from billing.models import Hold
 from billing.selectors import ledger_sum_micro
-from tests.api.conftest import TINY, wait_for_usage
+from tests.api.conftest import TINY, TINY_GREEDY, wait_for_usage
 
 pytestmark = pytest.mark.money
 
@@ -98,3 +98,13 @@ def test_no_hold_is_left_behind(client, alice):
         client.chat.completions.create(model=TINY, messages=HELLO, max_tokens=3)
     assert not Hold.objects.filter(status="active").exists()
     charge_of(alice)
+
+
+def test_omitted_sampling_parameters_come_from_the_models_generation_config(client):
+    greedy = client.chat.completions.create(model=TINY, messages=HELLO, max_tokens=12, temperature=0)
+    defaulted = {client.chat.completions.create(model=TINY_GREEDY, messages=HELLO, max_tokens=12)
+                 .choices[0].message.content for _ in range(3)}
+    assert defaulted == {greedy.choices[0].message.content}
+    sampled = {client.chat.completions.create(model=TINY, messages=HELLO, max_tokens=12, seed=s)
+               .choices[0].message.content for s in range(3)}
+    assert len(sampled) > 1, "without a generation_config default the temperature is 1"

