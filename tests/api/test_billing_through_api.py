@@ -69,3 +69,14 @@ def test_a_client_that_disconnects_mid_stream_pays_only_for_what_was_generated(b
     assert 1_000_000 - account.balance_micro == record.cost_micro
     assert account.held_micro == 0 and not Hold.objects.filter(status="active").exists()
     assert ledger_sum_micro(account=account) == account.balance_micro
+
+
+def test_each_tenant_pays_for_its_own_requests(base_url, alice, client):
+    bob = make_org("bob", credit_micro=1_000_000)
+    bob_client = openai.OpenAI(base_url=f"{base_url}/v1", api_key=make_key(bob)[1], max_retries=0)
+    answer = bob_client.chat.completions.create(model=TINY, messages=LONG, max_tokens=3)
+    record = wait_for_usage(answer.id)
+    assert record.organization == bob
+    for org, spent in ((bob, record.cost_micro), (alice, 0)):
+        org.credit_account.refresh_from_db()
+        assert org.credit_account.balance_micro == 1_000_000 - spent
