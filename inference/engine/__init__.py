@@ -9,7 +9,7 @@ from .types import GenerationRequest, SamplingParams, TokenEvent
 
 _LAZY = {
     "Engine": ".engine",
-    "ModelRunner": ".runner",
+    "ModelRunner": ".model_runner",
     "ChatTokenizer": ".tokenizer",
     "IncrementalDetokenizer": ".detokenizer",
     "convert_gguf": ".convert",

@@ -34,9 +34,11 @@ class IncrementalDetokenizer:
         decode: Callable[[list[int]], str],
         stop: Sequence[str] = (),
         context_ids: Sequence[int] = (),
+        include_stop: bool = False,
     ) -> None:
         self._decode = decode
         self._stop = tuple(s for s in stop if s)
+        self._include_stop = include_stop  # emit the stop string itself, then stop
         self._ids: list[int] = list(context_ids)[-CONTEXT_TOKENS:]
         if self._ids and REPLACEMENT_CHAR in decode(self._ids):
             # A context cut mid-character would misalign the offsets below.
@@ -79,11 +81,12 @@ class IncrementalDetokenizer:
         if not self._stop:
             self._held = ""
             return self._emit(buf)
-        cut = min((i for i in (buf.find(s) for s in self._stop) if i >= 0), default=-1)
-        if cut >= 0:
+        found = [(i, -len(s)) for s in self._stop if (i := buf.find(s)) >= 0]
+        if found:
+            cut, neg_len = min(found)  # the earliest stop string, the longest at that place
             self.stopped = True
             self._held = ""
-            return self._emit(buf[:cut])
+            return self._emit(buf[: cut - neg_len if self._include_stop else cut])
         # Hold back the longest tail that could still grow into a stop string;
         # anything before it can never be part of one.
         hold = 0 if final else _longest_stop_prefix_suffix(buf, self._stop)

@@ -1,9 +1,8 @@
-"""A one-request-at-a-time generation engine on a single background thread.
+"""The continuous-batching engine: one background thread running schedule → run → sample.
 
-Callers submit requests from any thread; the engine thread runs them in FIFO
-order and reports progress through per-request callbacks.  Every request gets
-exactly one final event, whatever happens, because billing and streaming
-clients both rely on it.
+Callers submit and cancel from any thread; those land in an inbox the engine
+thread drains between steps, so every piece of engine state is touched by one
+thread only. Requests join and leave the running batch at every step.
 """
 
 from __future__ import annotations
@@ -12,69 +11,72 @@ import logging
 import threading
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
 
+from .config import EngineConfig
 from .detokenizer import IncrementalDetokenizer
-from .runner import ModelRunner
+from .model_runner import ModelRunner
+from .outputs import Choice, RequestState
+from .sampler import Sampler, SamplingRow
+from .scheduler import Scheduler
+from .sequence import Sequence
 from .tokenizer import ChatTokenizer
-from .types import (
-    FINISH_CANCELLED,
-    FINISH_ERROR,
-    FINISH_LENGTH,
-    FINISH_STOP,
-    GenerationRequest,
-    TokenEvent,
-)
+from .types import (FINISH_CANCELLED, FINISH_ERROR, FINISH_LENGTH, FINISH_STOP, GenerationRequest, TokenEvent,
+                    TokenLogprob)
 
-logger = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 EventCallback = Callable[[TokenEvent], None]
 
 
-@dataclass(eq=False)
-class _Job:
-    request: GenerationRequest
-    on_event: EventCallback
-    cancelled: bool = False
-    completion_tokens: int = 0
-
-
 class Engine:
-    def __init__(self, model_path: str, *, device: str = "cpu", dtype: str = "float32") -> None:
+    def __init__(self, model_path: str, *, device: str = "cpu", dtype: str = "float32",
+                 config: EngineConfig | None = None) -> None:
         self.tokenizer = ChatTokenizer.from_pretrained(model_path)
-        self.runner = ModelRunner(model_path, device=device, dtype=dtype)
+        self.config = config or EngineConfig()
+        self.config.max_model_len = min(self.config.max_model_len or self.tokenizer.context_window,
+                                        self.tokenizer.context_window)
+        self.runner = ModelRunner(model_path, self.config, device=device, dtype=dtype)
+        # A sequence of the full window must fit the cache alone, or it could never finish.
+        fits = self.config.num_blocks * self.config.block_size
+        if fits < self.config.max_model_len:
+            log.warning("KV cache holds %d tokens: context window lowered from %d", fits, self.config.max_model_len)
+            self.config.max_model_len = fits
+        self.tokenizer.context_window = self.config.max_model_len
+        self.scheduler = Scheduler(self.config)
+        self.sampler = Sampler(self.runner.vocab_size, device=device)
         self._cond = threading.Condition()
-        self._pending: deque[_Job] = deque()
-        self._running: _Job | None = None
+        self._inbox: deque = deque()
+        self._requests: dict[str, RequestState] = {}
+        self._choices: dict[int, tuple[RequestState, Choice]] = {}  # seq_id ->
         self._stopping = False
         self._thread: threading.Thread | None = None
 
-    # -- public API (any thread) ------------------------------------------
+    # -- any thread ---------------------------------------------------------
 
     def start(self) -> None:
         with self._cond:
             if self._stopping:
                 raise RuntimeError("engine has been shut down")
-            if self._thread is not None:
-                return
-            self._thread = threading.Thread(target=self._loop, name="inference-engine", daemon=True)
-            self._thread.start()
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, name="inference-engine", daemon=True)
+                self._thread.start()
 
     def submit(self, request: GenerationRequest, on_event: EventCallback) -> None:
         with self._cond:
             if self._stopping:
-                # No thread left to deliver a final event, so refuse loudly.
                 raise RuntimeError("engine has been shut down")
-            self._pending.append(_Job(request, on_event))
+            self._inbox.append(("submit", request, on_event))
             self._cond.notify()
 
     def cancel(self, request_id: str) -> None:
         with self._cond:
-            for job in self._pending:
-                if job.request.request_id == request_id:
-                    job.cancelled = True
-            if self._running is not None and self._running.request.request_id == request_id:
-                self._running.cancelled = True
+            self._inbox.append(("cancel", request_id, None))
+            self._cond.notify()
+
+    @property
+    def num_unfinished(self) -> int:
+        with self._cond:
+            return len(self._requests) + sum(1 for kind, *_ in self._inbox if kind == "submit")
 
     def shutdown(self, timeout: float | None = None) -> None:
         with self._cond:
@@ -82,98 +84,190 @@ class Engine:
             thread = self._thread
             self._cond.notify_all()
         if thread is None:
-            # Never started: nobody else will ever finish what was queued.
-            self._finish_pending(lambda job: True)
+            self._drain_inbox()
+            self._cancel_all()
         elif thread is not threading.current_thread():
             thread.join(timeout)
 
-    # -- engine thread ----------------------------------------------------
+    # -- engine thread --------------------------------------------------------
 
     def _loop(self) -> None:
         while True:
             with self._cond:
-                while not self._pending and not self._stopping:
+                while not self._inbox and not self._stopping and not self.scheduler.has_unfinished:
                     self._cond.wait()
-                if self._stopping:
-                    break
-                job = self._pending.popleft()
-                self._running = job
-            try:
-                self._run(job)
-            finally:
-                with self._cond:
-                    self._running = None
-        self._finish_pending(lambda job: True)
+                stopping = self._stopping
+            self._drain_inbox()
+            if stopping:
+                break
+            if self.scheduler.has_unfinished:
+                try:
+                    self._step()
+                except Exception as exc:  # the model or the device failed: end what was running, keep serving
+                    log.exception("engine step failed")
+                    self._fail_all(f"{type(exc).__name__}: {exc}")
+        self._cancel_all()
 
-    def _run(self, job: _Job) -> None:
-        error = None
-        try:
-            reason = self._generate(job)
-        except Exception as exc:  # the model, the tokenizer, bad input: all end the request, not the thread
-            logger.exception("request %s failed", job.request.request_id)
-            reason, error = FINISH_ERROR, f"{type(exc).__name__}: {exc}"
-        self._emit(job, finished=True, finish_reason=reason, error=error)
+    def _drain_inbox(self) -> None:
+        while True:
+            with self._cond:
+                if not self._inbox:
+                    return
+                kind, payload, on_event = self._inbox.popleft()
+            if kind == "submit":
+                self._admit(payload, on_event)
+            else:
+                self._cancel(payload)
 
-    def _generate(self, job: _Job) -> str:
-        request = job.request
-        params = request.params
-        prompt = request.prompt_token_ids
-        if self._interrupted(job):
-            return FINISH_CANCELLED
-        # Past the window the model has no positions left, so a request that
-        # asks for more simply ends there with "length".
-        budget = min(params.max_tokens, self.tokenizer.context_window - len(prompt))
-        eos_ids = self.tokenizer.eos_token_ids
-        detok = IncrementalDetokenizer(self.tokenizer.decode, params.stop, context_ids=prompt)
-        reason = FINISH_LENGTH
-        steps = self.runner.stream(prompt, params, max(budget, 0))
-        try:
-            for token in steps:
-                job.completion_tokens += 1
-                if token in eos_ids:
-                    reason = FINISH_STOP
-                    break
-                delta = detok.push(token)
-                if delta:
-                    self._emit(job, text=delta)
-                if detok.stopped:
-                    reason = FINISH_STOP
-                    break
-                self._finish_pending(lambda j: j.cancelled)
-                if self._interrupted(job):
-                    reason = FINISH_CANCELLED
-                    break
-        finally:
-            steps.close()  # drops the KV cache now rather than at garbage collection
-        # Text held back as a possible stop-string start (or a trailing partial
-        # character) was really generated; release it before the final event.
-        tail = detok.flush()
-        if tail:
-            self._emit(job, text=tail)
-        return reason
+    def _admit(self, request: GenerationRequest, on_event: EventCallback) -> None:
+        state = RequestState(request, on_event)
+        prompt, params = request.prompt_token_ids, request.params
+        if request.request_id in self._requests:
+            return self._close(state, FINISH_ERROR, f"duplicate request id {request.request_id}")
+        if not prompt:
+            return self._close(state, FINISH_ERROR, "prompt_token_ids is empty")
+        if any(not 0 <= t < self.runner.vocab_size for t in prompt):
+            return self._close(state, FINISH_ERROR, f"prompt token id outside the vocabulary of {self.runner.vocab_size}")
+        if params.max_tokens == 0 or len(prompt) >= self.config.max_model_len:
+            return self._close(state, FINISH_LENGTH)
+        if not self.scheduler.can_ever_fit(min(len(prompt) + params.max_tokens, self.config.max_model_len)):
+            return self._close(state, FINISH_ERROR, "the request does not fit the KV cache")
+        self._requests[request.request_id] = state
+        self._add_choice(state, Sequence(request.request_id, list(prompt), params, index=0))
+        self.scheduler.add(state.choices[0].seq)
 
-    def _interrupted(self, job: _Job) -> bool:
-        with self._cond:
-            return job.cancelled or self._stopping
-
-    def _finish_pending(self, select: Callable[[_Job], bool]) -> None:
-        """Give selected queued jobs their final "cancelled" event."""
-        with self._cond:
-            if not any(select(j) for j in self._pending):
-                return
-            done = [j for j in self._pending if select(j)]
-            self._pending = deque(j for j in self._pending if not select(j))
-        for job in done:  # outside the lock: callbacks may call back into us
-            self._emit(job, finished=True, finish_reason=FINISH_CANCELLED)
-
-    def _emit(self, job: _Job, **fields) -> None:
-        event = TokenEvent(
-            request_id=job.request.request_id,
-            prompt_tokens=len(job.request.prompt_token_ids),
-            completion_tokens=job.completion_tokens,
-            **fields,
+    def _add_choice(self, state: RequestState, seq: Sequence) -> Choice:
+        params = seq.params
+        seed = None if params.seed is None else params.seed + seq.index
+        factory = state.request.token_mask_factory
+        choice = Choice(
+            seq=seq,
+            detok=IncrementalDetokenizer(self._decoder(params), params.stop, context_ids=seq.prompt_token_ids,
+                                         include_stop=params.include_stop_str_in_output),
+            generator=None if seed is None else self.sampler.make_generator(seed),
+            mask=factory() if factory is not None else None,
         )
+        state.choices.append(choice)
+        self._choices[seq.seq_id] = (state, choice)
+        return choice
+
+    def _decoder(self, params):
+        if params.skip_special_tokens:
+            return self.tokenizer.decode
+        return lambda ids: self.tokenizer.decode(ids, skip_special_tokens=False)
+
+    def _step(self) -> None:
+        output = self.scheduler.schedule()
+        if output.is_empty:
+            return
+        logits = self.runner.run(output)  # [S, V]
+        self.scheduler.update(output)
+        targets, rows, logit_rows = [], [], []
+        for i, item in enumerate(s for s in output.scheduled if s.samples):
+            state, choice = self._choices[item.seq.seq_id]
+            group = [choice]
+            if item.seq.params.n > 1 and len(state.choices) == 1 and item.seq.num_output_tokens == 0:
+                group += self._fork(state, choice)
+            for c in group:
+                targets.append((state, c))
+                rows.append(SamplingRow(c.seq.params, c.seq.prompt_token_ids, c.seq.output_token_ids,
+                                        c.generator, self.tokenizer.eos_token_ids, c.mask))
+                logit_rows.append(i)
+        if not rows:
+            return
+        if len(logit_rows) != logits.shape[0]:
+            logits = logits[logit_rows]  # forked choices sample from their parent's logits
+        results = self.sampler(logits, rows)
+        changed: dict[str, tuple[RequestState, list[Choice]]] = {}
+        for (state, choice), result in zip(targets, results):
+            self._accept(state, choice, result)
+            changed.setdefault(state.request_id, (state, []))[1].append(choice)
+        for state, choices in changed.values():
+            self._publish(state, choices)
+
+    def _fork(self, state: RequestState, parent: Choice) -> list[Choice]:
+        children = []
+        for index in range(1, parent.seq.params.n):
+            child = Sequence(state.request_id, list(parent.seq.prompt_token_ids), parent.seq.params, index=index)
+            self.scheduler.fork(parent.seq, child)
+            children.append(self._add_choice(state, child))
+        return children
+
+    def _accept(self, state: RequestState, choice: Choice, result) -> None:
+        seq, params = choice.seq, choice.seq.params
+        token = result.token_id
+        seq.append_token(token)
+        state.completion_tokens += 1
+        if choice.mask is not None:
+            choice.mask.accept(token)
+        choice.token_ids.append(token)
+        if params.logprobs is not None:
+            choice.logprobs.append(self._logprob(token, result))
+        if token in self.tokenizer.eos_token_ids and not params.ignore_eos:
+            return self._finish(choice, FINISH_STOP)
+        if token in params.stop_token_ids:
+            return self._finish(choice, FINISH_STOP)
+        choice.text += choice.detok.push(token)
+        if choice.detok.stopped:
+            return self._finish(choice, FINISH_STOP)
+        if seq.num_output_tokens >= params.max_tokens or seq.num_tokens >= self.config.max_model_len:
+            return self._finish(choice, FINISH_LENGTH)
+
+    def _logprob(self, token: int, result) -> TokenLogprob:
+        piece = self.tokenizer.decode
+        return TokenLogprob(token_id=token, token=piece([token]), logprob=result.logprob,
+                            top=tuple((t, piece([t]), lp) for t, lp in result.top))
+
+    def _finish(self, choice: Choice, reason: str) -> None:
+        # Text held back as a possible stop-string start was really generated.
+        choice.text += choice.detok.flush()
+        choice.finish_reason = reason
+        self.scheduler.finish(choice.seq)
+        self._choices.pop(choice.seq.seq_id, None)
+
+    def _publish(self, state: RequestState, choices: list[Choice], error: str | None = None) -> None:
+        for event in state.events(choices, error=error):
+            try:
+                state.on_event(event)
+            except Exception:
+                log.exception("on_event callback failed for request %s", state.request_id)
+        if state.done:
+            self._requests.pop(state.request_id, None)
+
+    def _close(self, state: RequestState, reason: str, error: str | None = None) -> None:
+        """End a request that never started."""
+        state.done = True
+        event = TokenEvent(request_id=state.request_id, finished=True, finish_reason=reason, error=error,
+                           prompt_tokens=len(state.request.prompt_token_ids))
         try:
-            job.on_event(event)
+            state.on_event(event)
         except Exception:
-            logger.exception("on_event callback failed for request %s", job.request.request_id)
+            log.exception("on_event callback failed for request %s", state.request_id)
+
+    def _end_request(self, state: RequestState, reason: str, error: str | None = None) -> None:
+        open_choices = [c for c in state.choices if not c.finished]
+        for choice in open_choices:
+            self._finish(choice, reason)
+        self._publish(state, open_choices, error=error)
+
+    def _cancel(self, request_id: str) -> None:
+        # The inbox is drained in order, so a request is admitted before any cancel sent after it.
+        state = self._requests.get(request_id)
+        if state is not None:
+            self._end_request(state, FINISH_CANCELLED)
+
+    def _fail_all(self, error: str) -> None:
+        for state in list(self._requests.values()):
+            self._end_request(state, FINISH_ERROR, error)
+
+    def _cancel_all(self) -> None:
+        self._drain_cancelled_inbox()
+        for state in list(self._requests.values()):
+            self._end_request(state, FINISH_CANCELLED)
+
+    def _drain_cancelled_inbox(self) -> None:
+        with self._cond:
+            items, self._inbox = list(self._inbox), deque()
+        for kind, request, on_event in items:
+            if kind == "submit":
+                self._close(RequestState(request, on_event), FINISH_CANCELLED)

@@ -57,10 +57,11 @@ class ChatTokenizer:
         """Plain text, no special tokens added (for completions-style prompts)."""
         return list(self.hf_tokenizer.encode(text, add_special_tokens=False))
 
-    def decode(self, ids: list[int]) -> str:
+    def decode(self, ids: list[int], skip_special_tokens: bool = True) -> str:
         # No space clean-up: it rewrites text depending on what follows, which
         # would make incremental deltas disagree with a full decode.
-        return self.hf_tokenizer.decode(list(ids), skip_special_tokens=True, clean_up_tokenization_spaces=False)
+        return self.hf_tokenizer.decode(list(ids), skip_special_tokens=skip_special_tokens,
+                                        clean_up_tokenization_spaces=False)
 
 
 def _optional(load):

@@ -1,4 +1,4 @@
-"""Plain data passed between the API layer and the engine.
+"""Plain data passed between the API layer, the workers and the engine.
 
 Deliberately free of torch and Django so request handlers can build these
 without paying for (or depending on) the model stack.
@@ -6,12 +6,16 @@ without paying for (or depending on) the model stack.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
 
 FINISH_STOP = "stop"
 FINISH_LENGTH = "length"
 FINISH_CANCELLED = "cancelled"
 FINISH_ERROR = "error"
+
+MAX_LOGPROBS = 20
 
 
 @dataclass(frozen=True)
@@ -19,8 +23,21 @@ class SamplingParams:
     max_tokens: int = 16
     temperature: float = 1.0  # 0 => greedy
     top_p: float = 1.0
+    top_k: int = 0  # 0 or -1 => off
+    min_p: float = 0.0
+    presence_penalty: float = 0.0  # OpenAI semantics, on generated tokens
+    frequency_penalty: float = 0.0
+    repetition_penalty: float = 1.0  # CTRL/HF semantics, on prompt and generated tokens
+    logit_bias: Mapping[int, float] = field(default_factory=dict)
     seed: int | None = None  # same seed + same prompt + same params => same output
     stop: tuple[str, ...] = ()  # stop strings: never emitted, even when split across tokens
+    stop_token_ids: tuple[int, ...] = ()
+    include_stop_str_in_output: bool = False
+    min_tokens: int = 0  # EOS and stop token ids are masked until this many tokens exist
+    ignore_eos: bool = False
+    n: int = 1  # choices sharing one prefill of the prompt
+    logprobs: int | None = None  # None => off; else how many alternatives (0..20) besides the chosen token
+    skip_special_tokens: bool = True
 
     def __post_init__(self) -> None:
         # JSON hands us lists, and a bare string would otherwise be iterated as
@@ -32,12 +49,43 @@ class SamplingParams:
         if not all(isinstance(s, str) for s in stop):
             raise ValueError("stop must be a sequence of strings")
         object.__setattr__(self, "stop", tuple(s for s in stop if s))
+        object.__setattr__(self, "stop_token_ids", tuple(int(t) for t in self.stop_token_ids))
+        object.__setattr__(self, "logit_bias", {int(k): float(v) for k, v in dict(self.logit_bias).items()})
         if self.max_tokens < 0:
             raise ValueError("max_tokens must be >= 0")
         if self.temperature < 0:
             raise ValueError("temperature must be >= 0")
         if not 0 < self.top_p <= 1:
             raise ValueError("top_p must be in (0, 1]")
+        if self.top_k < -1:
+            raise ValueError("top_k must be -1, 0 or positive")
+        if not 0 <= self.min_p <= 1:
+            raise ValueError("min_p must be in [0, 1]")
+        if self.repetition_penalty <= 0:
+            raise ValueError("repetition_penalty must be > 0")
+        if self.min_tokens < 0:
+            raise ValueError("min_tokens must be >= 0")
+        if self.n < 1:
+            raise ValueError("n must be >= 1")
+        if self.logprobs is not None and not 0 <= self.logprobs <= MAX_LOGPROBS:
+            raise ValueError(f"logprobs must be in [0, {MAX_LOGPROBS}]")
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0
+
+
+class TokenMask(Protocol):
+    """Per-sequence constraint on the next token (structured output, forced tool calls).
+
+    The engine asks `allowed()` before sampling each token and reports the token
+    it chose with `accept()`. `allowed()` returns None for "no constraint now",
+    or a boolean tensor/array of vocabulary size where True marks allowed ids.
+    """
+
+    def allowed(self): ...
+
+    def accept(self, token_id: int) -> None: ...
 
 
 @dataclass
@@ -45,14 +93,29 @@ class GenerationRequest:
     request_id: str
     prompt_token_ids: list[int]
     params: SamplingParams
+    # Called once per choice to build that choice's mask state; None => unconstrained.
+    token_mask_factory: object | None = None
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    token_id: int
+    token: str
+    logprob: float
+    top: tuple[tuple[int, str, float], ...] = ()  # (token_id, token, logprob), most likely first
 
 
 @dataclass(frozen=True)
 class TokenEvent:
     request_id: str
-    text: str = ""  # new text since the previous event of this request
-    finished: bool = False
-    finish_reason: str | None = None  # "stop" (EOS or stop string) | "length" | "cancelled" | "error"
+    text: str = ""  # new text of choice `index` since its previous event
+    index: int = 0  # which choice (0..n-1) this event is about
+    token_ids: tuple[int, ...] = ()  # the tokens this text came from (those not yet reported)
+    logprobs: tuple[TokenLogprob, ...] = ()  # one per token in token_ids, when requested
+    choice_finish_reason: str | None = None  # set on the last event of choice `index`
+    finished: bool = False  # the last event of the whole request: exactly one per request
+    finish_reason: str | None = None  # on the final event: "stop" | "length" | "cancelled" | "error"
     prompt_tokens: int = 0  # len(prompt_token_ids), on every event
-    completion_tokens: int = 0  # tokens sampled so far (including an EOS/stop token that ended it)
+    completion_tokens: int = 0  # tokens sampled so far over all choices (EOS/stop tokens included)
     error: str | None = None  # message when finish_reason == "error"
+    error_code: str | None = None  # machine-readable cause when finish_reason == "error" (e.g. "worker_lost")

@@ -18,10 +18,11 @@ def chat_tokenizer(tiny_model_path):
 
 
 @pytest.fixture(scope="session")
-def runner(tiny_model_path):
-    from inference.engine.runner import ModelRunner
+def hf_model(tiny_model_path):
+    """transformers' own model, the reference for greedy output."""
+    from transformers import AutoModelForCausalLM
 
-    return ModelRunner(tiny_model_path)
+    return AutoModelForCausalLM.from_pretrained(tiny_model_path, local_files_only=True).eval()
 
 
 @pytest.fixture(scope="module")

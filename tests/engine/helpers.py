@@ -40,3 +40,17 @@ def until_eos(tokens, eos_ids):
         if token in eos_ids:
             return tokens[: i + 1]
     return tokens
+
+
+def greedy_tokens(hf_model, prompt_ids, n):
+    """transformers' own greedy continuation, EOS not special: the reference for the engine."""
+    import torch
+
+    ids = torch.tensor([list(prompt_ids)])
+    out = []
+    with torch.inference_mode():
+        for _ in range(n):
+            token = int(hf_model(ids).logits[0, -1].argmax())
+            out.append(token)
+            ids = torch.cat([ids, torch.tensor([[token]])], dim=1)
+    return out

@@ -7,7 +7,7 @@ import pytest
 from inference.engine.engine import Engine
 from inference.engine.types import GenerationRequest, SamplingParams
 
-from .helpers import TIMEOUT, Collector, until_eos
+from .helpers import TIMEOUT, Collector, greedy_tokens, until_eos
 
 GREEDY = SamplingParams(max_tokens=24, temperature=0.0)
 
@@ -39,11 +39,11 @@ def test_exactly_one_final_event(run_request, prompt_ids):
         c = run_request(prompt_ids, params)
         c.final  # asserts exactly one, and that it is last
         assert all(e.prompt_tokens == len(prompt_ids) for e in c.events)
-        assert all(e.text for e in c.events[:-1]), "non-final events carry text"
+        assert all(e.text or e.token_ids for e in c.events[:-1]), "non-final events carry tokens"
 
 
-def test_streamed_text_and_counts_match_the_greedy_tokens(run_request, runner, chat_tokenizer, prompt_ids):
-    tokens = until_eos(list(runner.stream(prompt_ids, GREEDY, GREEDY.max_tokens)), chat_tokenizer.eos_token_ids)
+def test_streamed_text_and_counts_match_the_greedy_tokens(run_request, hf_model, chat_tokenizer, prompt_ids):
+    tokens = until_eos(greedy_tokens(hf_model, prompt_ids, GREEDY.max_tokens), chat_tokenizer.eos_token_ids)
     c = run_request(prompt_ids, GREEDY)
     assert c.final.completion_tokens == len(tokens)
     assert c.text == chat_tokenizer.decode(tokens)
@@ -63,8 +63,8 @@ def test_max_tokens_ends_with_length(run_request, prompt_ids, no_eos):
     assert (c.final.finish_reason, c.final.completion_tokens) == ("length", 5)
 
 
-def test_eos_ends_with_stop_and_is_counted(engine, run_request, runner, chat_tokenizer, prompt_ids, monkeypatch):
-    tokens = list(runner.stream(prompt_ids, GREEDY, 10))
+def test_eos_ends_with_stop_and_is_counted(engine, run_request, hf_model, chat_tokenizer, prompt_ids, monkeypatch):
+    tokens = greedy_tokens(hf_model, prompt_ids, 10)
     fake_eos = tokens[3]
     end = tokens.index(fake_eos)
     monkeypatch.setattr(engine.tokenizer, "eos_token_ids", frozenset({fake_eos}))
@@ -73,8 +73,8 @@ def test_eos_ends_with_stop_and_is_counted(engine, run_request, runner, chat_tok
     assert c.text == chat_tokenizer.decode(tokens[:end])
 
 
-def test_stop_string_ends_generation_and_is_never_emitted(run_request, runner, chat_tokenizer, prompt_ids, no_eos):
-    tokens = list(runner.stream(prompt_ids, GREEDY, GREEDY.max_tokens))
+def test_stop_string_ends_generation_and_is_never_emitted(run_request, hf_model, chat_tokenizer, prompt_ids, no_eos):
+    tokens = greedy_tokens(hf_model, prompt_ids, GREEDY.max_tokens)
     full = chat_tokenizer.decode(tokens)
     start = next(i for i in range(len(full) // 3, len(full)) if "\ufffd" not in full[i : i + 3])
     stop = full[start : start + 3]
@@ -93,7 +93,7 @@ def test_request_beyond_context_window_stops_at_the_window(engine, run_request, 
 
 
 def test_prompt_longer_than_window_ends_with_length_and_no_tokens(engine, run_request, prompt_ids, monkeypatch):
-    monkeypatch.setattr(engine.tokenizer, "context_window", len(prompt_ids) - 1)
+    monkeypatch.setattr(engine.config, "max_model_len", len(prompt_ids) - 1)
     c = run_request(prompt_ids, SamplingParams(max_tokens=10, seed=0))
     assert (c.final.finish_reason, c.final.completion_tokens, c.text) == ("length", 0, "")
 
@@ -185,15 +185,16 @@ def test_engine_survives_callback_error(run_request, prompt_ids):
 
 
 def test_model_error_ends_with_error_and_exact_counts(engine, run_request, prompt_ids, monkeypatch, no_eos):
-    real_stream = engine.runner.stream
+    real_run = engine.runner.run
+    calls = []
 
-    def failing_stream(prompt, params, max_new_tokens):
-        for i, token in enumerate(real_stream(prompt, params, max_new_tokens)):
-            if i == 3:
-                raise RuntimeError("device fell over")
-            yield token
+    def failing_run(output):
+        calls.append(1)
+        if len(calls) == 4:  # prefill + 2 decodes have produced 3 tokens
+            raise RuntimeError("device fell over")
+        return real_run(output)
 
-    monkeypatch.setattr(engine.runner, "stream", failing_stream)
+    monkeypatch.setattr(engine.runner, "run", failing_run)
     c = run_request(prompt_ids, SamplingParams(max_tokens=10, seed=0))
     assert (c.final.finish_reason, c.final.completion_tokens) == ("error", 3)
     assert "device fell over" in c.final.error

@@ -1,0 +1,110 @@
+"""Paged attention plugged into transformers' attention interface.
+
+transformers keeps the model definitions (Llama, Qwen2, Qwen3, Mistral, ...):
+projections, norms, rotary embeddings and MLPs all run as written there, on a
+packed batch `[1, T]` holding every scheduled token of the step. Only the
+attention call is ours: it writes the step's keys and values into the block
+KV cache and attends each token to its own sequence's cache.
+
+Decode tokens (one per sequence) are attended together in one batched call;
+prefill chunks are attended one sequence at a time, causally.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from transformers import AttentionInterface
+
+ATTN_IMPLEMENTATION = "engine_paged"
+
+
+@dataclass
+class PrefillSegment:
+    q_start: int  # first row of this chunk in the packed batch
+    q_len: int
+    kv_index: torch.Tensor  # [start + q_len] cache slots of positions 0 .. start+q_len-1
+    start: int  # positions already cached before this chunk
+
+
+@dataclass
+class StepMetadata:
+    """Where each packed token reads and writes in the cache, built once per step for all layers."""
+
+    slot_mapping: torch.Tensor  # [T] cache slot that receives each token's key/value
+    num_decode: int  # the first num_decode packed tokens are single-token decodes
+    decode_kv_index: torch.Tensor | None = None  # [num_decode, L] cache slots of each decode sequence's positions
+    decode_mask: torch.Tensor | None = None  # [num_decode, 1, 1, L] True where a position exists
+    prefills: list[PrefillSegment] = field(default_factory=list)
+
+
+class KVCache:
+    """Per layer, keys and values of `num_blocks * block_size` token slots."""
+
+    def __init__(self, *, num_layers: int, num_blocks: int, block_size: int, num_kv_heads: int, head_dim: int,
+                 dtype: torch.dtype, device: torch.device):
+        self.block_size = block_size
+        shape = (num_blocks * block_size, num_kv_heads, head_dim)
+        self.k = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(num_layers)]  # [S, Hkv, D] each
+        self.v = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(num_layers)]
+
+    def copy_blocks(self, copies: list[tuple[int, int]]) -> None:
+        """Duplicate whole blocks (a forked sequence's partially filled last block)."""
+        bs = self.block_size
+        for src, dst in copies:
+            for cache in (*self.k, *self.v):
+                cache[dst * bs:(dst + 1) * bs] = cache[src * bs:(src + 1) * bs]
+
+    @staticmethod
+    def bytes_per_block(*, num_layers: int, block_size: int, num_kv_heads: int, head_dim: int,
+                        dtype: torch.dtype) -> int:
+        return 2 * num_layers * block_size * num_kv_heads * head_dim * torch.finfo(dtype).bits // 8
+
+
+def paged_attention_forward(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
+    # query: [1, Hq, T, D]; key, value: [1, Hkv, T, D] (rotary already applied by the model)
+    meta: StepMetadata = kwargs["engine_step"]
+    cache: KVCache = kwargs["engine_cache"]
+    layer = module.layer_idx
+    k_cache, v_cache = cache.k[layer], cache.v[layer]  # [S, Hkv, D]
+    k_cache.index_copy_(0, meta.slot_mapping, key[0].transpose(0, 1))
+    v_cache.index_copy_(0, meta.slot_mapping, value[0].transpose(0, 1))
+
+    q = query[0].transpose(0, 1)  # [T, Hq, D]
+    out = torch.empty_like(q)  # [T, Hq, D]
+    nd = meta.num_decode
+    if nd:
+        out[:nd] = _decode_attention(q[:nd], k_cache, v_cache, meta, scaling)
+    for seg in meta.prefills:
+        out[seg.q_start:seg.q_start + seg.q_len] = _prefill_attention(
+            q[seg.q_start:seg.q_start + seg.q_len], k_cache, v_cache, seg, scaling)
+    return out.unsqueeze(0), None  # [1, T, Hq, D]
+
+
+def _decode_attention(q, k_cache, v_cache, meta: StepMetadata, scaling):
+    # q: [B, Hq, D]; every sequence attends to its own L cached positions (padded, masked).
+    keys = k_cache[meta.decode_kv_index].transpose(1, 2)  # [B, Hkv, L, D]
+    values = v_cache[meta.decode_kv_index].transpose(1, 2)  # [B, Hkv, L, D]
+    out = F.scaled_dot_product_attention(q.unsqueeze(2), keys, values, attn_mask=meta.decode_mask, scale=scaling,
+                                         enable_gqa=True)  # [B, Hq, 1, D]
+    return out.squeeze(2)
+
+
+def _prefill_attention(q, k_cache, v_cache, seg: PrefillSegment, scaling):
+    # q: [t, Hq, D] for positions start .. start+t-1, attending causally to positions 0 .. start+t-1.
+    keys = k_cache[seg.kv_index].transpose(0, 1).unsqueeze(0)  # [1, Hkv, start+t, D]
+    values = v_cache[seg.kv_index].transpose(0, 1).unsqueeze(0)
+    query = q.transpose(0, 1).unsqueeze(0)  # [1, Hq, t, D]
+    if seg.start == 0:
+        out = F.scaled_dot_product_attention(query, keys, values, is_causal=True, scale=scaling, enable_gqa=True)
+    else:
+        rows = torch.arange(seg.q_len, device=q.device).unsqueeze(1) + seg.start  # [t, 1]
+        cols = torch.arange(seg.start + seg.q_len, device=q.device).unsqueeze(0)  # [1, start+t]
+        out = F.scaled_dot_product_attention(query, keys, values, attn_mask=cols <= rows, scale=scaling,
+                                             enable_gqa=True)
+    return out[0].transpose(0, 1)  # [t, Hq, D]
+
+
+AttentionInterface.register(ATTN_IMPLEMENTATION, paged_attention_forward)

@@ -1,0 +1,30 @@
+"""Sizing knobs of the continuous-batching engine.
+
+Plain dataclass with no torch import: the scheduler and its tests build one
+without touching the model stack.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class EngineConfig:
+    block_size: int = 16
+    num_blocks: int = 0  # 0 => the runner sizes it from kv_cache_bytes and fills it in before the Scheduler is built
+    kv_cache_bytes: int = 1 << 30
+    max_num_seqs: int = 64  # running sequences at most
+    max_num_batched_tokens: int = 1024  # token budget of one step (decode tokens + prefill chunk tokens)
+    max_model_len: int = 2048  # context window; prompt + output never exceeds it
+
+    def __post_init__(self) -> None:
+        # Fail at construction rather than as a hang or a ZeroDivisionError
+        # deep inside a step.
+        for name in ("block_size", "max_num_seqs", "max_num_batched_tokens", "max_model_len"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1")
+        if self.num_blocks < 0:
+            raise ValueError("num_blocks must be >= 0 (0 => sized by the runner)")
+        if self.kv_cache_bytes < 0:
+            raise ValueError("kv_cache_bytes must be >= 0")
