@@ -35,19 +35,24 @@ class StepMetadata:
 
     slot_mapping: torch.Tensor  # [T] cache slot that receives each token's key/value
     num_decode: int  # the first num_decode packed tokens are single-token decodes
-    decode_kv_index: torch.Tensor | None = None  # [num_decode, L] cache slots of each decode sequence's positions
-    decode_mask: torch.Tensor | None = None  # [num_decode, 1, 1, L] True where a position exists
+    decode_blocks: torch.Tensor | None = None  # [num_decode * nb] each decode sequence's block table, padded to nb
+    decode_mask: torch.Tensor | None = None  # [num_decode, 1, 1, nb * block_size] True where a position exists
     prefills: list[PrefillSegment] = field(default_factory=list)
 
 
 class KVCache:
-    """Per layer, keys and values of `num_blocks * block_size` token slots."""
+    """Per layer, keys and values of `num_blocks * block_size` token slots.
+
+    Head-major (`[Hkv, slots, D]`): gathering a batch's blocks then yields each
+    head's keys already laid out `[B, L, D]`, in a single copy.
+    """
 
     def __init__(self, *, num_layers: int, num_blocks: int, block_size: int, num_kv_heads: int, head_dim: int,
                  dtype: torch.dtype, device: torch.device):
         self.block_size = block_size
-        shape = (num_blocks * block_size, num_kv_heads, head_dim)
-        self.k = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(num_layers)]  # [S, Hkv, D] each
+        self.num_blocks = num_blocks
+        shape = (num_kv_heads, num_blocks * block_size, head_dim)
+        self.k = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(num_layers)]  # [Hkv, S, D] each
         self.v = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(num_layers)]
 
     def copy_blocks(self, copies: list[tuple[int, int]]) -> None:
@@ -55,7 +60,7 @@ class KVCache:
         bs = self.block_size
         for src, dst in copies:
             for cache in (*self.k, *self.v):
-                cache[dst * bs:(dst + 1) * bs] = cache[src * bs:(src + 1) * bs]
+                cache[:, dst * bs:(dst + 1) * bs] = cache[:, src * bs:(src + 1) * bs]
 
     @staticmethod
     def bytes_per_block(*, num_layers: int, block_size: int, num_kv_heads: int, head_dim: int,
@@ -68,34 +73,37 @@ def paged_attention_forward(module, query, key, value, attention_mask, scaling=N
     meta: StepMetadata = kwargs["engine_step"]
     cache: KVCache = kwargs["engine_cache"]
     layer = module.layer_idx
-    k_cache, v_cache = cache.k[layer], cache.v[layer]  # [S, Hkv, D]
-    k_cache.index_copy_(0, meta.slot_mapping, key[0].transpose(0, 1))
-    v_cache.index_copy_(0, meta.slot_mapping, value[0].transpose(0, 1))
+    k_cache, v_cache = cache.k[layer], cache.v[layer]  # [Hkv, S, D]
+    k_cache.index_copy_(1, meta.slot_mapping, key[0])
+    v_cache.index_copy_(1, meta.slot_mapping, value[0])
 
     q = query[0].transpose(0, 1)  # [T, Hq, D]
     out = torch.empty_like(q)  # [T, Hq, D]
     nd = meta.num_decode
     if nd:
-        out[:nd] = _decode_attention(q[:nd], k_cache, v_cache, meta, scaling)
+        out[:nd] = _decode_attention(q[:nd], k_cache, v_cache, meta, cache, scaling)
     for seg in meta.prefills:
         out[seg.q_start:seg.q_start + seg.q_len] = _prefill_attention(
             q[seg.q_start:seg.q_start + seg.q_len], k_cache, v_cache, seg, scaling)
     return out.unsqueeze(0), None  # [1, T, Hq, D]
 
 
-def _decode_attention(q, k_cache, v_cache, meta: StepMetadata, scaling):
-    # q: [B, Hq, D]; every sequence attends to its own L cached positions (padded, masked).
-    keys = k_cache[meta.decode_kv_index].transpose(1, 2)  # [B, Hkv, L, D]
-    values = v_cache[meta.decode_kv_index].transpose(1, 2)  # [B, Hkv, L, D]
-    out = F.scaled_dot_product_attention(q.unsqueeze(2), keys, values, attn_mask=meta.decode_mask, scale=scaling,
-                                         enable_gqa=True)  # [B, Hq, 1, D]
+def _decode_attention(q, k_cache, v_cache, meta: StepMetadata, cache: KVCache, scaling):
+    # q: [B, Hq, D]; every sequence attends to its own blocks (padded to the longest table, masked).
+    heads, _, dim = k_cache.shape
+    batch = q.shape[0]
+    blocks = (heads, cache.num_blocks, cache.block_size, dim)
+    keys = k_cache.view(blocks).index_select(1, meta.decode_blocks).view(heads, batch, -1, dim)  # [Hkv, B, L, D]
+    values = v_cache.view(blocks).index_select(1, meta.decode_blocks).view(heads, batch, -1, dim)
+    out = F.scaled_dot_product_attention(q.unsqueeze(2), keys.transpose(0, 1), values.transpose(0, 1),
+                                         attn_mask=meta.decode_mask, scale=scaling, enable_gqa=True)  # [B, Hq, 1, D]
     return out.squeeze(2)
 
 
 def _prefill_attention(q, k_cache, v_cache, seg: PrefillSegment, scaling):
     # q: [t, Hq, D] for positions start .. start+t-1, attending causally to positions 0 .. start+t-1.
-    keys = k_cache[seg.kv_index].transpose(0, 1).unsqueeze(0)  # [1, Hkv, start+t, D]
-    values = v_cache[seg.kv_index].transpose(0, 1).unsqueeze(0)
+    keys = k_cache.index_select(1, seg.kv_index).unsqueeze(0)  # [1, Hkv, start+t, D]
+    values = v_cache.index_select(1, seg.kv_index).unsqueeze(0)
     query = q.transpose(0, 1).unsqueeze(0)  # [1, Hq, t, D]
     if seg.start == 0:
         out = F.scaled_dot_product_attention(query, keys, values, is_causal=True, scale=scaling, enable_gqa=True)

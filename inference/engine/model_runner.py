@@ -84,20 +84,18 @@ class ModelRunner:
                 sample_row[id(item)] = row - 1
         meta = StepMetadata(slot_mapping=self._tensor(slots), num_decode=len(decode_starts), prefills=prefills)
         if decode_starts:
-            meta.decode_kv_index, meta.decode_mask = self._decode_index(decode_starts, decode_tables)
+            meta.decode_blocks, meta.decode_mask = self._decode_index(decode_starts, decode_tables)
         # The sampled rows come back in the scheduler's order, not the packed order.
         rows = [sample_row[id(item)] for item in output.scheduled if item.samples]
         return self._tensor(ids), self._tensor(positions), meta, self._tensor(rows)
 
     def _decode_index(self, starts: list[int], tables: list[list[int]]):
-        bs = self.block_size
         width = max(len(t) for t in tables)
-        table = torch.tensor([t + [0] * (width - len(t)) for t in tables], dtype=torch.long)  # [B, nb]
-        length = max(starts) + 1
-        pos = torch.arange(length)  # [L]
-        index = table[:, pos // bs] * bs + pos % bs  # [B, L]
+        # Padding blocks point at block 0; the mask hides them.
+        blocks = torch.tensor([b for t in tables for b in t + [0] * (width - len(t))], dtype=torch.long)  # [B*nb]
+        pos = torch.arange(width * self.block_size)  # [L]
         mask = pos.unsqueeze(0) <= torch.tensor(starts).unsqueeze(1)  # [B, L]
-        return index.to(self.device), mask[:, None, None, :].to(self.device)  # [B, L], [B, 1, 1, L]
+        return blocks.to(self.device), mask[:, None, None, :].to(self.device)  # [B*nb], [B, 1, 1, L]
 
     def _tensor(self, values: list[int]) -> torch.Tensor:
         return torch.tensor(values, dtype=torch.long, device=self.device)
