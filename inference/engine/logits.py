@@ -1,18 +1,18 @@
-"""Logits processing for the batched sampler (steps 2-5 of `Sampler`, and the
-top-k / top-p / min-p filters of step 7).
+"""Logits processing for the batched sampler: steps 2-5 of `Sampler` (logit
+bias, min_tokens, token masks, penalties) and top-p for wide nuclei.
 
 Everything here works in place on a float32 workspace `scores` of shape
-[n, Vpad]: one row per sequence, the vocabulary padded with -inf columns up to
-a multiple of the sampler's block size. Row-sparse features (logit bias,
-min_tokens, penalties) touch only the (row, token) pairs they concern through
-flat indices `row * Vpad + token`, so a batch where one row uses a penalty
-costs O(that row's tokens), not another pass over [n, Vpad].
+[W, V], one row per sequence. Row-sparse features (logit bias, min_tokens,
+penalties) touch only the (row, token) pairs they concern through flat indices
+`row * V + token`, so a batch where one row uses a penalty costs O(that row's
+tokens), not another pass over [W, V].
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from itertools import chain
 
 import torch
 
@@ -22,35 +22,38 @@ NEG_INF = float("-inf")
 
 # Top-p looks for its cutoff among this many candidates before falling back to
 # a larger top-k and finally a full sort: a full [256, 50k] sort costs ~0.7 s
-# on CPU, a top-64 a few ms, and the nucleus of a real LLM step is almost
-# always far smaller than 64 tokens.
+# on CPU, a top-64 a few ms, and the nucleus of a real LLM step is usually far
+# smaller than 64 tokens.
 TOP_P_CANDIDATES = (64, 1024)
 
 
 def _ids(tokens: Sequence[int], vocab_size: int, device: torch.device) -> torch.Tensor:
+    """The in-vocabulary ids of a token list as a tensor [N']."""
     t = torch.as_tensor(tokens, dtype=torch.long, device=device).reshape(-1)  # [N]
     # Ids >= vocab_size exist only in a padded tokenizer; they have no logit.
     return t[(t >= 0) & (t < vocab_size)]
 
 
 class PromptIdCache:
-    """Unique in-vocabulary prompt ids per sequence, reused across decode steps.
+    """Unique in-vocabulary prompt ids per prompt, reused across decode steps.
 
     Converting an 8k-token prompt list to a tensor on every step would cost more
-    than the penalty itself. Keyed by the identity of the prompt sequence
-    object (kept alive by the cache, so the id cannot be reused while cached);
-    entries not used in a call are dropped at the end of the next one.
+    than the penalty itself. Keyed by content (a tuple hash and equality check,
+    a few microseconds per thousand ids), so it works however the caller builds
+    the list each step, and n > 1 choices of one prompt share an entry.
+    Entries a call does not use are dropped at the end of it.
     """
 
     def __init__(self) -> None:
-        self._entries: dict[int, tuple[Sequence[int], int, torch.Tensor]] = {}
-        self._used: dict[int, tuple[Sequence[int], int, torch.Tensor]] = {}
+        self._entries: dict[int, tuple[tuple[int, ...], int, torch.Tensor]] = {}
+        self._used: dict[int, tuple[tuple[int, ...], int, torch.Tensor]] = {}
 
     def get(self, prompt: Sequence[int], vocab_size: int, device: torch.device) -> torch.Tensor:
-        key = id(prompt)
-        entry = self._entries.get(key) or self._used.get(key)
-        if entry is None or entry[0] is not prompt or entry[1] != len(prompt):
-            entry = (prompt, len(prompt), torch.unique(_ids(prompt, vocab_size, device)))  # [P']
+        snapshot = tuple(prompt)
+        key = hash(snapshot)
+        entry = self._used.get(key) or self._entries.get(key)
+        if entry is None or entry[0] != snapshot or entry[1] != vocab_size or entry[2].device != device:
+            entry = (snapshot, vocab_size, torch.unique(_ids(snapshot, vocab_size, device)))  # [P']
         self._used[key] = entry
         return entry[2]
 
@@ -85,7 +88,7 @@ def block_tokens(scores: torch.Tensor, blocked: list[tuple[int, Sequence[int]]],
 
 def _allowed_row(allowed, width: int, vocab_size: int, device: torch.device) -> torch.Tensor:
     a = torch.as_tensor(allowed, device=device).reshape(-1).to(torch.bool)  # [V_mask]
-    row = torch.zeros(width, dtype=torch.bool, device=device)  # [Vpad]
+    row = torch.zeros(width, dtype=torch.bool, device=device)  # [V]
     # A mask built for a smaller tokenizer vocabulary leaves the model's extra
     # (padding) ids disallowed; one built wider is cut to the model's ids.
     n = min(a.shape[0], vocab_size)
@@ -98,14 +101,13 @@ def apply_token_masks(scores: torch.Tensor, masks: list[tuple[int, object]], voc
     allowed, or only ids min_tokens just blocked) keeps its unmasked logits:
     a constraint violation is recoverable, a NaN distribution is not."""
     rows = torch.tensor([row for row, _ in masks], dtype=torch.long, device=scores.device)  # [M]
-    allowed = torch.stack([_allowed_row(a, scores.shape[1], vocab_size, scores.device) for _, a in masks])  # [M, Vpad]
-    masked = torch.where(allowed, scores[rows], NEG_INF)  # [M, Vpad]
+    allowed = torch.stack([_allowed_row(a, scores.shape[1], vocab_size, scores.device) for _, a in masks])  # [M, V]
+    masked = torch.where(allowed, scores[rows], NEG_INF)  # [M, V]
     ok = masked.amax(dim=-1) > NEG_INF  # [M]
     if bool(ok.all()):
         scores[rows] = masked
         return
-    bad = [masks[i][0] for i in (~ok).nonzero().flatten().tolist()]
-    logger.warning("token mask allows no token for %d row(s) (local rows %s); sampling those unmasked", len(bad), bad)
+    logger.warning("token mask allows no token for %d sequence(s); sampling them unmasked", int((~ok).sum()))
     scores[rows[ok]] = masked[ok]
 
 
@@ -122,47 +124,48 @@ def apply_penalties(
     """Repetition penalty (HF/CTRL, prompt + output) then presence/frequency (OpenAI, output only)."""
     device = scores.device
     stride = scores.shape[1]
-    flat = scores.view(-1)  # [n * Vpad]
-    local = torch.tensor(rows, dtype=torch.long, device=device)  # [R]
+    flat = scores.view(-1)  # [W * V]
 
     def per_row(values: list[float]) -> torch.Tensor:
-        # Coefficient by workspace row, so a flat index finds its row's value as idx // stride.
-        t = torch.zeros(scores.shape[0], dtype=scores.dtype, device=device)  # [n]
-        t[local] = torch.tensor(values, dtype=scores.dtype, device=device)
+        # Coefficient by workspace row, so a flat index finds its row's value at idx // stride.
+        t = torch.zeros(scores.shape[0], dtype=scores.dtype, device=device)  # [W]
+        t[rows] = torch.tensor(values, dtype=scores.dtype, device=device)
         return t
 
-    out = [_ids(ids, vocab_size, device) for ids in output_ids]  # per row [O_i]
+    # Every row's generated ids in one tensor, as flat indices into scores.
+    local = torch.tensor(rows, dtype=torch.long, device=device)  # [R]
+    lengths = torch.tensor([len(ids) for ids in output_ids], device=device)  # [R]
+    out = torch.as_tensor(list(chain.from_iterable(output_ids)), dtype=torch.long, device=device)  # [N]
+    out_row = torch.repeat_interleave(local, lengths)  # [N]
+    valid = (out >= 0) & (out < vocab_size)
+    out_flat = (out_row * stride + out)[valid]  # [N']
+    out_row = out_row[valid]  # [N']
 
-    rep = [
-        (out[i] if prompt_ids[i] is None else torch.cat([prompt_ids[i], out[i]])) + row * stride
-        for i, row in enumerate(rows)
-        if repetition[i] != 1.0
-    ]
-    if rep:
-        idx = torch.cat(rep)  # [N] may repeat an id: every copy writes the same value
-        p = per_row(repetition)[idx // stride]  # [N]
+    rep_rows = [(row, ids) for row, ids, p in zip(rows, prompt_ids, repetition) if p != 1.0]
+    if rep_rows:
+        rep = per_row(repetition)  # [W], 0 for rows without the penalty
+        prompt = torch.cat([ids + row * stride for row, ids in rep_rows])  # [P]
+        idx = torch.cat([prompt, out_flat[rep[out_row] != 0]])  # [N] may repeat an id: every copy writes the same value
+        p = rep[idx // stride]  # [N]
         logit = flat[idx]  # [N]
         flat[idx] = torch.where(logit > 0, logit / p, logit * p)
 
-    pf = [out[i] + row * stride for i, row in enumerate(rows) if presence[i] != 0.0 or frequency[i] != 0.0]
-    if pf:
-        idx = torch.cat(pf)  # [N]
+    if any(presence) or any(frequency):
+        pres, freq = per_row(presence), per_row(frequency)  # [W]
+        idx = out_flat[(pres[out_row] != 0) | (freq[out_row] != 0)]  # [N]
         uniq, counts = torch.unique(idx, return_counts=True)  # [U], [U]
         row_of = uniq // stride  # [U]
-        flat[uniq] -= per_row(presence)[row_of] + per_row(frequency)[row_of] * counts.to(scores.dtype)
+        flat[uniq] -= pres[row_of] + freq[row_of] * counts.to(scores.dtype)
 
 
-def top_k_threshold(weights: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-    """Per row, the k-th largest weight ([R, V], k [R] >= 1) -> [R, 1]."""
-    kmax = int(k.max())
-    top = torch.topk(weights, kmax, dim=-1, sorted=True).values  # [R, kmax]
-    return top.gather(1, (k - 1).unsqueeze(1))  # [R, 1]
-
-
-def top_p_threshold(weights: torch.Tensor, top_p: torch.Tensor) -> torch.Tensor:
+def top_p_threshold(
+    weights: torch.Tensor, top_p: torch.Tensor, candidates: Sequence[int] = TOP_P_CANDIDATES
+) -> torch.Tensor:
     """Per row, the smallest weight kept by nucleus filtering -> [R, 1].
 
     weights [R, V] are unnormalised probabilities (already top-k filtered).
+    The cutoff is looked for among the `candidates` most likely ids, then
+    among all of them (a full sort).
     The kept set is the most likely tokens up to and including the first one
     at which the mass reaches top_p; the most likely token always survives.
     Tokens tied with the last kept one are kept too (a sort would keep an
@@ -172,8 +175,8 @@ def top_p_threshold(weights: torch.Tensor, top_p: torch.Tensor) -> torch.Tensor:
     need = top_p * weights.sum(dim=-1)  # [R] mass to reach, unnormalised
     thresholds = torch.empty(n, 1, dtype=weights.dtype, device=weights.device)  # [R, 1]
     pending = torch.arange(n, device=weights.device)  # [P] rows whose cutoff is not found yet
-    for k in (*[c for c in TOP_P_CANDIDATES if c < vocab], vocab):
-        w = weights[pending]  # [P, V]
+    for k in (*[c for c in candidates if c < vocab], vocab):
+        w = weights if pending.numel() == n else weights[pending]  # [P, V]
         if k < vocab:
             top = torch.topk(w, k, dim=-1, sorted=True).values  # [P, k]
         else:

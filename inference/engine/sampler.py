@@ -25,13 +25,12 @@ from dataclasses import dataclass
 import torch
 
 from .logits import (
-    NEG_INF,
+    TOP_P_CANDIDATES,
     PromptIdCache,
     apply_logit_bias,
     apply_penalties,
     apply_token_masks,
     block_tokens,
-    top_k_threshold,
     top_p_threshold,
 )
 from .types import SamplingParams, TokenMask
@@ -109,7 +108,7 @@ class Sampler:
             tokens[greedy] = _argmax_rows(raw, greedy)
         work = sampled + work_greedy  # workspace rows: sampled first, so they are a contiguous slice
         if work:
-            scores = self._load(raw, work)  # [W, Vpad] float32, owned
+            scores = self._load(raw, work)  # [W, V] float32, owned
             self._process(scores, [rows[i] for i in work], [masks.get(i) for i in work], vocab)
             n_sampled = len(sampled)
             if work_greedy:
@@ -120,23 +119,24 @@ class Sampler:
         return _results(raw, rows, tokens)
 
     def _load(self, raw: torch.Tensor, work: list[int]) -> torch.Tensor:
-        """Copy rows `work` of raw [B, V] into the float32 workspace [W, Vpad], padding with -inf."""
+        """Rows `work` of raw [B, V] as float32 in the reused workspace -> [W, V]."""
         n, vocab = len(work), raw.shape[1]
-        width = -(-vocab // BLOCK) * BLOCK
         ws = self._workspace
-        if ws is None or ws.shape[0] < n or ws.shape[1] != width or ws.device != raw.device:
-            ws = self._workspace = torch.empty(n, width, dtype=torch.float32, device=raw.device)
-        scores = ws[:n]  # [W, Vpad], contiguous
+        if ws is None or ws.numel() < n * vocab or ws.device != raw.device:
+            ws = self._workspace = torch.empty(n * vocab, dtype=torch.float32, device=raw.device)
+        scores = ws[: n * vocab].view(n, vocab)  # [W, V]
         if work == list(range(raw.shape[0])):
-            scores[:, :vocab].copy_(raw)
+            scores.copy_(raw)
         else:
-            scores[:, :vocab].copy_(raw[torch.tensor(work, device=raw.device)])
-        if width > vocab:
-            scores[:, vocab:].fill_(NEG_INF)
+            idx = torch.tensor(work, device=raw.device)
+            if raw.dtype == torch.float32:
+                torch.index_select(raw, 0, idx, out=scores)
+            else:
+                scores.copy_(raw.index_select(0, idx))
         return scores
 
     def _process(self, scores: torch.Tensor, rows: list[SamplingRow], masks: list, vocab: int) -> None:
-        """Steps 2-5 in place on scores [W, Vpad]: logit_bias, min_tokens, token mask, penalties."""
+        """Steps 2-5 in place on scores [W, V]: logit_bias, min_tokens, token mask, penalties."""
         biases = [(j, r.params.logit_bias) for j, r in enumerate(rows) if r.params.logit_bias]
         if biases:
             apply_logit_bias(scores, biases, vocab)
@@ -166,37 +166,60 @@ class Sampler:
             )
 
     def _sample(self, scores: torch.Tensor, rows: list[SamplingRow], vocab: int) -> torch.Tensor:
-        """Temperature, top-k, top-p, min-p and one draw per row; scores [S, Vpad] is consumed -> ids [S]."""
+        """Temperature, top-k, top-p, min-p and one draw per row; scores [S, V] is consumed -> ids [S]."""
         device = scores.device
         temps = [max(r.params.temperature, MIN_TEMPERATURE) for r in rows]
         if any(t != 1.0 for t in temps):
             scores.div_(torch.tensor(temps, dtype=scores.dtype, device=device).unsqueeze(1))
-        # Unnormalised probabilities with the row max at exactly 1: no division
-        # by the sum is needed to filter or to draw.
-        weights = scores.sub_(scores.amax(dim=-1, keepdim=True)).exp_()  # [S, Vpad], padding -> 0
-
-        top_k = [(j, r.params.top_k) for j, r in enumerate(rows) if 0 < r.params.top_k < vocab]
-        if top_k:
-            idx, sub = _subset(weights, [j for j, _ in top_k])
-            k = torch.tensor([k for _, k in top_k], device=device)  # [R]
-            sub.masked_fill_(sub < top_k_threshold(sub, k), 0.0)
-            _store(weights, idx, sub)
-        # top-p and min-p both drop weights below a per-row threshold; the max
-        # weight is 1 whatever top-k/top-p dropped, so min_p is its own threshold.
-        cut = [j for j, r in enumerate(rows) if r.params.top_p < 1.0 or r.params.min_p > 0.0]
-        if cut:
-            idx, sub = _subset(weights, cut)
-            threshold = torch.tensor([[rows[j].params.min_p] for j in cut], dtype=sub.dtype, device=device)  # [R, 1]
-            nucleus = [i for i, j in enumerate(cut) if rows[j].params.top_p < 1.0]
-            if nucleus:
-                top_p = torch.tensor([rows[cut[i]].params.top_p for i in nucleus], dtype=sub.dtype, device=device)
-                nuc = torch.tensor(nucleus, device=device)
-                threshold[nuc] = torch.maximum(threshold[nuc], top_p_threshold(sub[nuc], top_p))
-            sub.masked_fill_(sub < threshold, 0.0)
-            _store(weights, idx, sub)
-
+        # Unnormalised probabilities with the row max at exactly 1: filters and
+        # draws need no division by the sum, and min_p is a plain threshold.
+        weights = scores.sub_(scores.amax(dim=-1, keepdim=True)).exp_()  # [S, V]
         uniform = self._uniforms(rows).to(device)  # [S]
-        return _draw(weights, uniform).clamp_(max=vocab - 1)
+        tokens = torch.empty(len(rows), dtype=torch.long, device=device)  # [S]
+
+        # Rows with top-k or top-p draw among their few most likely ids: no
+        # pass over the vocabulary to zero the rest.
+        top_k = [r.params.top_k if 0 < r.params.top_k < vocab else 0 for r in rows]  # 0: off
+        narrow = [j for j, r in enumerate(rows) if top_k[j] or r.params.top_p < 1.0]
+        wide = [j for j, r in enumerate(rows) if not (top_k[j] or r.params.top_p < 1.0)]
+        if narrow:
+            ids, done = _draw_top(
+                _rows(weights, narrow),
+                torch.tensor([top_k[j] for j in narrow], device=device),
+                torch.tensor([rows[j].params.top_p for j in narrow], dtype=weights.dtype, device=device),
+                torch.tensor([rows[j].params.min_p for j in narrow], dtype=weights.dtype, device=device),
+                uniform[narrow],
+            )
+            tokens[narrow] = ids
+            # A nucleus wider than the candidates: those rows go the wide way.
+            wide += [j for j, ok in zip(narrow, done.tolist()) if not ok]
+        if wide:
+            self._filter_wide(weights, rows, sorted(wide))
+            tokens[wide] = _draw(weights, uniform)[wide]  # cheap for all rows: block sums only
+        return tokens
+
+    def _filter_wide(self, weights: torch.Tensor, rows: list[SamplingRow], wide: list[int]) -> None:
+        """Zero the weights that top-p (nuclei too wide for the candidate path) and min-p drop."""
+        device = weights.device
+        top_p = [j for j in wide if rows[j].params.top_p < 1.0]
+        min_p = [j for j in wide if rows[j].params.min_p > 0.0]
+        if not (top_p or min_p):
+            return
+        threshold = torch.zeros(weights.shape[0], 1, dtype=weights.dtype, device=device)  # [S, 1]
+        if min_p:
+            # The max weight is 1 whatever top-p dropped: min_p is its own threshold.
+            threshold[min_p] = torch.tensor([[rows[j].params.min_p] for j in min_p], dtype=weights.dtype, device=device)
+        if top_p:
+            p = torch.tensor([rows[j].params.top_p for j in top_p], dtype=weights.dtype, device=device)  # [R]
+            nucleus = top_p_threshold(_rows(weights, top_p), p, candidates=TOP_P_CANDIDATES[1:])  # [R, 1]
+            threshold[top_p] = torch.maximum(threshold[top_p], nucleus)
+        filtered = sorted({*top_p, *min_p})
+        if 3 * len(filtered) < 2 * weights.shape[0]:  # copying a few rows out and back beats a full pass
+            idx = torch.tensor(filtered, device=device)
+            sub = weights[idx]  # [R, V]
+            weights[idx] = sub.masked_fill_(sub < threshold[idx], 0.0)
+        else:
+            weights.masked_fill_(weights < threshold, 0.0)
 
     def _uniforms(self, rows: list[SamplingRow]) -> torch.Tensor:
         """One U[0, 1) per row: from its own generator, else from the shared one."""
@@ -238,45 +261,67 @@ def _argmax_rows(raw: torch.Tensor, rows: list[int]) -> torch.Tensor:
     return raw.argmax(dim=-1)[idx] if 2 * len(rows) >= raw.shape[0] else raw[idx].argmax(dim=-1)
 
 
-def _subset(t: torch.Tensor, rows: list[int]) -> tuple[torch.Tensor | None, torch.Tensor]:
-    """(index, rows of t): the tensor itself when all rows are asked, else a copy."""
-    if len(rows) == t.shape[0]:
-        return None, t
-    idx = torch.tensor(rows, device=t.device)
-    return idx, t[idx]
+def _rows(t: torch.Tensor, rows: list[int]) -> torch.Tensor:
+    """t[rows]: t itself when every row is asked (callers only read it), else a copy."""
+    return t if len(rows) == t.shape[0] else t[torch.tensor(rows, device=t.device)]
 
 
-def _store(t: torch.Tensor, idx: torch.Tensor | None, sub: torch.Tensor) -> None:
-    if idx is not None:
-        t[idx] = sub
+def _draw_top(
+    weights: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor, min_p: torch.Tensor, uniform: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Draw among each row's most likely ids after top-k, top-p and min-p.
+
+    weights [R, V] with row max 1; top_k [R] (0 = off), top_p, min_p, uniform [R].
+    -> (ids [R], done [R]): done is False where top-p's nucleus (without top-k)
+    is wider than the candidates looked at; those ids are meaningless.
+    """
+    n, vocab = weights.shape
+    has_k = top_k > 0  # [R]
+    k = int(top_k.max()) if bool(has_k.all()) else max(int(top_k.max()), TOP_P_CANDIDATES[0])
+    k = min(k, vocab)
+    vals, ids = torch.topk(weights, k, dim=-1)  # [R, k], most likely first
+    rank = torch.arange(k, device=weights.device)  # [k]
+    # top-k keeps exactly k ids (ties broken by topk's order, as a sort would).
+    vals = vals * (rank < torch.where(has_k, top_k, k).unsqueeze(1))  # [R, k]
+    # top-p's mass is measured on the top-k filtered distribution.
+    total = torch.where(has_k, vals.sum(dim=-1), weights.sum(dim=-1)).unsqueeze(1)  # [R, 1]
+    mass_before = vals.cumsum(dim=-1) - vals  # [R, k]
+    need = top_p.unsqueeze(1) * total  # [R, 1]
+    # The most likely id always survives: nothing before it, and weight 1 >= min_p.
+    keep = (mass_before < need) & (vals >= min_p.unsqueeze(1))  # [R, k]
+    done = has_k | (mass_before[:, -1] >= need[:, 0]) | (k == vocab)  # [R]
+    cum = (vals * keep).cumsum(dim=-1)  # [R, k]
+    kept = cum[:, -1:]  # [R, 1]
+    target = torch.minimum(uniform.unsqueeze(1) * kept, torch.nextafter(kept, torch.zeros_like(kept)))  # [R, 1]
+    j = torch.searchsorted(cum, target, right=True).clamp_(max=k - 1)  # [R, 1]
+    return ids.gather(1, j).squeeze(1), done
 
 
 def _draw(weights: torch.Tensor, uniform: torch.Tensor) -> torch.Tensor:
     """Inverse-CDF draw: per row, the first id whose cumulative weight exceeds u * total.
 
-    weights [S, Vpad] >= 0 with Vpad a multiple of BLOCK, uniform [S] -> ids [S].
+    weights [S, V] >= 0, uniform [S] in [0, 1) -> ids [S]. Cumulative sums are
+    taken over blocks of BLOCK ids and then inside the chosen block only.
     Zero-weight ids are never returned: the cumulative weight does not rise there.
     """
-    n, width = weights.shape
-    blocks = weights.view(n, width // BLOCK, BLOCK)  # [S, nb, BLOCK]
-    block_mass = blocks.sum(dim=-1)  # [S, nb]
-    block_cum = block_mass.cumsum(dim=-1)  # [S, nb]
-    target = (uniform.unsqueeze(1) * block_cum[:, -1:]).to(weights.dtype)  # [S, 1]
-    b = torch.searchsorted(block_cum, target, right=True)  # [S, 1]
-    # Rounding can put target at the very end: take the last block with mass.
-    b = torch.minimum(b, _last_positive(block_mass))
-    before = torch.where(b > 0, block_cum.gather(1, (b - 1).clamp_(min=0)), 0.0)  # [S, 1]
-    block = blocks.gather(1, b.unsqueeze(2).expand(n, 1, BLOCK)).squeeze(1)  # [S, BLOCK]
-    j = torch.searchsorted(block.cumsum(dim=-1), target - before, right=True)  # [S, 1]
-    j = torch.minimum(j, _last_positive(block))
-    return (b * BLOCK + j).squeeze(1)
-
-
-def _last_positive(t: torch.Tensor) -> torch.Tensor:
-    """Index of the last positive entry per row of t [S, N] -> [S, 1] (0 when none)."""
-    positive = (t > 0).flip(-1)  # [S, N]
-    last = t.shape[1] - 1 - positive.to(torch.uint8).argmax(dim=-1, keepdim=True)  # [S, 1]
-    return torch.where(positive.any(dim=-1, keepdim=True), last, 0)
+    n, vocab = weights.shape
+    full = vocab // BLOCK
+    mass = weights[:, : full * BLOCK].unflatten(1, (full, BLOCK)).sum(dim=-1)  # [S, nb]
+    if vocab % BLOCK:
+        mass = torch.cat([mass, weights[:, full * BLOCK :].sum(dim=-1, keepdim=True)], dim=1)  # [S, nb]
+    cum = mass.cumsum(dim=-1)  # [S, nb]
+    total = cum[:, -1:]  # [S, 1]
+    # Kept strictly below the total, so the search lands on a block with mass
+    # even when u * total rounds up.
+    target = torch.minimum(uniform.unsqueeze(1) * total, torch.nextafter(total, torch.zeros_like(total)))  # [S, 1]
+    b = torch.searchsorted(cum, target, right=True).clamp_(max=cum.shape[1] - 1)  # [S, 1]; clamp: NaN rows only
+    before = torch.where(b > 0, cum.gather(1, (b - 1).clamp(min=0)), 0.0)  # [S, 1] mass of the blocks before b
+    ids = b * BLOCK + torch.arange(BLOCK, device=weights.device)  # [S, BLOCK]
+    block = torch.where(ids < vocab, weights.gather(1, ids.clamp(max=vocab - 1)), 0.0)  # [S, BLOCK]
+    inner = block.cumsum(dim=-1)  # [S, BLOCK]
+    rest = torch.minimum(target - before, torch.nextafter(inner[:, -1:], torch.zeros_like(total)))  # [S, 1]
+    j = torch.searchsorted(inner, rest, right=True).clamp_(max=BLOCK - 1)  # [S, 1]
+    return (b * BLOCK + j).squeeze(1).clamp_(max=vocab - 1)
 
 
 def _results(raw: torch.Tensor, rows: list[SamplingRow], tokens: torch.Tensor) -> list[SampleResult]:

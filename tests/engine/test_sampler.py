@@ -150,6 +150,16 @@ def test_different_seeds_give_different_draws():
     assert len({tuple(sequence(sampler.make_generator(None))) for _ in range(3)}) == 3
 
 
+def test_draws_follow_the_distribution_across_blocks_and_the_tail():
+    vocab = 1000  # 3 full blocks of 256 ids and a partial one
+    logits = torch.full((vocab,), float("-inf"))
+    logits[[3, 300, 999]] = torch.log(torch.tensor([0.2, 0.3, 0.5]))
+    picks = draws(Sampler(vocab, seed=0), logits, lambda: make_row(), 4000)
+    assert set(picks) == {3, 300, 999}
+    assert picks.count(3) / 4000 == pytest.approx(0.2, abs=0.03)
+    assert picks.count(300) / 4000 == pytest.approx(0.3, abs=0.03)
+
+
 def test_top_k_one_is_greedy():
     torch.manual_seed(4)
     logits = torch.randn(50, V)
@@ -170,11 +180,31 @@ def test_tiny_top_p_keeps_only_the_most_likely_token():
 
 
 def test_top_p_keeps_the_smallest_set_reaching_the_mass():
-    # probs [0.5, 0.3, 0.15, 0.05]: top_p=0.7 keeps the first two, 0.8 too, 0.81 three.
+    # probs [0.5, 0.3, 0.15, 0.05]: top_p=0.7 keeps the first two, 0.81 the first three.
     logits = torch.log(torch.tensor([0.5, 0.3, 0.15, 0.05]))
     sampler = Sampler(4, seed=0)
     assert set(draws(sampler, logits, lambda: make_row(top_p=0.7), 400)) == {0, 1}
     assert set(draws(sampler, logits, lambda: make_row(top_p=0.81), 400)) == {0, 1, 2}
+
+
+def test_top_p_is_measured_after_top_k():
+    # probs [0.4, 0.3, 0.2, 0.1]; top_k=3 renormalises to [4/9, 3/9, 2/9], where
+    # 0.75 is reached after two ids (without top-k it would take three).
+    logits = torch.log(torch.tensor([0.4, 0.3, 0.2, 0.1]))
+    sampler = Sampler(4, seed=0)
+    assert set(draws(sampler, logits, lambda: make_row(top_p=0.75), 400)) == {0, 1, 2}
+    assert set(draws(sampler, logits, lambda: make_row(top_p=0.75, top_k=3), 400)) == {0, 1}
+
+
+def test_a_nucleus_wider_than_the_candidates_is_still_exact():
+    vocab = 2000
+    logits = torch.linspace(0.0, -6.0, vocab)  # a slowly decaying tail: the 0.9 nucleus holds 760 ids
+    probs = torch.softmax(logits, dim=-1)
+    nucleus = int(((probs.cumsum(0) - probs) < 0.9).sum())
+    assert 64 < nucleus < vocab
+    picks = draws(Sampler(vocab, seed=0), logits, lambda: make_row(top_p=0.9), 2000)
+    assert max(picks) < nucleus
+    assert max(picks) > nucleus * 0.8
 
 
 @pytest.mark.parametrize("scale", [8.0, 2.0, 0.0001])  # nucleus inside 64, inside 1024, needs the full sort
@@ -275,7 +305,21 @@ def test_repetition_penalty_lowers_seen_tokens_of_either_sign():
     assert sampler(positive, [make_row(temperature=0.0, prompt=[0])])[0].token_id == 0
     assert sampler(positive, [make_row(temperature=0.0, prompt=[0], repetition_penalty=1.2)])[0].token_id == 1
     negative = torch.tensor([[-1.0, -1.1, -5.0, -5.0]])  # -1.0 * 1.2 = -1.2 < -1.1
-    assert sampler(negative, [make_row(temperature=0.0, prompt=[2], output=[0], repetition_penalty=1.2)])[0].token_id == 1
+    seen = make_row(temperature=0.0, prompt=[2], output=[0], repetition_penalty=1.2)
+    assert sampler(negative, [seen])[0].token_id == 1
+
+
+def test_repetition_penalty_follows_the_prompt_it_is_given_across_steps():
+    sampler = Sampler(4)
+    logits = torch.tensor([[2.0, 1.9, 1.8, -5.0]])
+    prompt = [0]
+    assert sampler(logits, [make_row(temperature=0.0, prompt=prompt, repetition_penalty=2.0)])[0].token_id == 1
+    row = make_row(temperature=0.0, repetition_penalty=2.0)
+    row.prompt_token_ids = prompt
+    prompt.append(1)  # the same list object, grown
+    assert sampler(logits, [row])[0].token_id == 2
+    row.prompt_token_ids = [2]  # another sequence
+    assert sampler(logits, [row])[0].token_id == 0
 
 
 def test_presence_penalty_applies_to_generated_tokens_only():
@@ -363,11 +407,11 @@ def _benchmark(rows_n: int = 256, vocab: int = 49152, repeats: int = 9) -> None:
             elif kind == 1:
                 rows.append(make_row(prompt, output, gen, temperature=0.7, top_p=0.9, repetition_penalty=1.1))
             elif kind == 2:
-                rows.append(
-                    make_row(prompt, output, gen, temperature=0.8, top_k=50, presence_penalty=0.5, frequency_penalty=0.3)
-                )
+                params = {"temperature": 0.8, "top_k": 50, "presence_penalty": 0.5, "frequency_penalty": 0.3}
+                rows.append(make_row(prompt, output, gen, **params))
             else:
-                rows.append(make_row(prompt, output, gen, temperature=1.0, min_p=0.05, logit_bias={5: 2.0}, min_tokens=200))
+                params = {"temperature": 1.0, "min_p": 0.05, "logit_bias": {5: 2.0}, "min_tokens": 200}
+                rows.append(make_row(prompt, output, gen, **params))
         return rows
 
     cases = [
@@ -393,4 +437,8 @@ def _benchmark(rows_n: int = 256, vocab: int = 49152, repeats: int = 9) -> None:
 
 
 if __name__ == "__main__":
+    import sys
+
+    if len(sys.argv) > 1:  # thread count: on a shared machine 1 thread gives steadier numbers
+        torch.set_num_threads(int(sys.argv[1]))
     _benchmark()
