@@ -140,6 +140,11 @@ REST_FRAMEWORK = {
 MODEL_CACHE_DIR = Path(env_str("MODEL_CACHE_DIR", str(DATA_DIR / "models")))
 MODELS_FILE = env_str("MODELS_FILE")
 INFERENCE_DEVICE = env_str("INFERENCE_DEVICE", "cpu")
+# Dedicated inference workers (`manage.py inference_worker`) fed through Redis Streams: set by
+# default whenever REDIS_URL is. Unset (and no REDIS_URL): the engine runs inside the web process.
+INFERENCE_QUEUE_URL = env_str("INFERENCE_QUEUE_URL", REDIS_URL)
+# Requests waiting for a worker, per model, beyond which new ones get 503 with Retry-After.
+INFERENCE_QUEUE_LIMIT = env_int("INFERENCE_QUEUE_LIMIT", 256, minimum=1)
 
 LOGGING = {
     "version": 1,

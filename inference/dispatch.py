@@ -1,8 +1,8 @@
 """The one interface the API uses to reach a model: encode a chat, generate, cancel.
 
 The embedded default runs the engine inside this process (a background thread
-per model); a Redis-backed backend for dedicated workers plugs in behind the
-same three calls.
+per model). With INFERENCE_QUEUE_URL set, requests go through Redis Streams to
+dedicated worker processes (`inference.queue`) behind the same three calls.
 """
 import asyncio
 import logging
@@ -18,6 +18,15 @@ log = logging.getLogger(__name__)
 
 class ModelUnavailable(Exception):
     """The model cannot serve requests right now (not loaded, failed to load)."""
+
+
+class NoCapacity(ModelUnavailable):
+    """No worker can take the request now: none is live ("no_worker"), or too many wait ("queue_full")."""
+
+    def __init__(self, message: str, *, code: str, retry_after: int):
+        super().__init__(message)
+        self.code = code
+        self.retry_after = retry_after
 
 
 class LocalBackend:
@@ -75,10 +84,22 @@ class LocalBackend:
 
 
 _backend = None
+_queue_backends: dict[str, object] = {}  # one per INFERENCE_QUEUE_URL, so settings can change (tests)
+_backends_lock = threading.Lock()
 
 
 def get_backend():
     global _backend
-    if _backend is None:
-        _backend = LocalBackend(device=settings.INFERENCE_DEVICE)
-    return _backend
+    url = getattr(settings, "INFERENCE_QUEUE_URL", None)
+    with _backends_lock:
+        if url:
+            backend = _queue_backends.get(url)
+            if backend is None:
+                from inference.queue.backend import RedisBackend  # redis is imported only when configured
+
+                backend = _queue_backends[url] = RedisBackend(url)
+            backend.queue_limit = settings.INFERENCE_QUEUE_LIMIT
+            return backend
+        if _backend is None:
+            _backend = LocalBackend(device=settings.INFERENCE_DEVICE)
+        return _backend

@@ -6,13 +6,14 @@ from asgiref.sync import sync_to_async
 from django.http import JsonResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from billing.services import InsufficientCredit, hold_place, price_get
+from billing.services import InsufficientCredit, hold_place, hold_release, price_get
 from inference.api import chunks
 from inference.api.auth import authenticate
-from inference.api.errors import APIError, insufficient_credit, invalid, model_not_found, server_error, unavailable
+from inference.api.errors import (APIError, generation_failed, insufficient_credit, invalid, model_not_found,
+                                  no_capacity, unavailable)
 from inference.api.generation import Generation
 from inference.api.validation import ChatRequest, parse_body, parse_chat_request
-from inference.dispatch import ModelUnavailable, get_backend
+from inference.dispatch import ModelUnavailable, NoCapacity, get_backend
 from inference.engine.types import GenerationRequest, SamplingParams
 from inference.registry import get_model
 
@@ -55,6 +56,12 @@ async def _prepare(request, request_id: str, started: float):
     except ModelUnavailable as exc:
         raise unavailable(str(exc)) from None
     max_tokens = _max_tokens(chat, len(prompt_ids), window)
+    check_available = getattr(backend, "check_available", None)  # queue backends: refuse before holding credit
+    if check_available is not None:
+        try:
+            await check_available(spec)
+        except ModelUnavailable as exc:
+            raise _unavailable(exc) from None
     price = await sync_to_async(price_get)(model_id=spec.id, default=spec.default_price)
     try:
         hold = await sync_to_async(hold_place)(
@@ -64,9 +71,24 @@ async def _prepare(request, request_id: str, started: float):
     except InsufficientCredit as exc:
         raise insufficient_credit(exc.needed_micro, exc.available_micro) from None
     params = _sampling(chat, spec, max_tokens)
-    generation = Generation(backend=backend, spec=spec, hold=hold, started=started,
-                            request=GenerationRequest(request_id, prompt_ids, params))
+    request = GenerationRequest(request_id, prompt_ids, params)
+    enqueue = getattr(backend, "enqueue", None)  # queue backends: the request is queued only once it is paid for
+    if enqueue is not None:
+        try:
+            await enqueue(spec, request)
+        except BaseException as exc:
+            await sync_to_async(hold_release)(hold=hold)  # it never ran: nothing charged, no hold left
+            if isinstance(exc, ModelUnavailable):
+                raise _unavailable(exc) from None
+            raise
+    generation = Generation(backend=backend, spec=spec, hold=hold, started=started, request=request)
     return chat, generation
+
+
+def _unavailable(exc: ModelUnavailable) -> APIError:
+    if isinstance(exc, NoCapacity):
+        return no_capacity(str(exc), exc.code, exc.retry_after)
+    return unavailable(str(exc))
 
 
 @csrf_exempt
@@ -104,7 +126,7 @@ async def _collect(generation: Generation, request_id: str, created: int, model:
     finally:
         generation.cancel()  # no-op once finished; stops the run if the client went away
     if event.finish_reason not in ("stop", "length"):
-        return server_error().response()
+        return generation_failed(event).response()
     body = chunks.completion(id=request_id, created=created, model=model, text="".join(parts),
                              finish_reason=event.finish_reason, prompt_tokens=event.prompt_tokens,
                              completion_tokens=event.completion_tokens)
@@ -121,7 +143,7 @@ async def _stream(generation: Generation, writer: chunks.ChunkWriter):
             if event.finished:
                 break
         if event.finish_reason not in ("stop", "length"):
-            yield server_error().sse()
+            yield generation_failed(event).sse()
             return
         yield writer.choice({}, event.finish_reason)
         if writer.include_usage:

@@ -72,3 +72,25 @@ def unavailable(message: str, retry_after: int = 5) -> APIError:
 
 def server_error(message: str = "The model failed while generating. You were not charged for the prompt.") -> APIError:
     return APIError(500, message, type="server_error", code="generation_failed")
+
+
+def no_capacity(message: str, code: str, retry_after: int) -> APIError:
+    """No inference worker can take the request now (none live, or the queue is full); nothing was charged."""
+    return APIError(503, message, type="server_error", code=code, headers={"Retry-After": str(retry_after)})
+
+
+# Final events a queue backend makes up when no worker delivered one (TokenEvent.error_code).
+_WORKER_FAILURES = {
+    "worker_lost": ("The inference worker running this request stopped. You were charged only for the "
+                    "{tokens} completion tokens generated before that, not for the prompt. Please retry.", 1),
+    "not_claimed": ("No inference worker took this request in time. You were not charged. Please retry.", 5),
+}
+
+
+def generation_failed(event) -> APIError:
+    """The error for a final event that is neither "stop" nor "length"."""
+    failure = _WORKER_FAILURES.get(getattr(event, "error_code", None))
+    if failure is None:
+        return server_error()
+    message, retry_after = failure
+    return no_capacity(message.format(tokens=event.completion_tokens), event.error_code, retry_after)

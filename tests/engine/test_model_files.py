@@ -79,19 +79,25 @@ def test_replacing_an_existing_output_directory_swaps_it_whole(tmp_path):
     os.environ.get("ENGINE_GGUF_TESTS") != "1", reason="converts the real 135M model (~30 s); set ENGINE_GGUF_TESTS=1"
 )
 def test_converted_smollm2_answers_a_chat_question(tmp_path):
-    from inference.engine.runner import ModelRunner
-    from inference.engine.tokenizer import ChatTokenizer
-    from inference.engine.types import SamplingParams
+    from inference.engine.config import EngineConfig
+    from inference.engine.engine import Engine
+    from inference.engine.types import GenerationRequest, SamplingParams
+
+    from .helpers import Collector
 
     out = convert.convert_gguf(convert.default_gguf_path(), tmp_path / "smollm2")
-    tokenizer = ChatTokenizer.from_pretrained(out)
+    engine = Engine(str(out), config=EngineConfig(kv_cache_bytes=256 << 20))
+    tokenizer = engine.tokenizer
     im_end = tokenizer.hf_tokenizer.convert_tokens_to_ids("<|im_end|>")
     assert im_end in tokenizer.eos_token_ids
     prompt = tokenizer.encode_chat([{"role": "user", "content": "What is the capital of France?"}])
-    tokens = []
-    for token in ModelRunner(out).stream(prompt, SamplingParams(temperature=0), 32):
-        tokens.append(token)
-        if token in tokenizer.eos_token_ids:
-            break
-    assert tokens[-1] == im_end
-    assert "Paris" in tokenizer.decode(tokens)
+    engine.start()
+    try:
+        c = Collector()
+        engine.submit(GenerationRequest("paris", prompt, SamplingParams(max_tokens=32, temperature=0)), c)
+        c.wait()
+    finally:
+        engine.shutdown()
+    tokens = [t for e in c.events for t in e.token_ids]
+    assert tokens[-1] == im_end and c.final.finish_reason == "stop"
+    assert "Paris" in c.text

@@ -1,0 +1,211 @@
+"""A real Redis on a loopback port, two real `manage.py inference_worker` processes, the live API server.
+
+Redis and the workers are started once per session; a worker a test killed or stopped is replaced
+before the next test (`workers` fixture). Without redis-server the tests fail, unless SKIP_REDIS=1.
+"""
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import redis
+
+from inference.queue import protocol
+from tests.api.conftest import (  # noqa: F401  (fixtures, shared with the API tests)
+    TINY,
+    alice,
+    alice_secret,
+    base_url,
+    client,
+    http,
+    models_file,
+    server,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+WORKER_START_TIMEOUT = 90  # importing torch and loading the model, on a busy 2-core machine
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(predicate, timeout: float, what: str, interval: float = 0.05):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory):
+    binary = shutil.which("redis-server")
+    if binary is None:
+        if os.environ.get("SKIP_REDIS") == "1":
+            pytest.skip("SKIP_REDIS=1: redis-server is not installed")
+        pytest.fail("redis-server is not installed (apt-get install redis-server), or set SKIP_REDIS=1 to skip "
+                    "the inference worker tests", pytrace=False)
+    port = _free_port()
+    folder = tmp_path_factory.mktemp("redis")
+    log = open(folder / "redis.log", "wb")
+    proc = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+         "--dir", str(folder)],
+        stdout=log, stderr=subprocess.STDOUT,
+    )
+    url = f"redis://127.0.0.1:{port}/0"
+    probe = redis.Redis.from_url(url, socket_connect_timeout=1)
+
+    def up():
+        if proc.poll() is not None:
+            raise AssertionError(f"redis-server exited: {(folder / 'redis.log').read_text()[-2000:]}")
+        try:
+            return probe.ping()
+        except redis.ConnectionError:
+            return False
+
+    try:
+        wait_until(up, 15, "redis-server to answer")
+        yield url
+    finally:
+        probe.close()
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+        log.close()
+
+
+@pytest.fixture
+def rds(redis_url):
+    r = redis.Redis.from_url(redis_url, decode_responses=True)
+    yield r
+    r.close()
+
+
+class WorkerPool:
+    """Worker processes for one model; each is known by its pid and, once it beats, its worker id."""
+
+    def __init__(self, redis_url: str, models_file: str, folder: Path, model: str = TINY):
+        self.redis = redis.Redis.from_url(redis_url, decode_responses=True)
+        self.model = model
+        self.folder = folder
+        self.env = {
+            **os.environ,
+            "REDIS_URL": redis_url,
+            "INFERENCE_QUEUE_URL": redis_url,
+            "SECRET_KEY": "test-only-worker-secret",
+            "MODELS_FILE": models_file,
+            "DATA_DIR": str(folder / "data"),
+            "HF_HUB_OFFLINE": "1",
+            "OMP_NUM_THREADS": "1",
+            "MKL_NUM_THREADS": "1",
+            "PYTHONUNBUFFERED": "1",
+        }
+        self.procs: list[subprocess.Popen] = []
+        self._count = 0
+
+    def start(self, *extra: str) -> subprocess.Popen:
+        self._count += 1
+        log = open(self.folder / f"worker-{self._count}.log", "wb")
+        proc = subprocess.Popen(
+            [sys.executable, "manage.py", "inference_worker", "--model", self.model, *extra],
+            cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+        )
+        proc.log_path = self.folder / f"worker-{self._count}.log"
+        log.close()
+        self.procs.append(proc)
+        return proc
+
+    def log_of(self, proc) -> str:
+        return proc.log_path.read_text(errors="replace")[-3000:]
+
+    def heartbeats(self) -> dict[int, dict]:
+        """pid -> heartbeat of every live worker of the model that accepts requests."""
+        out = {}
+        for worker in self.redis.zrange(protocol.workers_key(self.model), 0, -1):
+            raw = self.redis.get(protocol.heartbeat_key(self.model, worker))
+            if raw:
+                info = json.loads(raw)
+                out[info["pid"]] = info
+        return out
+
+    def alive(self) -> list[subprocess.Popen]:
+        return [proc for proc in self.procs if proc.poll() is None]
+
+    def ensure(self, n: int = 2) -> list[subprocess.Popen]:
+        """Exactly n running workers, all beating."""
+        self.procs = self.alive()
+        while len(self.procs) < n:
+            self.start()
+
+        def ready():
+            for proc in self.procs:
+                if proc.poll() is not None:
+                    raise AssertionError(f"worker exited with {proc.returncode}:\n{self.log_of(proc)}")
+            beats = self.heartbeats()
+            return all(proc.pid in beats for proc in self.procs)
+
+        wait_until(ready, WORKER_START_TIMEOUT, f"{n} inference workers to beat", interval=0.1)
+        return self.procs
+
+    def worker_id(self, proc) -> str:
+        return self.heartbeats()[proc.pid]["worker"]
+
+    def proc_of(self, worker_id: str) -> subprocess.Popen:
+        for proc in self.procs:
+            if worker_id.split("-")[-2] == str(proc.pid):
+                return proc
+        raise AssertionError(f"no worker process for {worker_id}")
+
+    def stop_all(self):
+        for proc in self.alive():
+            proc.send_signal(signal.SIGTERM)
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=10)
+        self.redis.close()
+
+
+@pytest.fixture(scope="session")
+def worker_pool(redis_url, models_file, tmp_path_factory):
+    pool = WorkerPool(redis_url, models_file, tmp_path_factory.mktemp("workers"))
+    for _ in range(2):
+        pool.start()  # they load while the rest of the set-up runs; `workers` waits for their heartbeats
+    yield pool
+    pool.stop_all()
+
+
+@pytest.fixture
+def queue(settings, redis_url, server):
+    """The live API server talks to the workers through this Redis for the test."""
+    settings.INFERENCE_QUEUE_URL = redis_url
+    settings.INFERENCE_QUEUE_LIMIT = 256
+    from inference.dispatch import get_backend
+
+    backend = get_backend()
+    assert type(backend).__name__ == "RedisBackend"
+    return backend
+
+
+@pytest.fixture
+def workers(worker_pool, queue):
+    """Two live workers serving TINY (those killed by an earlier test are replaced)."""
+    return worker_pool.ensure(2)
