@@ -14,6 +14,7 @@ import json
 import os
 import random
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -24,7 +25,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
-from transformers import AutoModelForCausalLM, GenerationConfig  # noqa: E402
+from transformers import AutoConfig, AutoModelForCausalLM, GenerationConfig  # noqa: E402
 
 DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "var" / "models" / "smollm2-135m-instruct"
 QWEN25_05B = dict(  # Qwen2.5-0.5B-Instruct's config.json, weights random
@@ -132,7 +133,7 @@ def random_qwen_model(dtype) -> Path:
     return folder
 
 
-def main():
+def parse_args():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, default=DEFAULT_MODEL)
     parser.add_argument("--qwen05b", action="store_true", help="random weights in Qwen2.5-0.5B's configuration")
@@ -147,30 +148,51 @@ def main():
     parser.add_argument("--kv-cache-gb", type=float, default=2.0)
     parser.add_argument("--skip", default="", help="comma list of a,b,c to skip")
     parser.add_argument("--json", type=Path, help="also write the results here")
-    args = parser.parse_args()
+    parser.add_argument("--only", choices=["a", "b", "c"], help=argparse.SUPPRESS)  # one side, in a child process
+    parser.add_argument("--model-dir", type=Path, help=argparse.SUPPRESS)
+    return parser.parse_args()
 
+
+def run_one(args):
+    """One side of the comparison, alone in this process, its result as JSON on the last line."""
     torch.manual_seed(0)
     rng = random.Random(0)
     dtype = getattr(torch, args.dtype)
-    path = random_qwen_model(dtype) if args.qwen05b else args.model
-    model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=dtype).to(args.device).eval()
-    vocab = model.config.vocab_size
+    path = args.model_dir
+    vocab = AutoConfig.from_pretrained(path, local_files_only=True).vocab_size
     prompts = [[rng.randrange(100, min(vocab, 30000)) for _ in range(rng.randint(args.min_prompt, args.max_prompt))]
                for _ in range(args.requests)]
-    skip = set(args.skip.split(","))
-    results = []
+    if args.only == "c":
+        result = run_engine(path, prompts, args.output, args.device, args.dtype, args.kv_cache_gb)
+    else:
+        model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=dtype).to(args.device).eval()
+        if args.only == "a":
+            result = run_generate(model, prompts[:args.sequential], args.output, args.device)
+        else:
+            result = run_generate_batch(model, prompts, args.output)
+    print(json.dumps(result))
+
+
+def main():
+    args = parse_args()
+    if args.only:
+        return run_one(args)
+    path = random_qwen_model(getattr(torch, args.dtype)) if args.qwen05b else args.model
     print(f"workload: {args.requests} requests, prompts {args.min_prompt}-{args.max_prompt} tokens, "
           f"{args.output} output tokens each, EOS ignored; device {args.device} {args.dtype}; "
-          f"torch threads {torch.get_num_threads()}", flush=True)
-    if "a" not in skip:
-        results.append(run_generate(model, prompts[:args.sequential], args.output, args.device))
-        print(results[-1], flush=True)
-    if "b" not in skip:
-        results.append(run_generate_batch(model, prompts, args.output))
-        print(results[-1], flush=True)
-    del model
-    if "c" not in skip:
-        results.append(run_engine(path, prompts, args.output, args.device, args.dtype, args.kv_cache_gb))
+          f"torch threads {torch.get_num_threads()}; each side in a fresh process", flush=True)
+    results = []
+    for side in "abc":
+        if side in args.skip.split(","):
+            continue
+        # A fresh interpreter per side: one library's threads and caches must not slow the next.
+        argv = [a for a in sys.argv[1:] if a != "--qwen05b"]
+        child = subprocess.run([sys.executable, __file__, *argv, "--only", side, "--model-dir", str(path)],
+                               capture_output=True, text=True)
+        if child.returncode:
+            print(child.stderr[-3000:], file=sys.stderr)
+            raise SystemExit(f"side {side} failed")
+        results.append(json.loads(child.stdout.strip().splitlines()[-1]))
         print(results[-1], flush=True)
 
     print(f"\n{'':40} {'tok/s':>9} {'TTFT p50':>9} {'TTFT p99':>9} {'ITL p50':>9} {'tokens':>7}")

@@ -140,6 +140,8 @@ REST_FRAMEWORK = {
 MODEL_CACHE_DIR = Path(env_str("MODEL_CACHE_DIR", str(DATA_DIR / "models")))
 MODELS_FILE = env_str("MODELS_FILE")
 INFERENCE_DEVICE = env_str("INFERENCE_DEVICE", "cpu")
+# Memory the engine reserves for its KV cache (in-process, and per worker unless --kv-cache-mb says otherwise).
+INFERENCE_KV_CACHE_MB = env_int("INFERENCE_KV_CACHE_MB", 1024, minimum=16)
 # Dedicated inference workers (`manage.py inference_worker`) fed through Redis Streams: set by
 # default whenever REDIS_URL is. Unset (and no REDIS_URL): the engine runs inside the web process.
 INFERENCE_QUEUE_URL = env_str("INFERENCE_QUEUE_URL", REDIS_URL)

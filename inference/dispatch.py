@@ -42,10 +42,12 @@ class LocalBackend:
         with self._lock:
             engine = self._engines.get(spec.id)
             if engine is None:
+                from inference.engine.config import EngineConfig
                 from inference.engine.engine import Engine  # torch is imported only when a model is needed
 
                 try:
-                    engine = Engine(str(spec.path), device=self._device)
+                    engine = Engine(str(spec.path), device=self._device,
+                                    config=EngineConfig(kv_cache_bytes=settings.INFERENCE_KV_CACHE_MB << 20))
                 except Exception as exc:
                     log.exception("could not load %s from %s", spec.id, spec.path)
                     raise ModelUnavailable(f"model {spec.id} could not be loaded") from exc

@@ -36,6 +36,9 @@ class Engine:
         self.config.max_model_len = min(self.config.max_model_len or self.tokenizer.context_window,
                                         self.tokenizer.context_window)
         self.runner = ModelRunner(model_path, self.config, device=device, dtype=dtype)
+        if self.runner.sliding_window and self.runner.sliding_window < self.config.max_model_len:
+            log.warning("context window capped at the model's sliding window of %d tokens", self.runner.sliding_window)
+            self.config.max_model_len = self.runner.sliding_window
         # A sequence of the full window must fit the cache alone, or it could never finish.
         fits = self.config.num_blocks * self.config.block_size
         if fits < self.config.max_model_len:

@@ -36,6 +36,11 @@ class ModelRunner:
         self.vocab_size = int(self.lm_head.weight.shape[0])
         text_config = self.model.config.get_text_config()
         self.num_layers = text_config.num_hidden_layers
+        # Our attention is full-context; a sliding-window model is exact only within its window.
+        window = getattr(text_config, "sliding_window", None)
+        if getattr(text_config, "use_sliding_window", True) is False or not isinstance(window, int) or window <= 0:
+            window = None
+        self.sliding_window = window
         num_kv_heads = getattr(text_config, "num_key_value_heads", None) or text_config.num_attention_heads
         head_dim = getattr(text_config, "head_dim", None) or text_config.hidden_size // text_config.num_attention_heads
         per_block = KVCache.bytes_per_block(num_layers=self.num_layers, block_size=config.block_size,

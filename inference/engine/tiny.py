@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+from transformers import AutoConfig, AutoModelForCausalLM, GenerationConfig, PreTrainedTokenizerFast
 
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 VOCAB_SIZE = 400
@@ -67,12 +67,19 @@ def build_tokenizer() -> PreTrainedTokenizerFast:
     return hf_tok
 
 
-def build_tiny_model(out_dir) -> Path:
+# Families whose decoder the engine must run; each differs in attention details
+# (Qwen2: q/k/v biases; Qwen3: per-head q/k norms and an explicit head_dim; Mistral: sliding-window config).
+FAMILIES = {"llama": {}, "qwen2": {}, "qwen3": {"head_dim": 32}, "mistral": {"sliding_window": None}}
+
+
+def build_tiny_model(out_dir, family: str = "llama") -> Path:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     tokenizer = build_tokenizer()
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
-    config = LlamaConfig(
+    config = AutoConfig.for_model(
+        family,
+        **FAMILIES[family],
         vocab_size=len(tokenizer),
         hidden_size=64,
         num_hidden_layers=2,
@@ -88,7 +95,7 @@ def build_tiny_model(out_dir) -> Path:
     # fork_rng: deterministic weights without resetting the caller's global RNG.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        model = LlamaForCausalLM(config).to(torch.float32).eval()
+        model = AutoModelForCausalLM.from_config(config).to(torch.float32).eval()
     model.generation_config = GenerationConfig(
         bos_token_id=config.bos_token_id,
         eos_token_id=config.eos_token_id,

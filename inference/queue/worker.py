@@ -48,10 +48,11 @@ log = logging.getLogger(__name__)
 STALE_GRACE_MS = 5000  # an entry older than its claim timeout plus this was given up by its API process
 
 
-def load_engine(model_path: str, device: str):
+def load_engine(model_path: str, device: str, kv_cache_bytes: int = 1 << 30):
+    from inference.engine.config import EngineConfig
     from inference.engine.engine import Engine  # torch is imported only here
 
-    return Engine(model_path, device=device)
+    return Engine(model_path, device=device, config=EngineConfig(kv_cache_bytes=kv_cache_bytes))
 
 
 def new_worker_id() -> str:

@@ -1,0 +1,31 @@
+"""The engine runs transformers' own model definitions for the main decoder families."""
+import pytest
+
+from inference.engine.config import EngineConfig
+from inference.engine.engine import Engine
+from inference.engine.tiny import FAMILIES, build_tiny_model
+from inference.engine.types import GenerationRequest, SamplingParams
+
+from .helpers import TIMEOUT, Collector, greedy_tokens
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_greedy_batch_equals_transformers_for_each_family(family, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    path = build_tiny_model(tmp_path / family, family=family)
+    reference = AutoModelForCausalLM.from_pretrained(path, local_files_only=True).eval()
+    assert reference.config.model_type == family
+    engine = Engine(str(path), config=EngineConfig(kv_cache_bytes=16 << 20, max_num_batched_tokens=40))
+    engine.start()
+    try:
+        prompts = [engine.tokenizer.encode_chat([{"role": "user", "content": "wave " * k}]) for k in (1, 7, 15)]
+        collectors = [Collector() for _ in prompts]
+        params = SamplingParams(max_tokens=12, temperature=0, ignore_eos=True)
+        for i, (prompt, c) in enumerate(zip(prompts, collectors)):
+            engine.submit(GenerationRequest(f"{family}-{i}", prompt, params), c)
+        for prompt, c in zip(prompts, collectors):
+            c.wait()
+            assert [t for e in c.events for t in e.token_ids] == greedy_tokens(reference, prompt, 12)
+    finally:
+        engine.shutdown(timeout=TIMEOUT)
