@@ -54,6 +54,21 @@ class KVCache:
         shape = (num_kv_heads, num_blocks * block_size, head_dim)
         self.k = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(num_layers)]  # [Hkv, S, D] each
         self.v = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(num_layers)]
+        # Decode gathers reuse two buffers across layers and steps: allocating tens of
+        # megabytes anew each time costs more (page faults) than the copy itself.
+        self._gather_buffers: dict[str, torch.Tensor] = {}
+
+    def gather_blocks(self, cache: torch.Tensor, blocks: torch.Tensor, name: str) -> torch.Tensor:
+        """cache [Hkv, S, D] → its blocks at `blocks` [N], as [Hkv, N * block_size, D] (a reused buffer)."""
+        heads, _, dim = cache.shape
+        shape = (heads, blocks.numel(), self.block_size, dim)
+        size = heads * blocks.numel() * self.block_size * dim
+        buffer = self._gather_buffers.get(name)
+        if buffer is None or buffer.numel() < size:
+            buffer = self._gather_buffers[name] = torch.empty(int(size * 1.25), dtype=cache.dtype, device=cache.device)
+        out = buffer[:size].view(shape)
+        torch.index_select(cache.view(heads, self.num_blocks, self.block_size, dim), 1, blocks, out=out)
+        return out.view(heads, -1, dim)
 
     def copy_blocks(self, copies: list[tuple[int, int]]) -> None:
         """Duplicate whole blocks (a forked sequence's partially filled last block)."""
@@ -92,9 +107,8 @@ def _decode_attention(q, k_cache, v_cache, meta: StepMetadata, cache: KVCache, s
     # q: [B, Hq, D]; every sequence attends to its own blocks (padded to the longest table, masked).
     heads, _, dim = k_cache.shape
     batch = q.shape[0]
-    blocks = (heads, cache.num_blocks, cache.block_size, dim)
-    keys = k_cache.view(blocks).index_select(1, meta.decode_blocks).view(heads, batch, -1, dim)  # [Hkv, B, L, D]
-    values = v_cache.view(blocks).index_select(1, meta.decode_blocks).view(heads, batch, -1, dim)
+    keys = cache.gather_blocks(k_cache, meta.decode_blocks, "k").view(heads, batch, -1, dim)  # [Hkv, B, L, D]
+    values = cache.gather_blocks(v_cache, meta.decode_blocks, "v").view(heads, batch, -1, dim)
     out = F.scaled_dot_product_attention(q.unsqueeze(2), keys.transpose(0, 1), values.transpose(0, 1),
                                          attn_mask=meta.decode_mask, scale=scaling, enable_gqa=True)  # [B, Hq, 1, D]
     return out.squeeze(2)
