@@ -95,3 +95,18 @@ def wait_for_usage(request_id: str, timeout: float = 30) -> UsageRecord:
             return record
         time.sleep(0.05)
     raise AssertionError(f"no usage record for {request_id}")
+
+
+def stream_then_disconnect(base_url: str, secret: str, body: dict, *, events: int = 4) -> str:
+    """Start a stream, read `events` SSE events, close the connection; the request id."""
+    with httpx.Client(base_url=base_url, timeout=60) as http:
+        with http.stream("POST", "/v1/chat/completions", json=body,
+                         headers={"Authorization": f"Bearer {secret}"}) as response:
+            assert response.status_code == 200
+            request_id = response.headers["x-request-id"]
+            seen = 0
+            for line in response.iter_lines():
+                seen += line.startswith("data: ")
+                if seen == events:
+                    break
+    return request_id

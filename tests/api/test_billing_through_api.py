@@ -1,14 +1,13 @@
 """Money through the live API: concurrent holds and streams cut by the client."""
 import threading
 
-import httpx
 import openai
 import pytest
 
 from billing.models import Hold
 from billing.selectors import ledger_sum_micro
 from billing.services import credit_grant
-from tests.api.conftest import TINY, wait_for_usage
+from tests.api.conftest import TINY, stream_then_disconnect, wait_for_usage
 from tests.factories import make_key, make_org
 
 pytestmark = pytest.mark.money
@@ -49,17 +48,8 @@ def test_two_concurrent_requests_that_together_exceed_the_balance(base_url, clie
 def test_a_client_that_disconnects_mid_stream_pays_only_for_what_was_generated(base_url, alice, alice_secret):
     max_tokens = 1500
     body = {"model": TINY, "messages": LONG, "max_tokens": max_tokens, "temperature": 0, "stream": True}
-    with httpx.Client(base_url=base_url, timeout=60) as http:
-        with http.stream("POST", "/v1/chat/completions", json=body,
-                         headers={"Authorization": f"Bearer {alice_secret}"}) as response:
-            assert response.status_code == 200
-            request_id = response.headers["x-request-id"]
-            seen = 0
-            for line in response.iter_lines():
-                seen += line.startswith("data: ")
-                if seen == 4:
-                    break
-    # Leaving the block closed the connection mid-stream.
+    request_id = stream_then_disconnect(base_url, alice_secret, body)
+    # The connection was closed mid-stream.
     record = wait_for_usage(request_id)
     assert record.status == "cancelled" and record.finish_reason == "cancelled"
     assert 3 <= record.completion_tokens < max_tokens

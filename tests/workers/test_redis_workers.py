@@ -12,7 +12,6 @@ import threading
 import time
 from types import SimpleNamespace
 
-import httpx
 import openai
 import pytest
 
@@ -22,7 +21,7 @@ from inference.dispatch import NoCapacity
 from inference.engine.types import GenerationRequest, SamplingParams, TokenEvent, TokenLogprob
 from inference.queue import protocol
 from inference.queue.backend import RedisBackend
-from tests.api.conftest import TINY, TINY_GREEDY, wait_for_usage
+from tests.api.conftest import TINY, TINY_GREEDY, stream_then_disconnect, wait_for_usage
 from tests.workers.conftest import ROOT, wait_until
 
 LONG = [{"role": "user", "content": "Tell me a long story about the sea and the ships."}]
@@ -284,16 +283,7 @@ def test_a_client_that_disconnects_cancels_the_generation_on_the_worker(base_url
                                                                          worker_pool, rds):
     max_tokens = 1500
     body = {"model": TINY, "messages": LONG, "max_tokens": max_tokens, "temperature": 0, "stream": True}
-    with httpx.Client(base_url=base_url, timeout=60) as http:
-        with http.stream("POST", "/v1/chat/completions", json=body,
-                         headers={"Authorization": f"Bearer {alice_secret}"}) as response:
-            assert response.status_code == 200
-            request_id = response.headers["x-request-id"]
-            seen = 0
-            for line in response.iter_lines():
-                seen += line.startswith("data: ")
-                if seen == 4:
-                    break
+    request_id = stream_then_disconnect(base_url, alice_secret, body)
     record = wait_for_usage(request_id)
     assert record.status == "cancelled" and record.finish_reason == "cancelled"
     assert 3 <= record.completion_tokens < max_tokens
