@@ -76,11 +76,6 @@ class Engine:
             self._inbox.append(("cancel", request_id, None))
             self._cond.notify()
 
-    @property
-    def num_unfinished(self) -> int:
-        with self._cond:
-            return len(self._requests) + sum(1 for kind, *_ in self._inbox if kind == "submit")
-
     def shutdown(self, timeout: float | None = None) -> None:
         with self._cond:
             self._stopping = True
