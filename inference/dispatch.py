@@ -1,8 +1,11 @@
-"""The one interface the API uses to reach a model: encode a chat, generate, cancel.
+"""The one interface the API uses to reach a model.
+
+encode_chat, check_available (before credit is held), enqueue (once it is),
+generate and cancel.
 
 The embedded default runs the engine inside this process (a background thread
 per model). With INFERENCE_QUEUE_URL set, requests go through Redis Streams to
-dedicated worker processes (`inference.queue`) behind the same three calls.
+dedicated worker processes (`inference.queue`) behind the same calls.
 """
 import asyncio
 import logging
@@ -60,6 +63,12 @@ class LocalBackend:
         engine = await asyncio.to_thread(self._engine, spec)
         ids = await asyncio.to_thread(engine.tokenizer.encode_chat, messages)
         return ids, engine.tokenizer.context_window
+
+    async def check_available(self, spec: ModelSpec) -> None:
+        """Always available: the engine is in this process (loading failures surface in encode_chat)."""
+
+    async def enqueue(self, spec: ModelSpec, request) -> None:
+        """Nothing to queue ahead: generate() submits straight to the engine."""
 
     async def generate(self, spec: ModelSpec, request) -> AsyncIterator:
         """Token events for the request, ending with exactly one final event."""

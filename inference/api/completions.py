@@ -56,12 +56,10 @@ async def _prepare(request, request_id: str, started: float):
     except ModelUnavailable as exc:
         raise unavailable(str(exc)) from None
     max_tokens = _max_tokens(chat, len(prompt_ids), window)
-    check_available = getattr(backend, "check_available", None)  # queue backends: refuse before holding credit
-    if check_available is not None:
-        try:
-            await check_available(spec)
-        except ModelUnavailable as exc:
-            raise _unavailable(exc) from None
+    try:
+        await backend.check_available(spec)  # refuse before holding credit
+    except ModelUnavailable as exc:
+        raise _unavailable(exc) from None
     price = await sync_to_async(price_get)(model_id=spec.id, default=spec.default_price)
     try:
         hold = await sync_to_async(hold_place)(
@@ -72,15 +70,13 @@ async def _prepare(request, request_id: str, started: float):
         raise insufficient_credit(exc.needed_micro, exc.available_micro) from None
     params = _sampling(chat, spec, max_tokens)
     request = GenerationRequest(request_id, prompt_ids, params)
-    enqueue = getattr(backend, "enqueue", None)  # queue backends: the request is queued only once it is paid for
-    if enqueue is not None:
-        try:
-            await enqueue(spec, request)
-        except BaseException as exc:
-            await sync_to_async(hold_release)(hold=hold)  # it never ran: nothing charged, no hold left
-            if isinstance(exc, ModelUnavailable):
-                raise _unavailable(exc) from None
-            raise
+    try:
+        await backend.enqueue(spec, request)  # queued only once it is paid for
+    except BaseException as exc:
+        await sync_to_async(hold_release)(hold=hold)  # it never ran: nothing charged, no hold left
+        if isinstance(exc, ModelUnavailable):
+            raise _unavailable(exc) from None
+        raise
     generation = Generation(backend=backend, spec=spec, hold=hold, started=started, request=request)
     return chat, generation
 
