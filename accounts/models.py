@@ -1,4 +1,4 @@
-"""Users, organizations (the tenants), memberships with roles, and API keys."""
+"""Users, organizations (the tenants), memberships with roles, API keys and server-side chat sessions."""
 import hashlib
 import hmac
 import secrets
@@ -52,6 +52,8 @@ class Organization(models.Model):
     name = models.CharField(max_length=100, unique=True)
     created_at = models.DateTimeField(default=timezone.now)
     members = models.ManyToManyField(settings.AUTH_USER_MODEL, through="Membership", related_name="organizations")
+    # When on, a chat completion without session_id starts a new server-side session.
+    auto_create_sessions = models.BooleanField(default=False)
 
     def __str__(self):
         return self.name
@@ -91,6 +93,10 @@ class APIKey(models.Model):
     last_used_at = models.DateTimeField(null=True, blank=True)
     expires_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
+    # Model ids this key may use; empty means every model.
+    allowed_models = models.JSONField(default=list, blank=True)
+    # Requests per minute this key may make; null means no limit.
+    rate_limit_rpm = models.PositiveIntegerField(null=True, blank=True)
 
     class Meta:
         verbose_name = "API key"
@@ -114,3 +120,41 @@ class APIKey(models.Model):
         if self.revoked_at is not None:
             return False
         return self.expires_at is None or self.expires_at > now
+
+
+def new_session_id() -> str:
+    return "sess_" + secrets.token_urlsafe(18)
+
+
+class ChatSession(models.Model):
+    """A conversation kept on the server: requests naming it get its history prepended."""
+
+    id = models.CharField(primary_key=True, max_length=40, default=new_session_id, editable=False)
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="chat_sessions")
+    api_key = models.ForeignKey(APIKey, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    title = models.CharField(max_length=200, blank=True)
+    model = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        indexes = [models.Index(fields=["organization", "-updated_at"])]
+
+    def __str__(self):
+        return self.title or self.id
+
+
+class ChatMessage(models.Model):
+    session = models.ForeignKey(ChatSession, on_delete=models.CASCADE, related_name="messages")
+    position = models.PositiveIntegerField()  # 0, 1, 2... within the session
+    role = models.CharField(max_length=16)
+    content = models.TextField(null=True, blank=True)
+    name = models.CharField(max_length=64, blank=True)
+    tool_calls = models.JSONField(null=True, blank=True)
+    tool_call_id = models.CharField(max_length=100, blank=True)
+    request_id = models.CharField(max_length=64, blank=True)  # the completion that added it
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["position"]
+        constraints = [models.UniqueConstraint(fields=["session", "position"], name="chat_message_position_unique")]

@@ -97,7 +97,8 @@ else:
             "OPTIONS": {"timeout": 20, "transaction_mode": "IMMEDIATE"},
             # A file, not memory, so that a live server thread and concurrent
             # writers in the tests share one database with real locking.
-            "TEST": {"NAME": str(DATA_DIR / "test.sqlite3")},
+            # TEST_DB_NAME lets two test runs share a checkout without sharing a database.
+            "TEST": {"NAME": str(DATA_DIR / env_str("TEST_DB_NAME", "test.sqlite3"))},
         }
     }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"

@@ -88,6 +88,29 @@ class TokenMask(Protocol):
     def accept(self, token_id: int) -> None: ...
 
 
+CONSTRAINT_JSON_SCHEMA = "json_schema"  # source: a JSON Schema document, as JSON text
+CONSTRAINT_EBNF = "ebnf"  # source: a grammar in xgrammar's EBNF dialect (root rule "root")
+
+
+@dataclass(frozen=True)
+class Constraint:
+    """A grammar every choice of a request must follow: plain data, so it crosses the queue.
+
+    The engine compiles it against its own tokenizer (inference.engine.grammar) into
+    one TokenMask per choice; the output always parses, and ends (EOS) only once the
+    grammar is complete.
+    """
+
+    kind: str  # CONSTRAINT_JSON_SCHEMA | CONSTRAINT_EBNF
+    source: str
+
+    def __post_init__(self) -> None:
+        if self.kind not in (CONSTRAINT_JSON_SCHEMA, CONSTRAINT_EBNF):
+            raise ValueError(f"unknown constraint kind {self.kind!r}")
+        if not isinstance(self.source, str) or not self.source:
+            raise ValueError("constraint source must be a non-empty string")
+
+
 @dataclass
 class GenerationRequest:
     request_id: str
@@ -95,6 +118,8 @@ class GenerationRequest:
     params: SamplingParams
     # Called once per choice to build that choice's mask state; None => unconstrained.
     token_mask_factory: object | None = None
+    # A grammar the engine compiles into token_mask_factory (ignored when a factory is given).
+    constraint: Constraint | None = None
 
 
 @dataclass(frozen=True)
