@@ -1,4 +1,4 @@
-"""ASGI entry point: HTTP (API, dashboard, admin) and, later, WebSockets."""
+"""ASGI entry point: HTTP (API, dashboard, admin, static files) and, later, WebSockets."""
 import os
 
 from django.core.asgi import get_asgi_application
@@ -7,8 +7,14 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 django_asgi_app = get_asgi_application()
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402  (needs apps loaded)
+from django.conf import settings  # noqa: E402
+from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
+
+# With SERVE_STATIC (the default) this process answers STATIC_URL itself, also with DEBUG off:
+# the admin's CSS and the API docs' Swagger UI load under a bare uvicorn. Only HTTP is wrapped.
+http_app = ASGIStaticFilesHandler(django_asgi_app) if settings.SERVE_STATIC else django_asgi_app
 
 application = ProtocolTypeRouter({
-    "http": django_asgi_app,
+    "http": http_app,
     "websocket": URLRouter([]),
 })

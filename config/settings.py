@@ -49,6 +49,8 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI's assets, served from here rather than a CDN
     "channels",
     "accounts",
     "billing",
@@ -56,6 +58,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "config.middleware.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -64,6 +67,9 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
+
+# Bodies above this size get a 413 from the API (Django refuses to read them).
+DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("API_MAX_BODY_BYTES", 8 << 20, minimum=1024)
 
 ROOT_URLCONF = "config.urls"
 WSGI_APPLICATION = "config.wsgi.application"
@@ -130,10 +136,49 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = DATA_DIR / "static"
+# The ASGI app serves STATIC_URL itself (admin CSS, the API docs' Swagger UI), also with DEBUG off,
+# so a bare `uvicorn config.asgi:application` needs no web server in front. Turn off when one serves them.
+SERVE_STATIC = env_bool("SERVE_STATIC", True)
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["rest_framework.authentication.SessionAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    # Failures as OpenAI error objects, like the /v1 endpoints.
+    "EXCEPTION_HANDLER": "accounts.api.exceptions.exception_handler",
+}
+
+# The OpenAPI document at /api/schema (docs at /api/docs): the DRF views describe themselves,
+# the OpenAI-compatible /v1 views are added by inference.api.openapi.
+SPECTACULAR_SETTINGS = {
+    "TITLE": "LLM platform API",
+    "DESCRIPTION": (
+        "OpenAI-compatible chat completions (`/v1`, also under `/api/v1`) and the server-side chat sessions "
+        "of an organization (`/api/sessions`). Authenticate with an organization's API key: "
+        "`Authorization: Bearer sk-...`. Errors are OpenAI error objects: "
+        "`{\"error\": {\"message\", \"type\", \"param\", \"code\"}}`."
+    ),
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "APPEND_COMPONENTS": {"securitySchemes": {"ApiKeyAuth": {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "An organization's API key (`sk-...`): `Authorization: Bearer KEY` "
+                       "(`Authorization: Api-Key KEY` works too).",
+    }}},
+    "ENUM_NAME_OVERRIDES": {
+        "SessionObjectEnum": ["chat.session"],
+        "SessionMessageObjectEnum": ["chat.session.message"],
+        "ListObjectEnum": ["list"],
+    },
+    "COMPONENT_SPLIT_PATCH": False,  # a rename must name the title
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "inference.api.openapi.add_openai_endpoints",
+    ],
 }
 
 # Inference: public model ids are defined in inference/registry.py; the model

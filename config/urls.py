@@ -24,6 +24,8 @@ async def healthz(request):
 urlpatterns = [
     path("healthz", healthz),
     path("v1/", include("inference.urls")),
+    path("api/", include("accounts.api.urls")),  # sessions, the OpenAPI schema and its docs
+    path("api/v1/", include("inference.urls")),  # the OpenAI-compatible endpoints again, under /api
     path("admin/", admin.site.urls),
 ]
 

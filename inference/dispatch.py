@@ -58,6 +58,11 @@ class LocalBackend:
                 self._engines[spec.id] = engine
             return engine
 
+    async def tokenizer(self, spec: ModelSpec):
+        """The model's ChatTokenizer (loading the model the first time)."""
+        engine = await asyncio.to_thread(self._engine, spec)
+        return engine.tokenizer
+
     async def encode_chat(self, spec: ModelSpec, messages: list[dict]) -> tuple[list[int], int]:
         """Prompt token ids and the model's context window."""
         engine = await asyncio.to_thread(self._engine, spec)
@@ -73,6 +78,9 @@ class LocalBackend:
     async def generate(self, spec: ModelSpec, request) -> AsyncIterator:
         """Token events for the request, ending with exactly one final event."""
         engine = await asyncio.to_thread(self._engine, spec)
+        if getattr(request, "constraint", None) is not None:
+            # Compiling a grammar takes up to a second: never on the event loop (nor the engine thread).
+            await asyncio.to_thread(engine.prepare, request)
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue = asyncio.Queue()
         engine.submit(request, lambda event: loop.call_soon_threadsafe(queue.put_nowait, event))

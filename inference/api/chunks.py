@@ -12,40 +12,62 @@ def usage(prompt_tokens: int, completion_tokens: int) -> dict:
     }
 
 
-def completion(*, id: str, created: int, model: str, text: str, finish_reason: str, prompt_tokens: int,
-               completion_tokens: int) -> dict:
+def _bytes(token: str) -> list[int]:
+    return list(token.encode("utf-8"))
+
+
+def logprobs_content(logprobs) -> list[dict]:
+    """TokenLogprob items as OpenAI's `logprobs.content` entries."""
+    return [
+        {
+            "token": lp.token,
+            "logprob": lp.logprob,
+            "bytes": _bytes(lp.token),
+            "top_logprobs": [{"token": token, "logprob": value, "bytes": _bytes(token)} for _, token, value in lp.top],
+        }
+        for lp in logprobs
+    ]
+
+
+def message(content: str | None, tool_calls: list[dict] | None = None) -> dict:
+    body = {"role": "assistant", "content": content, "refusal": None}
+    if tool_calls:
+        body["tool_calls"] = tool_calls
+    return body
+
+
+def completion(*, id: str, created: int, model: str, choices: list[dict], prompt_tokens: int,
+               completion_tokens: int, extra: dict | None = None) -> dict:
+    """choices: [{"index", "message", "logprobs", "finish_reason"}]."""
     return {
         "id": id,
         "object": "chat.completion",
         "created": created,
         "model": model,
         "system_fingerprint": SYSTEM_FINGERPRINT,
-        "choices": [
-            {
-                "index": 0,
-                "message": {"role": "assistant", "content": text, "refusal": None},
-                "logprobs": None,
-                "finish_reason": finish_reason,
-            }
-        ],
+        "choices": choices,
         "usage": usage(prompt_tokens, completion_tokens),
+        **(extra or {}),
     }
 
 
 class ChunkWriter:
     """Serialises one stream's chunks; every chunk shares the completion's id and timestamp."""
 
-    def __init__(self, *, id: str, created: int, model: str, include_usage: bool):
+    def __init__(self, *, id: str, created: int, model: str, include_usage: bool, extra: dict | None = None):
         self._base = {"id": id, "object": "chat.completion.chunk", "created": created, "model": model,
-                      "system_fingerprint": SYSTEM_FINGERPRINT}
+                      "system_fingerprint": SYSTEM_FINGERPRINT, **(extra or {})}
         self.include_usage = include_usage
 
     def _event(self, payload: dict) -> bytes:
         return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n".encode()
 
-    def choice(self, delta: dict, finish_reason: str | None = None) -> bytes:
-        payload = {**self._base, "choices": [{"index": 0, "delta": delta, "logprobs": None,
-                                              "finish_reason": finish_reason}]}
+    def choice(self, delta: dict, finish_reason: str | None = None, *, index: int = 0,
+               logprobs: list[dict] | None = None) -> bytes:
+        choice = {"index": index, "delta": delta,
+                  "logprobs": {"content": logprobs, "refusal": None} if logprobs is not None else None,
+                  "finish_reason": finish_reason}
+        payload = {**self._base, "choices": [choice]}
         if self.include_usage:
             payload["usage"] = None
         return self._event(payload)

@@ -1,61 +1,71 @@
-"""POST /v1/chat/completions: auth → validate → hold → dispatch → stream → settle."""
+"""POST /v1/chat/completions: auth → validate → model checks → hold → dispatch → respond → settle."""
 import time
 import uuid
 
 from asgiref.sync import sync_to_async
-from django.http import JsonResponse, StreamingHttpResponse
+from django.core.exceptions import RequestDataTooBig
+from django.http import StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
+from accounts import sessions
 from billing.services import InsufficientCredit, hold_place, hold_release, price_get
-from inference.api import chunks
+from inference.api import chunks, responses
 from inference.api.auth import authenticate
-from inference.api.errors import (APIError, generation_failed, insufficient_credit, invalid, model_not_found,
-                                  no_capacity, unavailable)
+from inference.api.errors import APIError, insufficient_credit, model_not_found, no_capacity, unavailable
 from inference.api.generation import Generation
-from inference.api.validation import ChatRequest, parse_body, parse_chat_request
+from inference.api.limits import check_model_allowed, check_rate_limit
+from inference.api.prepare import prepare_chat
+from inference.api.validation import parse_body, parse_chat_request
 from inference.dispatch import ModelUnavailable, NoCapacity, get_backend
-from inference.engine.types import GenerationRequest, SamplingParams
+from inference.engine.types import GenerationRequest
 from inference.registry import get_model
 
 
-def _max_tokens(chat: ChatRequest, prompt_tokens: int, window: int) -> int:
-    room = window - prompt_tokens
-    if room < 1 or (chat.max_tokens is not None and chat.max_tokens > room):
-        asked = chat.max_tokens or 1
-        raise invalid(
-            f"This model's maximum context length is {window} tokens. However, you requested "
-            f"{prompt_tokens + asked} tokens ({prompt_tokens} in the messages, {asked} in the completion). "
-            "Please reduce the length of the messages or completion.",
-            "messages",
-            "context_length_exceeded",
-        )
-    return chat.max_tokens or room
+def _read_body(request) -> bytes:
+    try:
+        return request.body
+    except RequestDataTooBig:
+        raise APIError(413, "The request body is too large. Send a shorter conversation.",
+                       code="request_too_large") from None
 
 
-def _sampling(chat: ChatRequest, spec, max_tokens: int) -> SamplingParams:
-    defaults = spec.sampling_defaults()
-    temperature = chat.temperature if chat.temperature is not None else defaults.get("temperature", 1.0)
-    top_p = chat.top_p if chat.top_p is not None else defaults.get("top_p", 1.0)
-    if top_p == 0:  # keeps only the most likely token: that is greedy decoding
-        temperature, top_p = 0.0, 1.0
-    return SamplingParams(max_tokens=max_tokens, temperature=temperature, top_p=top_p, seed=chat.seed,
-                          stop=chat.stop)
+async def _session(chat, key):
+    """The session this request continues or starts (None without sessions), and the full message list."""
+    organization = key.organization
+    if chat.session_id is not None:
+        session = await sync_to_async(sessions.session_get)(organization, chat.session_id)
+        if session is None:
+            raise APIError(404, f"No session `{chat.session_id}` exists in your organization.", param="session_id",
+                           code="session_not_found")
+        history = await sync_to_async(sessions.session_history)(session)
+        return session, history + chat.messages
+    return None, chat.messages
 
 
-async def _prepare(request, request_id: str, started: float):
+class _Call:
+    """What one accepted request carries from preparation to its response."""
+
+    def __init__(self, chat, prepared, generation, session):
+        self.chat, self.prepared, self.generation, self.session = chat, prepared, generation, session
+
+
+async def _prepare(request, request_id: str, started: float) -> _Call:
     if request.method != "POST":
         raise APIError(405, f"Method {request.method} is not allowed; use POST.", code="method_not_allowed")
     key = await authenticate(request)
-    chat = parse_chat_request(parse_body(request.body))
+    await check_rate_limit(key)
+    chat = parse_chat_request(parse_body(_read_body(request)))
     spec = get_model(chat.model)
     if spec is None or not spec.is_prepared:
         raise model_not_found(chat.model)
+    check_model_allowed(key, spec.id)
+    session, messages = await _session(chat, key)
     backend = get_backend()
     try:
-        prompt_ids, window = await backend.encode_chat(spec, chat.messages)
+        tokenizer = await backend.tokenizer(spec)
     except ModelUnavailable as exc:
         raise unavailable(str(exc)) from None
-    max_tokens = _max_tokens(chat, len(prompt_ids), window)
+    prepared = await prepare_chat(chat, spec, tokenizer, messages)
     try:
         await backend.check_available(spec)  # refuse before holding credit
     except ModelUnavailable as exc:
@@ -64,21 +74,24 @@ async def _prepare(request, request_id: str, started: float):
     try:
         hold = await sync_to_async(hold_place)(
             organization=key.organization, api_key=key, request_id=request_id, model_id=spec.id,
-            prompt_tokens=len(prompt_ids), max_tokens=max_tokens, price=price,
+            prompt_tokens=len(prepared.prompt_ids), max_tokens=prepared.params.max_tokens * chat.n, price=price,
         )
     except InsufficientCredit as exc:
         raise insufficient_credit(exc.needed_micro, exc.available_micro) from None
-    params = _sampling(chat, spec, max_tokens)
-    request = GenerationRequest(request_id, prompt_ids, params)
+    generation_request = GenerationRequest(request_id, prepared.prompt_ids, prepared.params,
+                                           constraint=prepared.constraint)
     try:
-        await backend.enqueue(spec, request)  # queued only once it is paid for
+        await backend.enqueue(spec, generation_request)  # queued only once it is paid for
     except BaseException as exc:
         await sync_to_async(hold_release)(hold=hold)  # it never ran: nothing charged, no hold left
         if isinstance(exc, ModelUnavailable):
             raise _unavailable(exc) from None
         raise
-    generation = Generation(backend=backend, spec=spec, hold=hold, started=started, request=request)
-    return chat, generation
+    if session is None and key.organization.auto_create_sessions:
+        session = await sync_to_async(sessions.session_create)(organization=key.organization, api_key=key,
+                                                               model=spec.id)
+    generation = Generation(backend=backend, spec=spec, hold=hold, started=started, request=generation_request)
+    return _Call(chat, prepared, generation, session)
 
 
 def _unavailable(exc: ModelUnavailable) -> APIError:
@@ -87,63 +100,45 @@ def _unavailable(exc: ModelUnavailable) -> APIError:
     return unavailable(str(exc))
 
 
+def _remember(call: _Call, request_id: str):
+    """Appends this turn (the new messages and the first choice's answer) to the call's session."""
+
+    async def remember(choices: list[dict]) -> None:
+        if call.session is None or not choices:
+            return
+        turn = [*call.chat.messages, responses.assistant_message(choices[0])]
+        await sync_to_async(sessions.session_append)(call.session, turn, request_id=request_id)
+
+    return remember
+
+
 @csrf_exempt
 async def chat_completions(request):
     request_id = f"chatcmpl-{uuid.uuid4().hex}"
     started = time.monotonic()
     try:
-        chat, generation = await _prepare(request, request_id, started)
+        call = await _prepare(request, request_id, started)
     except APIError as exc:
         response = exc.response()
         response["x-request-id"] = request_id
         return response
-    generation.start()
+    call.generation.start()
     created = int(time.time())
-    if chat.stream:
-        writer = chunks.ChunkWriter(id=request_id, created=created, model=chat.model,
-                                    include_usage=chat.include_usage)
-        response = StreamingHttpResponse(_stream(generation, writer), content_type="text/event-stream")
+    extra = {"session_id": call.session.pk} if call.session is not None else {}
+    remember = _remember(call, request_id)
+    if call.chat.stream:
+        writer = chunks.ChunkWriter(id=request_id, created=created, model=call.chat.model,
+                                    include_usage=call.chat.include_usage, extra=extra)
+        response = StreamingHttpResponse(responses.stream(call.generation, call.chat, call.prepared, writer, remember),
+                                         content_type="text/event-stream")
         response["Cache-Control"] = "no-cache"
         response["X-Accel-Buffering"] = "no"
     else:
-        response = await _collect(generation, request_id, created, chat.model)
+        response, choices = await responses.collect(call.generation, call.chat, call.prepared,
+                                                    request_id=request_id, created=created, extra=extra)
+        if choices is not None:
+            await remember(choices)
+    if call.session is not None:
+        response["x-session-id"] = call.session.pk
     response["x-request-id"] = request_id
     return response
-
-
-async def _collect(generation: Generation, request_id: str, created: int, model: str):
-    parts = []
-    try:
-        while True:
-            event = await generation.events.get()
-            parts.append(event.text)
-            if event.finished:
-                break
-    finally:
-        generation.cancel()  # no-op once finished; stops the run if the client went away
-    if event.finish_reason not in ("stop", "length"):
-        return generation_failed(event).response()
-    body = chunks.completion(id=request_id, created=created, model=model, text="".join(parts),
-                             finish_reason=event.finish_reason, prompt_tokens=event.prompt_tokens,
-                             completion_tokens=event.completion_tokens)
-    return JsonResponse(body)
-
-
-async def _stream(generation: Generation, writer: chunks.ChunkWriter):
-    try:
-        yield writer.choice({"role": "assistant", "content": ""})
-        while True:
-            event = await generation.events.get()
-            if event.text:
-                yield writer.choice({"content": event.text})
-            if event.finished:
-                break
-        if event.finish_reason not in ("stop", "length"):
-            yield generation_failed(event).sse()
-            return
-        yield writer.choice({}, event.finish_reason)
-        if writer.include_usage:
-            yield writer.usage(event.prompt_tokens, event.completion_tokens)
-        yield writer.done()
-    finally:
-        generation.cancel()

@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 from .config import EngineConfig
 from .detokenizer import IncrementalDetokenizer
+from .grammar import ERROR_INVALID_GRAMMAR, GrammarCompiler, GrammarError, InvalidGrammar
 from .model_runner import ModelRunner
 from .outputs import Choice, RequestState
 from .sampler import Sampler, SamplingRow
@@ -53,6 +54,8 @@ class Engine:
         self._choices: dict[int, tuple[RequestState, Choice]] = {}  # seq_id ->
         self._stopping = False
         self._thread: threading.Thread | None = None
+        self._grammar: GrammarCompiler | None = None  # built on the first constrained request
+        self._grammar_lock = threading.Lock()
 
     # -- any thread ---------------------------------------------------------
 
@@ -64,7 +67,35 @@ class Engine:
                 self._thread = threading.Thread(target=self._loop, name="inference-engine", daemon=True)
                 self._thread.start()
 
+    def prepare(self, request: GenerationRequest) -> None:
+        """Compile request.constraint into request.token_mask_factory (no-op without one).
+
+        Blocks for up to about a second on a cache miss: call it in a worker
+        thread, never on an event loop. A constraint that does not compile
+        makes submit() end the request with error_code "invalid_grammar".
+        """
+        if request.constraint is None or request.token_mask_factory is not None:
+            return
+        try:
+            request.token_mask_factory = self.grammar_compiler().mask_factory(request.constraint)
+        except GrammarError as exc:
+            request.token_mask_factory = InvalidGrammar(str(exc))
+        except Exception as exc:
+            log.exception("compiling the constraint of %s failed", request.request_id)
+            request.token_mask_factory = InvalidGrammar(f"the constraint could not be compiled: {exc}")
+
+    def grammar_compiler(self) -> GrammarCompiler:
+        with self._grammar_lock:
+            if self._grammar is None:
+                self._grammar = GrammarCompiler.for_tokenizer(self.tokenizer, self.runner.vocab_size)
+            return self._grammar
+
     def submit(self, request: GenerationRequest, on_event: EventCallback) -> None:
+        """Queue a request; its events go to on_event from the engine thread.
+
+        A request with a constraint not yet prepared is prepared here, in the caller's thread.
+        """
+        self.prepare(request)
         with self._cond:
             if self._stopping:
                 raise RuntimeError("engine has been shut down")
@@ -122,6 +153,8 @@ class Engine:
         prompt, params = request.prompt_token_ids, request.params
         if request.request_id in self._requests:
             return self._close(state, FINISH_ERROR, f"duplicate request id {request.request_id}")
+        if isinstance(request.token_mask_factory, InvalidGrammar):
+            return self._close(state, FINISH_ERROR, request.token_mask_factory.message, ERROR_INVALID_GRAMMAR)
         if not prompt:
             return self._close(state, FINISH_ERROR, "prompt_token_ids is empty")
         if any(not 0 <= t < self.runner.vocab_size for t in prompt):
@@ -232,11 +265,12 @@ class Engine:
         if state.done:
             self._requests.pop(state.request_id, None)
 
-    def _close(self, state: RequestState, reason: str, error: str | None = None) -> None:
+    def _close(self, state: RequestState, reason: str, error: str | None = None,
+               error_code: str | None = None) -> None:
         """End a request that never started."""
         state.done = True
         event = TokenEvent(request_id=state.request_id, finished=True, finish_reason=reason, error=error,
-                           prompt_tokens=len(state.request.prompt_token_ids))
+                           error_code=error_code, prompt_tokens=len(state.request.prompt_token_ids))
         try:
             state.on_event(event)
         except Exception:

@@ -3,10 +3,21 @@
 from __future__ import annotations
 
 import logging
+import re
+from functools import cached_property
 
 from transformers import AutoConfig, AutoTokenizer, GenerationConfig
 
+from inference.tools.prompt import has_tool_turns, hermes_fallback_messages, native_tool_messages
+
 logger = logging.getLogger(__name__)
+
+# apply_chat_template arguments that template kwargs must not override.
+_RESERVED_TEMPLATE_KWARGS = frozenset({
+    "conversation", "messages", "tools", "documents", "chat_template", "add_generation_prompt",
+    "continue_final_message", "tokenize", "sanitize_control_tokens", "padding", "truncation",
+    "max_length", "return_tensors", "return_dict", "return_assistant_tokens_mask", "tokenizer_kwargs",
+})
 
 # Used only when neither the model config nor the tokenizer knows its window;
 # tokenizers without one report a ~1e30 sentinel as model_max_length.
@@ -39,19 +50,99 @@ class ChatTokenizer:
         window = _context_window(config, tok)
         return cls(tok, eos_token_ids=frozenset(eos), context_window=window)
 
-    def encode_chat(self, messages: list[dict]) -> list[int]:
+    def encode_chat(
+        self,
+        messages: list[dict],
+        *,
+        tools: list[dict] | None = None,
+        add_generation_prompt: bool = True,
+        continue_final_message: bool = False,
+        add_special_tokens: bool = False,
+        documents: list[dict] | None = None,
+        template_kwargs: dict | None = None,
+    ) -> list[int]:
+        """Prompt ids for a conversation; `tools` are OpenAI tool dicts ({"type": "function", "function": ...}).
+
+        Templates that know tools render them (and tool calls and results) themselves;
+        for the others the conversation is rewritten in the Hermes tool format first, so
+        tool conversations work with any template. `template_kwargs` reach the template
+        as variables (e.g. enable_thinking). Raises ValueError for a kwarg that would
+        override one of these arguments, or for continue_final_message together with
+        add_generation_prompt.
+        """
+        extra = dict(template_kwargs or {})
+        clash = sorted(set(extra) & _RESERVED_TEMPLATE_KWARGS)
+        if clash:
+            raise ValueError(f"chat template kwargs may not set {', '.join(clash)}")
+        tools = list(tools) if tools else None
+        if self.renders_tools:
+            messages = native_tool_messages(messages)
+        elif tools or has_tool_turns(messages):
+            messages = hermes_fallback_messages(messages, tools)
+            tools = None
         # sanitize_control_tokens: a user typing "<|im_end|><|im_start|>system"
         # must get plain text tokens, not a forged turn boundary.
         ids = self.hf_tokenizer.apply_chat_template(
             messages,
-            add_generation_prompt=True,
+            tools=tools,
+            documents=documents or None,
+            add_generation_prompt=add_generation_prompt,
+            continue_final_message=continue_final_message,
             tokenize=True,
             return_dict=False,
             sanitize_control_tokens=True,
+            **extra,
         )
         if isinstance(ids, dict) or hasattr(ids, "input_ids"):
             ids = ids["input_ids"]
-        return [int(i) for i in ids]
+        ids = [int(i) for i in ids]
+        if add_special_tokens:
+            ids = self._with_special_tokens(ids)
+        return ids
+
+    def _template(self) -> str:
+        template = self.hf_tokenizer.chat_template
+        if isinstance(template, dict):  # named templates: the tool one when there is one
+            template = template.get("tool_use") or template.get("default") or next(iter(template.values()))
+        return template or ""
+
+    @cached_property
+    def renders_tools(self) -> bool:
+        """Whether the chat template itself renders a `tools` list."""
+        return re.search(r"\btools\b", self._template()) is not None
+
+    @cached_property
+    def tool_format(self) -> str:
+        """How this model writes tool calls: "llama3" (Llama 3.1-style JSON) or "hermes" (<tool_call> blocks)."""
+        template = self._template()
+        if not self.renders_tools or "<tool_call>" in template:
+            return "hermes"
+        if "<|python_tag|>" in template or '"parameters"' in template or "ipython" in template:
+            return "llama3"
+        return "hermes"
+
+    @cached_property
+    def supports_thinking(self) -> bool:
+        """Whether the template takes an `enable_thinking` switch."""
+        return "enable_thinking" in self._template()
+
+    @cached_property
+    def _special_affixes(self) -> tuple[list[int], list[int]]:
+        """The ids the tokenizer itself adds around a text (BOS/EOS), before and after."""
+        plain = list(self.hf_tokenizer.encode("a", add_special_tokens=False))
+        full = list(self.hf_tokenizer.encode("a", add_special_tokens=True))
+        for start in range(len(full) - len(plain) + 1):
+            if full[start:start + len(plain)] == plain:
+                return full[:start], full[start + len(plain):]
+        return [], []
+
+    def _with_special_tokens(self, ids: list[int]) -> list[int]:
+        prefix, suffix = self._special_affixes
+        if prefix and ids[:len(prefix)] != prefix:  # a template that writes BOS itself gets no second one
+            ids = prefix + ids
+        if suffix and ids[len(ids) - len(suffix):] != suffix:
+            ids = ids + suffix
+        return ids
 
     def encode(self, text: str) -> list[int]:
         """Plain text, no special tokens added (for completions-style prompts)."""

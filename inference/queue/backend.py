@@ -88,6 +88,10 @@ class RedisBackend:
                 self._tokenizers[key] = tokenizer
             return tokenizer
 
+    async def tokenizer(self, spec):
+        """The model's ChatTokenizer, loaded once in this process."""
+        return await asyncio.to_thread(self._tokenizer, spec)
+
     async def encode_chat(self, spec, messages: list[dict]) -> tuple[list[int], int]:
         """Prompt token ids and the model's context window."""
         tokenizer = await asyncio.to_thread(self._tokenizer, spec)

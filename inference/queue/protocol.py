@@ -29,7 +29,7 @@ from __future__ import annotations
 import dataclasses
 import json
 
-from inference.engine.types import GenerationRequest, SamplingParams, TokenEvent, TokenLogprob
+from inference.engine.types import Constraint, GenerationRequest, SamplingParams, TokenEvent, TokenLogprob
 
 PREFIX = "inference"
 GROUP = "workers"
@@ -153,11 +153,14 @@ def encode_request(request: GenerationRequest) -> str:
         raise ValueError(
             f"request {request.request_id} has a token_mask_factory, which cannot be sent to a worker process"
         )
-    return _dumps({
+    data = {
         "request_id": request.request_id,
         "prompt_token_ids": [int(t) for t in request.prompt_token_ids],
         "params": encode_params(request.params),
-    })
+    }
+    if request.constraint is not None:  # compiled by the worker, against its own tokenizer
+        data["constraint"] = {"kind": request.constraint.kind, "source": request.constraint.source}
+    return _dumps(data)
 
 
 def decode_request(raw: str | bytes) -> GenerationRequest:
@@ -167,7 +170,16 @@ def decode_request(raw: str | bytes) -> GenerationRequest:
     ids = data.get("prompt_token_ids")
     if not isinstance(ids, list) or not all(isinstance(t, int) and not isinstance(t, bool) for t in ids):
         raise ValueError("prompt_token_ids must be a list of integers")
-    return GenerationRequest(data["request_id"], ids, decode_params(data.get("params", {})))
+    return GenerationRequest(data["request_id"], ids, decode_params(data.get("params", {})),
+                             constraint=decode_constraint(data.get("constraint")))
+
+
+def decode_constraint(data) -> Constraint | None:
+    if data is None:
+        return None
+    if not isinstance(data, dict) or set(data) != {"kind", "source"}:
+        raise ValueError("constraint must be an object with exactly a kind and a source")
+    return Constraint(data["kind"], data["source"])
 
 
 def request_id_of(raw: str | bytes) -> str | None:

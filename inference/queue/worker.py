@@ -4,8 +4,10 @@ Django-free; everything it needs comes in as arguments (see `manage.py inference
 
 Threads:
   main        reads requests (XREADGROUP, one at a time, only while fewer than max_running are in
-              flight), claims them (an atomic script: ACK + XDEL + claim key + "claimed" event) and
-              submits them to the engine.
+              flight), claims them (an atomic script: ACK + XDEL + claim key + "claimed" event),
+              compiles their grammar constraint if any (Engine.prepare: up to ~1 s on a cache miss,
+              with the GIL released, so heartbeats and the engine loop go on) and submits them to the
+              engine.
   publisher   XADDs every TokenEvent the engine reports to the request's event stream, in order, in
               batches. Entry ids are explicit (0-1 is "claimed", 0-2... the events), so a batch retried
               after a connection error never duplicates an event. (inference.queue.publisher)
@@ -255,6 +257,7 @@ class Worker(LivenessMixin, PublisherMixin):
         prompt_tokens = len(request.prompt_token_ids)
         with self._cond:
             self._inflight[request_id] = prompt_tokens
+        self._prepare(request)
         if self._cancel_requested(request_id):
             self._outbox.put(TokenEvent(request_id, finished=True, finish_reason=FINISH_CANCELLED,
                                         prompt_tokens=prompt_tokens))
@@ -270,6 +273,16 @@ class Worker(LivenessMixin, PublisherMixin):
         with self._cond:
             if request_id in self._inflight:  # not already over
                 self._submitted.add(request_id)
+
+    def _prepare(self, request) -> None:
+        """Compile the request's constraint here, off the engine loop (a failure ends it in submit)."""
+        prepare = getattr(self._engine, "prepare", None)
+        if request.constraint is None or prepare is None:
+            return
+        try:
+            prepare(request)
+        except Exception:
+            log.exception("preparing %s failed", request.request_id)
 
     def _drop_entry(self, entry_id: str) -> None:
         pipe = self._redis.pipeline(transaction=True)

@@ -16,6 +16,8 @@ from tests.factories import make_key, make_org
 
 TINY = "tiny-chat"
 TINY_GREEDY = "tiny-chat-greedy"  # the same weights, with greedy decoding as its generation_config default
+TINY_HERMES = "tiny-hermes"  # a template that renders tools and calls them with <tool_call> tags (Qwen style)
+TINY_LLAMA3 = "tiny-llama3"  # a template that calls tools with bare JSON (Llama 3.1 style)
 # 1 micro-USD per prompt token, 2 per completion token: charges are easy to check by hand.
 TINY_PRICE = {"input_usd_per_mtok": "1", "output_usd_per_mtok": "2"}
 
@@ -27,10 +29,16 @@ def models_file(tiny_model_path, tmp_path_factory):
     shutil.copytree(tiny_model_path, greedy)
     config = json.loads((greedy / "generation_config.json").read_text())
     (greedy / "generation_config.json").write_text(json.dumps({**config, "do_sample": True, "temperature": 0.0}))
+    from inference.engine.tiny import build_tiny_model
+
+    hermes = build_tiny_model(folder / "hermes", chat_template="hermes")
+    llama3 = build_tiny_model(folder / "llama3", chat_template="llama3")
     path = folder / "models.json"
     path.write_text(json.dumps({
         TINY: {"path": str(tiny_model_path), **TINY_PRICE},
         TINY_GREEDY: {"path": str(greedy), **TINY_PRICE},
+        TINY_HERMES: {"path": str(hermes), **TINY_PRICE},
+        TINY_LLAMA3: {"path": str(llama3), **TINY_PRICE},
     }))
     return str(path)
 

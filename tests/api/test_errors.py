@@ -72,7 +72,7 @@ def test_an_unknown_model_is_404_through_the_sdk(client):
     ({"model": TINY, "messages": HELLO, "seed": "x"}, "seed"),
     ({"model": TINY, "messages": HELLO, "stream": "yes"}, "stream"),
     ({"model": TINY, "messages": HELLO, "stream_options": {"include_usage": True}}, "stream_options"),
-    ({"model": TINY, "messages": HELLO, "n": 3}, "n"),
+    ({"model": TINY, "messages": HELLO, "n": 129}, "n"),
     ({"model": TINY, "messages": HELLO, "frobnicate": 1}, "frobnicate"),
 ])
 def test_invalid_parameters_are_400_naming_the_param(http, alice_secret, body, param):

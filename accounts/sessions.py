@@ -1,0 +1,99 @@
+"""Server-side chat sessions: look-up, creation, history and appends.
+
+Messages are kept in the normalised format of `inference.api.request.ChatRequest.messages`:
+`role` and `content`, plus `name`, `tool_calls` and `tool_call_id` only when set.
+"""
+import re
+
+from django.db import transaction
+from django.db.models import Max
+from django.utils import timezone
+
+from accounts.models import APIKey, ChatMessage, ChatSession, Organization
+
+TITLE_LENGTH = 60
+# Ids are made by accounts.models.new_session_id; anything else cannot name a session.
+_SESSION_ID = re.compile(r"[A-Za-z0-9_-]{1,40}")
+
+
+def session_get(organization: Organization, session_id: str) -> ChatSession | None:
+    """The organization's session with this id; None for unknown ids and other organizations' sessions."""
+    if not isinstance(session_id, str) or not _SESSION_ID.fullmatch(session_id):
+        return None
+    return ChatSession.objects.filter(organization=organization, pk=session_id).first()
+
+
+def session_create(*, organization: Organization, api_key: APIKey | None, model: str) -> ChatSession:
+    now = timezone.now()
+    return ChatSession.objects.create(
+        organization=organization, api_key=api_key, model=model or "", created_at=now, updated_at=now
+    )
+
+
+def _as_dict(message: ChatMessage) -> dict:
+    out = {"role": message.role, "content": message.content}
+    if message.name:
+        out["name"] = message.name
+    if message.tool_calls:
+        out["tool_calls"] = message.tool_calls
+    if message.tool_call_id:
+        out["tool_call_id"] = message.tool_call_id
+    return out
+
+
+def session_history(session: ChatSession) -> list[dict]:
+    """The session's messages, oldest first, ready to prepend to a request's messages."""
+    return [_as_dict(m) for m in ChatMessage.objects.filter(session=session).order_by("position")]
+
+
+def title_from(content) -> str:
+    """A title from a user message: its words on one line, cut at a word to about TITLE_LENGTH characters."""
+    if not isinstance(content, str):
+        return ""
+    text = " ".join(content.split())
+    if len(text) <= TITLE_LENGTH:
+        return text
+    cut = text[:TITLE_LENGTH].rsplit(" ", 1)[0] if " " in text[:TITLE_LENGTH] else text[:TITLE_LENGTH]
+    return cut.rstrip() + "…"
+
+
+def session_append(session: ChatSession, messages: list[dict], *, request_id: str) -> None:
+    """Append messages at the end of the session, atomically and with consecutive positions.
+
+    The session row is locked for the transaction, so concurrent appends to one session
+    queue up instead of racing for positions. A session deleted meanwhile stays deleted
+    and the messages are dropped.
+    """
+    if not messages:
+        return
+    now = timezone.now()
+    with transaction.atomic():
+        locked = ChatSession.objects.select_for_update().filter(pk=session.pk).first()
+        if locked is None:
+            return
+        last = ChatMessage.objects.filter(session_id=locked.pk).aggregate(last=Max("position"))["last"]
+        start = 0 if last is None else last + 1
+        ChatMessage.objects.bulk_create([
+            ChatMessage(
+                session_id=locked.pk,
+                position=start + i,
+                role=m["role"],
+                content=m.get("content"),
+                name=m.get("name") or "",
+                tool_calls=m.get("tool_calls") or None,
+                tool_call_id=m.get("tool_call_id") or "",
+                request_id=request_id or "",
+                created_at=now,
+            )
+            for i, m in enumerate(messages)
+        ])
+        changes = {"updated_at": now}
+        if not locked.title:
+            first_user = (ChatMessage.objects.filter(session_id=locked.pk, role="user")
+                          .order_by("position").values_list("content", flat=True).first())
+            title = title_from(first_user)
+            if title:
+                changes["title"] = title
+        ChatSession.objects.filter(pk=locked.pk).update(**changes)
+    for field, value in changes.items():
+        setattr(session, field, value)

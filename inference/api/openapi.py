@@ -1,0 +1,427 @@
+"""OpenAPI description of the OpenAI-compatible endpoints, which are plain Django views.
+
+drf-spectacular describes the DRF views (/api/sessions) by itself; `add_openai_endpoints`,
+one of its postprocessing hooks, adds POST /v1/chat/completions and GET /v1/models[/{model}]
+(and their /api/v1 aliases) from the hand-written schemas below. They follow
+`inference.api.request.ChatRequest`, the validated request, parameter by parameter.
+"""
+import copy
+import json
+
+SECURITY_SCHEME = "ApiKeyAuth"
+PREFIXES = (("/v1", ""), ("/api/v1", "ViaApiPrefix"))
+
+INT64_MIN, UINT64_MAX = -(2**63), 2**64 - 1
+
+
+def ref(name: str) -> dict:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _nullable(schema: dict, description: str | None = None) -> dict:
+    out = {**schema, "nullable": True}
+    if description:
+        out["description"] = description
+    return out
+
+
+def _int(description: str, minimum=None, maximum=None, nullable=True) -> dict:
+    schema = {"type": "integer", "description": description}
+    if minimum is not None:
+        schema["minimum"] = minimum
+    if maximum is not None:
+        schema["maximum"] = maximum
+    return _nullable(schema) if nullable else schema
+
+
+def _num(description: str, minimum, maximum=None, **extra) -> dict:
+    schema = {"type": "number", "minimum": minimum, "description": description, "nullable": True, **extra}
+    if maximum is not None:
+        schema["maximum"] = maximum
+    return schema
+
+
+def _bool(description: str) -> dict:
+    return {"type": "boolean", "nullable": True, "description": description}
+
+
+def _obj(properties: dict, required=(), description: str | None = None, closed: bool = True) -> dict:
+    schema = {"type": "object", "properties": properties}
+    if required:
+        schema["required"] = list(required)
+    if closed:
+        schema["additionalProperties"] = False
+    if description:
+        schema["description"] = description
+    return schema
+
+
+FUNCTION_NAME = {"type": "string", "pattern": "^[a-zA-Z0-9_-]{1,64}$", "description": "1 to 64 of a-z, A-Z, 0-9, _ and -."}
+JSON_SCHEMA = {"type": "object", "additionalProperties": True, "description": "A JSON Schema (Draft 2020-12) object."}
+
+SCHEMAS = {
+    "ChatCompletionRequestContentPart": _obj(
+        {"type": {"type": "string", "enum": ["text"]}, "text": {"type": "string"}}, ["type", "text"],
+        "A text part. Image, audio and file parts are refused: the models read text only.",
+    ),
+    "ChatCompletionRequestRefusalPart": _obj(
+        {"type": {"type": "string", "enum": ["refusal"]}, "refusal": {"type": "string"}}, ["type", "refusal"],
+        "Assistant messages only.",
+    ),
+    "ChatCompletionMessageToolCall": _obj({
+        "id": {"type": "string"},
+        "type": {"type": "string", "enum": ["function"]},
+        "function": _obj({"name": {"type": "string", "minLength": 1},
+                          "arguments": {"type": "string", "description": "The arguments, encoded as JSON."}},
+                         ["name", "arguments"]),
+    }, ["id", "type", "function"]),
+    "ChatCompletionRequestMessage": _obj({
+        "role": {"type": "string", "enum": ["system", "developer", "user", "assistant", "tool"],
+                 "description": "`developer` is read as `system`."},
+        "content": {
+            "nullable": True,
+            "description": "A string or a non-empty array of text parts (joined with newlines). Required except "
+                           "on an assistant message that carries `tool_calls`.",
+            "oneOf": [{"type": "string"},
+                      {"type": "array", "minItems": 1, "items": {"oneOf": [
+                          ref("ChatCompletionRequestContentPart"), ref("ChatCompletionRequestRefusalPart")]}}],
+        },
+        "name": {"type": "string", "nullable": True, "description": "A participant name."},
+        "tool_calls": {"type": "array", "nullable": True, "items": ref("ChatCompletionMessageToolCall"),
+                       "description": "Assistant messages only: the calls the assistant made."},
+        "tool_call_id": {"type": "string", "nullable": True,
+                         "description": "Tool messages only (and required there): the call this answers."},
+        "refusal": {"type": "string", "nullable": True, "description": "Assistant messages only."},
+    }, ["role"], "A message. Fields not listed are refused with a 400."),
+    "ChatCompletionTool": _obj({
+        "type": {"type": "string", "enum": ["function"]},
+        "function": _obj({
+            "name": FUNCTION_NAME,
+            "description": {"type": "string", "nullable": True},
+            "parameters": {**JSON_SCHEMA, "nullable": True, "description": "A JSON Schema of type object "
+                                                                           "(default: no parameters)."},
+            "strict": _bool("Constrain the arguments to the schema exactly."),
+        }, ["name"]),
+    }, ["type", "function"]),
+    "ChatCompletionToolChoiceOption": {
+        "nullable": True,
+        "description": "`none`, `auto` (the default when tools are given), `required`, or one named function.",
+        "oneOf": [
+            {"type": "string", "enum": ["none", "auto", "required"]},
+            _obj({"type": {"type": "string", "enum": ["function"]},
+                  "function": _obj({"name": FUNCTION_NAME}, ["name"])}, ["type", "function"]),
+        ],
+    },
+    "ResponseFormat": {
+        "nullable": True,
+        "description": "`text` (default), `json_object` (any JSON object), or `json_schema` (JSON matching "
+                       "the schema, enforced while decoding).",
+        "oneOf": [
+            _obj({"type": {"type": "string", "enum": ["text"]}}, ["type"]),
+            _obj({"type": {"type": "string", "enum": ["json_object"]}}, ["type"]),
+            _obj({
+                "type": {"type": "string", "enum": ["json_schema"]},
+                "json_schema": _obj({
+                    "name": FUNCTION_NAME,
+                    "description": {"type": "string", "nullable": True},
+                    "schema": JSON_SCHEMA,
+                    "strict": _bool("Whether the schema is followed strictly."),
+                }, ["name", "schema"]),
+            }, ["type", "json_schema"]),
+        ],
+    },
+    "ChatCompletionRequest": _obj({
+        "model": {"type": "string", "minLength": 1, "description": "A model id from GET /v1/models."},
+        "messages": {"type": "array", "minItems": 1, "maxItems": 2048,
+                     "items": ref("ChatCompletionRequestMessage"),
+                     "description": "The conversation so far. With `session_id`, the session's history is put "
+                                    "before these."},
+        "max_completion_tokens": _int("Most tokens to generate (default: the rest of the context window).", 1),
+        "max_tokens": _int("Deprecated alias of `max_completion_tokens`, which wins when both are given.", 1),
+        "temperature": _num("Sampling temperature; 0 is greedy. Default: the model's.", 0, 2),
+        "top_p": _num("Nucleus sampling mass. Default: the model's.", 0, 1),
+        "n": _int("Choices to generate; they share one prompt.", 1, 128),
+        "stop": {
+            "nullable": True,
+            "description": "Up to 32 sequences that end generation; they are not part of the output unless "
+                           "`include_stop_str_in_output`.",
+            "oneOf": [{"type": "string", "minLength": 1},
+                      {"type": "array", "maxItems": 32, "items": {"type": "string", "minLength": 1}}],
+        },
+        "presence_penalty": _num("Penalty for tokens already present in the output.", -2, 2),
+        "frequency_penalty": _num("Penalty growing with how often a token was already generated.", -2, 2),
+        "logit_bias": {
+            "type": "object", "nullable": True,
+            "description": "Token id (a non-negative integer written as a string, e.g. \"50256\") → bias added "
+                           "to its logit, from -100 to 100 (-100 bans the token). At most 300 entries.",
+            "maxProperties": 300,
+            "additionalProperties": {"type": "number", "minimum": -100, "maximum": 100},
+        },
+        "logprobs": _bool("Return the log probability of each output token."),
+        "top_logprobs": _int("Most likely alternatives returned per token; needs `logprobs`.", 0, 20),
+        "seed": _int("Makes sampling repeatable.", INT64_MIN, UINT64_MAX),
+        "stream": _bool("Answer with server-sent events (text/event-stream) instead of one JSON body."),
+        "stream_options": {**_obj({
+            "include_usage": _bool("Send a last chunk with the token usage."),
+            "continuous_usage_stats": {"type": "boolean", "nullable": True, "enum": [False, None],
+                                       "description": "Only false: usage comes in the last chunk."},
+        }, description="Only with `stream`."), "nullable": True},
+        "user": {"type": "string", "nullable": True, "description": "Your end user's id, kept with the usage."},
+        "metadata": {"type": "object", "nullable": True, "maxProperties": 16,
+                     "additionalProperties": {"type": "string", "maxLength": 512},
+                     "description": "Accepted for compatibility (keys up to 64 characters); not stored."},
+        "store": _bool("Accepted for compatibility; completions are not stored."),
+        "service_tier": {"type": "string", "nullable": True, "enum": ["auto", "default", None],
+                         "description": "Accepted for compatibility; there is one tier."},
+        "modalities": {"type": "array", "nullable": True, "minItems": 1, "maxItems": 1,
+                       "items": {"type": "string", "enum": ["text"]}, "description": "Only [\"text\"]."},
+        "tools": {"type": "array", "nullable": True, "maxItems": 128, "items": ref("ChatCompletionTool")},
+        "tool_choice": ref("ChatCompletionToolChoiceOption"),
+        "parallel_tool_calls": _bool("Whether the model may call several tools in one turn (default true)."),
+        "response_format": ref("ResponseFormat"),
+        "reasoning_effort": {"type": "string", "nullable": True,
+                             "enum": ["none", "minimal", "low", "medium", "high", None],
+                             "description": "For models that think before answering; `none` and `minimal` "
+                                            "turn thinking off."},
+        "top_k": _int("vLLM extension: sample among the k most likely tokens; -1 or 0 is off.", -1),
+        "min_p": _num("vLLM extension: drop tokens below this fraction of the top token's probability.", 0, 1),
+        "repetition_penalty": _num("vLLM extension: > 1 discourages repeating prompt and output tokens; "
+                                   "1 is off.", 0, 2, exclusiveMinimum=True),
+        "min_tokens": _int("vLLM extension: tokens to generate before EOS or stop may end the output; at most "
+                           "the maximum tokens.", 0),
+        "stop_token_ids": {"type": "array", "nullable": True, "maxItems": 64,
+                           "items": {"type": "integer", "minimum": 0, "maximum": 2**31 - 1},
+                           "description": "vLLM extension: token ids that end generation."},
+        "include_stop_str_in_output": _bool("vLLM extension: keep the matched stop sequence in the output."),
+        "skip_special_tokens": _bool("vLLM extension: leave special tokens out of the text (default true)."),
+        "ignore_eos": _bool("vLLM extension: keep generating past the end-of-sequence token."),
+        "chat_template_kwargs": {"type": "object", "nullable": True, "additionalProperties": True,
+                                 "description": "vLLM extension: extra variables for the chat template, "
+                                                "e.g. `enable_thinking`."},
+        "chat_template_args": {"type": "object", "nullable": True, "additionalProperties": True,
+                               "description": "Alias of `chat_template_kwargs` (not both)."},
+        "add_generation_prompt": _bool("vLLM extension: end the prompt with the assistant header (default true)."),
+        "continue_final_message": _bool("vLLM extension: continue the last (assistant) message instead of "
+                                        "starting a new one."),
+        "add_special_tokens": _bool("vLLM extension: add the tokenizer's special tokens to the prompt."),
+        "documents": {"type": "array", "nullable": True,
+                      "items": {"type": "object", "additionalProperties": {"type": "string"}},
+                      "description": "vLLM extension: documents for templates that support retrieval."},
+        "echo": _bool("vLLM extension: start each choice with the last message's content."),
+        "truncate_prompt_tokens": _int("vLLM extension: keep only the last N prompt tokens.", 1),
+        "session_id": {"type": "string", "nullable": True, "minLength": 1, "maxLength": 64,
+                       "description": "A server-side session (see /api/sessions): its history is put before "
+                                      "`messages`, and the new messages and the answer are added to it."},
+    }, ["model", "messages"], "Unknown parameters are refused with a 400 naming them."),
+    "CompletionUsage": _obj({
+        "prompt_tokens": {"type": "integer"},
+        "completion_tokens": {"type": "integer"},
+        "total_tokens": {"type": "integer"},
+    }, ["prompt_tokens", "completion_tokens", "total_tokens"], closed=False),
+    "TokenLogprob": _obj({
+        "token": {"type": "string"},
+        "logprob": {"type": "number"},
+        "bytes": {"type": "array", "nullable": True, "items": {"type": "integer"}},
+        "top_logprobs": {"type": "array", "items": _obj({
+            "token": {"type": "string"}, "logprob": {"type": "number"},
+            "bytes": {"type": "array", "nullable": True, "items": {"type": "integer"}},
+        }, ["token", "logprob"], closed=False)},
+    }, ["token", "logprob"], closed=False),
+    "ChoiceLogprobs": _nullable(_obj({
+        "content": {"type": "array", "nullable": True, "items": ref("TokenLogprob")},
+        "refusal": {"type": "array", "nullable": True, "items": ref("TokenLogprob")},
+    }, closed=False)),
+    "ChatCompletionResponseMessage": _obj({
+        "role": {"type": "string", "enum": ["assistant"]},
+        "content": {"type": "string", "nullable": True},
+        "refusal": {"type": "string", "nullable": True},
+        "tool_calls": {"type": "array", "items": ref("ChatCompletionMessageToolCall")},
+    }, ["role", "content"], closed=False),
+    "ChatCompletion": _obj({
+        "id": {"type": "string", "description": "Also in the `x-request-id` header."},
+        "object": {"type": "string", "enum": ["chat.completion"]},
+        "created": {"type": "integer", "description": "Unix seconds."},
+        "model": {"type": "string"},
+        "system_fingerprint": {"type": "string"},
+        "choices": {"type": "array", "items": _obj({
+            "index": {"type": "integer"},
+            "message": ref("ChatCompletionResponseMessage"),
+            "logprobs": ref("ChoiceLogprobs"),
+            "finish_reason": {"type": "string", "enum": ["stop", "length", "tool_calls"]},
+        }, ["index", "message", "finish_reason"], closed=False)},
+        "usage": ref("CompletionUsage"),
+        "session_id": {"type": "string", "description": "The session the exchange was added to, if any."},
+    }, ["id", "object", "created", "model", "choices", "usage"], closed=False),
+    "ChatCompletionChunk": _obj({
+        "id": {"type": "string"},
+        "object": {"type": "string", "enum": ["chat.completion.chunk"]},
+        "created": {"type": "integer"},
+        "model": {"type": "string"},
+        "system_fingerprint": {"type": "string"},
+        "choices": {"type": "array", "items": _obj({
+            "index": {"type": "integer"},
+            "delta": _obj({
+                "role": {"type": "string", "enum": ["assistant"]},
+                "content": {"type": "string", "nullable": True},
+                "tool_calls": {"type": "array", "items": {"type": "object"}},
+            }, closed=False),
+            "logprobs": ref("ChoiceLogprobs"),
+            "finish_reason": {"type": "string", "nullable": True, "enum": ["stop", "length", "tool_calls", None]},
+        }, ["index", "delta"], closed=False)},
+        "usage": {"nullable": True, "allOf": [ref("CompletionUsage")],
+         "description": "Only with `stream_options.include_usage`: null on every chunk but the last, which has "
+                        "no choices."},
+        "session_id": {"type": "string"},
+    }, ["id", "object", "created", "model", "choices"], closed=False,
+        description="One `data:` event of a stream."),
+    "Model": _obj({
+        "id": {"type": "string"},
+        "object": {"type": "string", "enum": ["model"]},
+        "created": {"type": "integer"},
+        "owned_by": {"type": "string"},
+    }, ["id", "object", "created", "owned_by"], closed=False),
+    "ModelList": _obj({
+        "object": {"type": "string", "enum": ["list"]},
+        "data": {"type": "array", "items": ref("Model")},
+    }, ["object", "data"], closed=False),
+    "ErrorDetail": _obj({
+        "message": {"type": "string"},
+        "type": {"type": "string"},
+        "param": {"type": "string", "nullable": True, "description": "The parameter at fault, e.g. "
+                                                                    "`messages[1].content`."},
+        "code": {"type": "string", "nullable": True},
+    }, ["message", "type", "param", "code"]),
+    "Error": _obj({"error": ref("ErrorDetail")}, ["error"], "An OpenAI error object."),
+}
+
+REQUEST_ID = {"x-request-id": {"description": "The completion id (or a request id for failures before one).",
+                               "schema": {"type": "string"}}}
+RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait before retrying.", "schema": {"type": "integer"}}}
+
+ERRORS = {
+    "400": "Invalid body or parameter (`param` names it); `context_length_exceeded` when the prompt and "
+           "`max_completion_tokens` do not fit the model.",
+    "401": "Missing, unknown, revoked or expired API key.",
+    "402": "The organization's available credit cannot cover the request's worst-case cost.",
+    "403": "This API key may not use the model.",
+    "404": "Unknown model, or unknown `session_id`.",
+    "413": "The request body is too large.",
+    "429": "The key's rate limit is reached.",
+    "503": "No inference worker can take the request now; nothing was charged.",
+}
+
+
+def _error(description: str, retry: bool = False) -> dict:
+    headers = {**REQUEST_ID, **(RETRY_AFTER if retry else {})}
+    return {"description": description, "headers": headers,
+            "content": {"application/json": {"schema": ref("Error")}}}
+
+
+def _errors(*statuses: str) -> dict:
+    return {status: _error(ERRORS[status], retry=status in ("429", "503")) for status in statuses}
+
+
+STREAM_DESCRIPTION = (
+    "With `stream: true`: server-sent events. Each event is `data: ` and one ChatCompletionChunk as JSON, "
+    "then a blank line; the stream ends with `data: [DONE]`. A failure after the stream has started arrives "
+    "as one `data: ` event holding an Error object."
+)
+
+
+def _chat_operation(suffix: str) -> dict:
+    return {
+        "operationId": "createChatCompletion" + suffix,
+        "summary": "Create a chat completion",
+        "description": "OpenAI-compatible. The request holds its worst-case cost before it runs and is charged "
+                       "its exact usage when it ends.",
+        "tags": ["chat"],
+        "security": [{SECURITY_SCHEME: []}],
+        "requestBody": {"required": True,
+                        "content": {"application/json": {"schema": ref("ChatCompletionRequest")}}},
+        "responses": {
+            "200": {
+                "description": "The completion, or its stream.",
+                "headers": REQUEST_ID,
+                "content": {
+                    "application/json": {"schema": ref("ChatCompletion")},
+                    "text/event-stream": {"schema": {"type": "string", "description": STREAM_DESCRIPTION}},
+                },
+            },
+            **_errors("400", "401", "402", "403", "404", "413", "429", "503"),
+        },
+    }
+
+
+def _models_operation(suffix: str) -> dict:
+    return {
+        "operationId": "listModels" + suffix,
+        "summary": "List models",
+        "tags": ["models"],
+        "security": [{SECURITY_SCHEME: []}],
+        "responses": {"200": {"description": "The models this server can answer with now.",
+                              "content": {"application/json": {"schema": ref("ModelList")}}},
+                      **_errors("401")},
+    }
+
+
+def _model_operation(suffix: str) -> dict:
+    return {
+        "operationId": "retrieveModel" + suffix,
+        "summary": "Get a model",
+        "tags": ["models"],
+        "security": [{SECURITY_SCHEME: []}],
+        "parameters": [{"name": "model", "in": "path", "required": True, "schema": {"type": "string"},
+                        "description": "A model id."}],
+        "responses": {"200": {"description": "The model.", "content": {"application/json": {"schema": ref("Model")}}},
+                      **_errors("401", "404")},
+    }
+
+
+def openai_paths() -> dict:
+    paths = {}
+    for prefix, suffix in PREFIXES:
+        paths[f"{prefix}/chat/completions"] = {"post": _chat_operation(suffix)}
+        paths[f"{prefix}/models"] = {"get": _models_operation(suffix)}
+        paths[f"{prefix}/models/{{model}}"] = {"get": _model_operation(suffix)}
+    return paths
+
+
+BEARER = {
+    "type": "http",
+    "scheme": "bearer",
+    "description": "An organization's API key (`sk-...`): `Authorization: Bearer KEY` "
+                   "(`Authorization: Api-Key KEY` works too).",
+}
+
+
+def compatibility_parameters() -> dict:
+    """Parameters the validator takes only with a value that changes nothing (null, or a neutral value)."""
+    from inference.api import validation
+
+    properties = {}
+    for name, (neutral, why) in getattr(validation, "NEUTRAL_ONLY", {}).items():
+        values = [*neutral, None]
+        shown = " or ".join(json.dumps(v) for v in values)
+        properties[name] = {"nullable": True, "enum": values, "description": f"Accepted only as {shown}: {why}."}
+    for name, why in getattr(validation, "UNSUPPORTED", {}).items():
+        properties[name] = {"nullable": True, "enum": [None], "description": f"Only null: {why}."}
+    return properties
+
+
+def add_openai_endpoints(result, generator=None, request=None, public=True):
+    """drf-spectacular postprocessing hook: the OpenAI-compatible endpoints join the generated document."""
+    result["paths"] = {**openai_paths(), **result.get("paths", {})}
+    components = result.setdefault("components", {})
+    schemas = components.setdefault("schemas", {})
+    for name, schema in SCHEMAS.items():
+        schemas.setdefault(name, copy.deepcopy(schema))
+    request_properties = schemas["ChatCompletionRequest"]["properties"]
+    for name, schema in compatibility_parameters().items():
+        request_properties.setdefault(name, schema)
+    components.setdefault("securitySchemes", {}).setdefault(SECURITY_SCHEME, dict(BEARER))
+    result["tags"] = [
+        {"name": "chat", "description": "OpenAI-compatible chat completions (also under /api/v1)."},
+        {"name": "models", "description": "The models this server serves (also under /api/v1)."},
+        {"name": "sessions", "description": "Server-side chat sessions of the key's organization."},
+    ]
+    return result

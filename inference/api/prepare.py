@@ -1,0 +1,155 @@
+"""The checks that need the model, and the engine request they produce.
+
+After `parse_chat_request` has checked everything a body can get wrong on its
+own, this module checks what depends on the chosen model (its template, its
+vocabulary, its context window, what its grammar engine can compile), renders
+the prompt, and turns the request into SamplingParams and a Constraint. It runs
+before any credit is held: every refusal here costs the caller nothing.
+"""
+import asyncio
+from dataclasses import dataclass
+
+from jinja2 import TemplateError
+
+from inference.api.errors import invalid
+from inference.api.request import TOOL_CHOICE_NAMED, TOOL_CHOICE_NONE, TOOL_CHOICE_REQUIRED, ChatRequest
+from inference.engine.types import Constraint, SamplingParams
+
+# reasoning_effort values that mean "do not think" for templates with an enable_thinking switch.
+_NO_THINKING = ("none", "minimal")
+
+
+@dataclass
+class PreparedChat:
+    prompt_ids: list[int]
+    params: SamplingParams
+    constraint: Constraint | None
+    tool_format: str | None  # set when tool calls are to be parsed out of the output
+    echo_prefix: str  # text put before every choice's content (echo)
+
+
+def _unsupported(message: str, param: str) -> Exception:
+    return invalid(message, param, "unsupported_parameter")
+
+
+def _template_kwargs(chat: ChatRequest, tokenizer) -> dict:
+    kwargs = dict(chat.chat_template_kwargs)
+    if chat.reasoning_effort is not None:
+        if not getattr(tokenizer, "supports_thinking", False):
+            raise _unsupported(f"Unsupported parameter: 'reasoning_effort' is not supported with the model "
+                               f"'{chat.model}': it does not reason before answering.", "reasoning_effort")
+        kwargs.setdefault("enable_thinking", chat.reasoning_effort not in _NO_THINKING)
+    if "enable_thinking" in kwargs and not getattr(tokenizer, "supports_thinking", False):
+        raise _unsupported(f"The model '{chat.model}' has no thinking mode; 'chat_template_kwargs.enable_thinking' "
+                           "cannot be honoured.", "chat_template_kwargs.enable_thinking")
+    return kwargs
+
+
+def _check_token_ids(chat: ChatRequest, vocab: int) -> None:
+    for token_id in chat.logit_bias:
+        if token_id >= vocab:
+            raise invalid(f"'logit_bias' names token {token_id}, but this model's vocabulary has {vocab} tokens.",
+                          f"logit_bias.{token_id}", "invalid_value")
+    for i, token_id in enumerate(chat.stop_token_ids):
+        if token_id >= vocab:
+            raise invalid(f"'stop_token_ids' names token {token_id}, but this model's vocabulary has {vocab} "
+                          "tokens.", f"stop_token_ids[{i}]", "invalid_value")
+
+
+def _constraint(chat: ChatRequest, tool_format: str | None) -> Constraint | None:
+    from inference.engine import grammar  # xgrammar is loaded only for requests that need it
+
+    forced = chat.tools and chat.tool_choice.mode in (TOOL_CHOICE_REQUIRED, TOOL_CHOICE_NAMED)
+    fmt = chat.response_format
+    if forced and fmt.type != "text":
+        raise invalid("'response_format' cannot be combined with a 'tool_choice' that forces a tool call: the "
+                      "answer would have to be both.", "response_format")
+    if forced:
+        from inference.tools import tool_call_constraint
+
+        try:
+            constraint = tool_call_constraint(tool_format, [t.as_openai() for t in chat.tools], chat.tool_choice,
+                                              chat.parallel_tool_calls)
+            grammar.check_constraint(constraint)
+        except ValueError as exc:
+            raise invalid(f"The tools' parameter schemas cannot be enforced: {exc}", "tools",
+                          "invalid_tool_schema") from None
+        return constraint
+    if fmt.type == "json_object":
+        return grammar.json_object_constraint()
+    if fmt.type == "json_schema":
+        try:
+            constraint = grammar.json_schema_constraint(fmt.schema)
+            grammar.check_constraint(constraint)
+        except ValueError as exc:
+            raise invalid(f"Invalid schema for response_format '{fmt.name}': {exc}",
+                          "response_format.json_schema.schema", "invalid_json_schema") from None
+        return constraint
+    return None
+
+
+def _max_tokens(chat: ChatRequest, prompt_tokens: int, window: int) -> int:
+    room = window - prompt_tokens
+    if room < 1 or (chat.max_tokens is not None and chat.max_tokens > room):
+        asked = chat.max_tokens or 1
+        raise invalid(
+            f"This model's maximum context length is {window} tokens. However, you requested "
+            f"{prompt_tokens + asked} tokens ({prompt_tokens} in the messages, {asked} in the completion). "
+            "Please reduce the length of the messages or completion.",
+            "messages",
+            "context_length_exceeded",
+        )
+    if chat.min_tokens > (chat.max_tokens or room):
+        raise invalid(f"'min_tokens' ({chat.min_tokens}) is more than the {chat.max_tokens or room} tokens this "
+                      "request can generate.", "min_tokens", "invalid_value")
+    return chat.max_tokens or room
+
+
+def _sampling(chat: ChatRequest, spec, max_tokens: int) -> SamplingParams:
+    defaults = spec.sampling_defaults()
+    temperature = chat.temperature if chat.temperature is not None else defaults.get("temperature", 1.0)
+    top_p = chat.top_p if chat.top_p is not None else defaults.get("top_p", 1.0)
+    if top_p == 0:  # keeps only the most likely token: that is greedy decoding
+        temperature, top_p = 0.0, 1.0
+    return SamplingParams(
+        max_tokens=max_tokens, temperature=temperature, top_p=top_p, top_k=chat.top_k or 0, min_p=chat.min_p,
+        presence_penalty=chat.presence_penalty, frequency_penalty=chat.frequency_penalty,
+        repetition_penalty=chat.repetition_penalty, logit_bias=chat.logit_bias, seed=chat.seed, stop=chat.stop,
+        stop_token_ids=chat.stop_token_ids, include_stop_str_in_output=chat.include_stop_str_in_output,
+        min_tokens=chat.min_tokens, ignore_eos=chat.ignore_eos, n=chat.n,
+        logprobs=chat.top_logprobs if chat.logprobs else None, skip_special_tokens=chat.skip_special_tokens,
+    )
+
+
+def _echo_prefix(chat: ChatRequest, messages: list[dict]) -> str:
+    last = messages[-1]
+    if chat.echo and last["role"] == "assistant" and isinstance(last.get("content"), str):
+        return last["content"]
+    return ""
+
+
+async def prepare_chat(chat: ChatRequest, spec, tokenizer, messages: list[dict]) -> PreparedChat:
+    """Everything the engine needs for this request, or a 400 naming what this model cannot do."""
+    template_kwargs = _template_kwargs(chat, tokenizer)
+    _check_token_ids(chat, len(tokenizer.hf_tokenizer))
+    use_tools = bool(chat.tools) and chat.tool_choice.mode != TOOL_CHOICE_NONE
+    tool_format = tokenizer.tool_format if use_tools else None
+    constraint = await asyncio.to_thread(_constraint, chat, tool_format)
+    try:
+        prompt_ids = await asyncio.to_thread(
+            tokenizer.encode_chat, messages,
+            tools=[t.as_openai() for t in chat.tools] if use_tools else None,
+            add_generation_prompt=chat.add_generation_prompt and not chat.continue_final_message,
+            continue_final_message=chat.continue_final_message,
+            add_special_tokens=chat.add_special_tokens,
+            documents=chat.documents,
+            template_kwargs=template_kwargs or None,
+        )
+    except (ValueError, TypeError, KeyError, TemplateError) as exc:  # the template refused these messages
+        raise invalid(f"The model's chat template cannot render these messages: {exc}", "messages") from None
+    if chat.truncate_prompt_tokens is not None and len(prompt_ids) > chat.truncate_prompt_tokens:
+        prompt_ids = prompt_ids[-chat.truncate_prompt_tokens:]
+    max_tokens = _max_tokens(chat, len(prompt_ids), tokenizer.context_window)
+    return PreparedChat(prompt_ids=prompt_ids, params=_sampling(chat, spec, max_tokens), constraint=constraint,
+                        tool_format=tool_format,
+                        echo_prefix=_echo_prefix(chat, messages))

@@ -1,0 +1,52 @@
+"""Requests generated from our own OpenAPI document never get a 5xx from the chat endpoint, and
+every refusal is an OpenAI error object. Valid bodies really run on the tiny model."""
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, given, settings, strategies as st
+from schemathesis import GenerationMode
+
+from billing.models import Hold
+from billing.selectors import ledger_sum_micro
+from tests.api.conftest import TINY, TINY_HERMES
+from tests.factories import make_key, make_org
+
+pytestmark = pytest.mark.money
+
+EXAMPLES = 250
+SENT = {"requests": 0, "statuses": {}}
+
+
+@pytest.fixture
+def chat_operations(http):
+    document = http.get("/api/schema").json()
+    loaded = schemathesis.openapi.from_dict(document)
+    return [loaded["/v1/chat/completions"]["POST"], loaded["/api/v1/chat/completions"]["POST"]]
+
+
+@pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE])
+def test_generated_chat_requests_never_break_the_server(http, chat_operations, mode):
+    # Little credit: long generations are refused with 402 instead of slowing the run down.
+    org = make_org(f"fuzz-{mode.value}", credit_micro=600)
+    auth = {"Authorization": f"Bearer {make_key(org)[1]}"}
+    base = str(http.base_url).rstrip("/")
+
+    @settings(max_examples=EXAMPLES, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+    @given(data=st.data())
+    def check(data):
+        case = data.draw(data.draw(st.sampled_from(chat_operations)).as_strategy(generation_mode=mode))
+        if isinstance(case.body, dict) and data.draw(st.booleans()):
+            case.body["model"] = data.draw(st.sampled_from([TINY, TINY_HERMES]))  # reach past the 404
+        response = case.call(base_url=base, headers=auth, timeout=60)
+        SENT["requests"] += 1
+        SENT["statuses"][response.status_code] = SENT["statuses"].get(response.status_code, 0) + 1
+        assert response.status_code < 500, (case.body, response.text)
+        assert response.headers.get("x-request-id")
+        if response.status_code >= 400:
+            assert set(response.json()["error"]) == {"message", "type", "param", "code"}
+
+    check()
+    account = org.credit_account
+    account.refresh_from_db()
+    assert ledger_sum_micro(account=account) == account.balance_micro and account.balance_micro >= 0
+    assert not Hold.objects.filter(account=account, status=Hold.Status.ACTIVE).exists()
+    print(f"\nchat fuzz ({mode.value}): {SENT['requests']} requests so far, statuses {sorted(SENT['statuses'].items())}")
