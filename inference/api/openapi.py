@@ -59,6 +59,13 @@ def _obj(properties: dict, required=(), description: str | None = None, closed: 
 FUNCTION_NAME = {"type": "string", "pattern": "^[a-zA-Z0-9_-]{1,64}$", "description": "1 to 64 of a-z, A-Z, 0-9, _ and -."}
 JSON_SCHEMA = {"type": "object", "additionalProperties": True, "description": "A JSON Schema (Draft 2020-12) object."}
 
+NAME = {"type": "string", "nullable": True, "description": "A participant name."}
+TEXT_CONTENT = {
+    "description": "A string or a non-empty array of text parts (joined with newlines).",
+    "oneOf": [{"type": "string"},
+              {"type": "array", "minItems": 1, "items": {"$ref": "#/components/schemas/ChatCompletionRequestContentPart"}}],
+}
+
 SCHEMAS = {
     "ChatCompletionRequestContentPart": _obj(
         {"type": {"type": "string", "enum": ["text"]}, "text": {"type": "string"}}, ["type", "text"],
@@ -75,24 +82,43 @@ SCHEMAS = {
                           "arguments": {"type": "string", "description": "The arguments, encoded as JSON."}},
                          ["name", "arguments"]),
     }, ["id", "type", "function"]),
-    "ChatCompletionRequestMessage": _obj({
-        "role": {"type": "string", "enum": ["system", "developer", "user", "assistant", "tool"],
-                 "description": "`developer` is read as `system`."},
-        "content": {
-            "nullable": True,
-            "description": "A string or a non-empty array of text parts (joined with newlines). Required except "
-                           "on an assistant message that carries `tool_calls`.",
-            "oneOf": [{"type": "string"},
-                      {"type": "array", "minItems": 1, "items": {"oneOf": [
-                          ref("ChatCompletionRequestContentPart"), ref("ChatCompletionRequestRefusalPart")]}}],
-        },
-        "name": {"type": "string", "nullable": True, "description": "A participant name."},
-        "tool_calls": {"type": "array", "nullable": True, "items": ref("ChatCompletionMessageToolCall"),
-                       "description": "Assistant messages only: the calls the assistant made."},
-        "tool_call_id": {"type": "string", "nullable": True,
-                         "description": "Tool messages only (and required there): the call this answers."},
-        "refusal": {"type": "string", "nullable": True, "description": "Assistant messages only."},
-    }, ["role"], "A message. Fields not listed are refused with a 400."),
+    "ChatCompletionRequestMessage": {
+        "description": "A message: one shape per role. Fields not listed are refused with a 400.",
+        "oneOf": [ref("ChatCompletionRequestSystemMessage"), ref("ChatCompletionRequestUserMessage"),
+                  ref("ChatCompletionRequestAssistantMessage"), ref("ChatCompletionRequestToolMessage")],
+    },
+    "ChatCompletionRequestSystemMessage": _obj({
+        "role": {"type": "string", "enum": ["system", "developer"], "description": "`developer` is read as `system`."},
+        "content": TEXT_CONTENT,
+        "name": NAME,
+    }, ["role", "content"]),
+    "ChatCompletionRequestUserMessage": _obj({
+        "role": {"type": "string", "enum": ["user"]},
+        "content": TEXT_CONTENT,
+        "name": NAME,
+    }, ["role", "content"]),
+    "ChatCompletionRequestAssistantMessage": {
+        **_obj({
+            "role": {"type": "string", "enum": ["assistant"]},
+            "content": {
+                "description": "A string or a non-empty array of text or refusal parts. May be left out when the "
+                               "message carries `tool_calls`.",
+                "oneOf": [{"type": "string"},
+                          {"type": "array", "minItems": 1, "items": {"oneOf": [
+                              ref("ChatCompletionRequestContentPart"), ref("ChatCompletionRequestRefusalPart")]}}],
+            },
+            "name": NAME,
+            "tool_calls": {"type": "array", "minItems": 1, "items": ref("ChatCompletionMessageToolCall"),
+                           "description": "The calls the assistant made."},
+            "refusal": {"type": "string", "nullable": True},
+        }, ["role"]),
+        "anyOf": [{"required": ["content"]}, {"required": ["tool_calls"]}],
+    },
+    "ChatCompletionRequestToolMessage": _obj({
+        "role": {"type": "string", "enum": ["tool"]},
+        "content": TEXT_CONTENT,
+        "tool_call_id": {"type": "string", "description": "The call this message answers."},
+    }, ["role", "content", "tool_call_id"]),
     "ChatCompletionTool": _obj({
         "type": {"type": "string", "enum": ["function"]},
         "function": _obj({

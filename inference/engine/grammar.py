@@ -47,6 +47,31 @@ _LOG_PREFIX = re.compile(r"^\s*\[[\d:]+\]\s+\S+:\d+:\s*")
 _CHECK_PREFIX = re.compile(r"^Check failed: .*? is false:\s*")
 
 
+# A negated character class, as xgrammar prints it ("[^\"\\\r\n]", "[^\0-\x1f\"\\]"...).
+_NEGATED_CLASS = re.compile(r"\[\^((?:\\.|[^\]\\])*)\]")
+# What a JSON string may hold raw: no quote, backslash or control character, and no UTF-16
+# surrogate, which xgrammar would let a byte-level model spell as three invalid UTF-8 bytes.
+JSON_STRING_CHAR = r'[^\0-\x1f\"\\\ud800-\udfff]'
+
+
+def json_safe_ebnf(ebnf: str) -> str:
+    """The grammar with every "any character but quote and backslash" class tightened to JSON_STRING_CHAR."""
+
+    def tighten(match: re.Match) -> str:
+        inner = match.group(1)
+        return JSON_STRING_CHAR if '\\"' in inner and "\\\\" in inner else match.group(0)
+
+    return _NEGATED_CLASS.sub(tighten, ebnf)
+
+
+def json_schema_grammar(source: str):
+    """The xgrammar Grammar of a JSON schema (compact, strict), with JSON-safe string characters."""
+    import xgrammar as xgr
+
+    grammar = xgr.Grammar.from_json_schema(source, **_JSON_OPTIONS)
+    return xgr.Grammar.from_ebnf(json_safe_ebnf(str(grammar)), root_rule_name="root")
+
+
 class GrammarError(ValueError):
     """A constraint xgrammar cannot compile; the message says why, for the client."""
 
@@ -89,7 +114,7 @@ def _check(kind: str, source: str) -> str | None:
     try:
         if kind == CONSTRAINT_JSON_SCHEMA:
             _parse_schema(source)
-            xgr.Grammar.from_json_schema(source, **_JSON_OPTIONS)
+            json_schema_grammar(source)
         elif kind == CONSTRAINT_EBNF:
             xgr.Grammar.from_ebnf(source, root_rule_name="root")
         else:
@@ -195,7 +220,7 @@ class GrammarCompiler:
         try:
             if constraint.kind == CONSTRAINT_JSON_SCHEMA:
                 _parse_schema(constraint.source)
-                return self._compiler.compile_json_schema(constraint.source, **_JSON_OPTIONS)
+                return self._compiler.compile_grammar(json_schema_grammar(constraint.source))
             return self._compiler.compile_grammar(constraint.source, root_rule_name="root")
         except GrammarError:
             raise

@@ -12,14 +12,13 @@ import json
 import re
 
 from inference.api.request import TOOL_CHOICE_NAMED, TOOL_CHOICE_REQUIRED
+from inference.engine.grammar import json_safe_ebnf
 from inference.engine.types import CONSTRAINT_EBNF, Constraint
 
 from .calls import HERMES, HERMES_CLOSE, HERMES_OPEN, check_format, dumps
 
 _SOURCE_PREFIX = re.compile(r"^\s*\[[\d:]+\]\s+\S+:\d+:\s*")  # "[08:16:15] /path/file.cc:83: " of xgrammar errors
 
-_LOOSE_STRING_CHAR = r'[^\"\\\r\n]'
-_JSON_STRING_CHAR = r'[^\0-\x1f\"\\]'
 
 # What a call looks like around its arguments, and what separates parallel calls;
 # the same text the tool prompt and the model's template show.
@@ -98,9 +97,9 @@ def _schema_grammar(xgr, name: str, schema: dict):
     try:
         # Compact JSON (", " and ": "), as templates write arguments.
         grammar = xgr.Grammar.from_json_schema(json.dumps(schema), any_whitespace=False)
-        # Length-bounded strings come out as any character but quote, backslash and
-        # line breaks: raw control characters would make the arguments invalid JSON.
-        return xgr.Grammar.from_ebnf(str(grammar).replace(_LOOSE_STRING_CHAR, _JSON_STRING_CHAR))
+        # Length-bounded strings come out as any character but quote, backslash and line
+        # breaks: raw control characters (and surrogates) would make the arguments invalid JSON.
+        return xgr.Grammar.from_ebnf(json_safe_ebnf(str(grammar)))
     except Exception as exc:  # xgrammar reports unsupported schemas with several exception types
         lines = [line for line in str(exc).splitlines() if line.strip()] or [type(exc).__name__]
         message = _SOURCE_PREFIX.sub("", lines[0]).strip()

@@ -25,8 +25,8 @@ def chat_operations(http):
 
 @pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE])
 def test_generated_chat_requests_never_break_the_server(http, chat_operations, mode):
-    # Little credit: long generations are refused with 402 instead of slowing the run down.
-    org = make_org(f"fuzz-{mode.value}", credit_micro=600)
+    # Limited credit: requests that leave max tokens open to the whole window mostly get a 402.
+    org = make_org(f"fuzz-{mode.value}", credit_micro=50_000)
     auth = {"Authorization": f"Bearer {make_key(org)[1]}"}
     base = str(http.base_url).rstrip("/")
 
@@ -34,8 +34,14 @@ def test_generated_chat_requests_never_break_the_server(http, chat_operations, m
     @given(data=st.data())
     def check(data):
         case = data.draw(data.draw(st.sampled_from(chat_operations)).as_strategy(generation_mode=mode))
-        if isinstance(case.body, dict) and data.draw(st.booleans()):
-            case.body["model"] = data.draw(st.sampled_from([TINY, TINY_HERMES]))  # reach past the 404
+        # Hypothesis favours small draws, so "keep the generated value" is the rarer non-zero one.
+        if isinstance(case.body, dict) and data.draw(st.integers(0, 9)) != 7:
+            case.body["model"] = data.draw(st.sampled_from([TINY, TINY_HERMES]))  # reach past the 404s
+            if data.draw(st.integers(0, 9)) != 7:
+                case.body.pop("session_id", None)
+            if data.draw(st.integers(0, 9)) != 7:  # short answers keep the run quick
+                case.body.pop("max_tokens", None)
+                case.body["max_completion_tokens"] = data.draw(st.integers(1, 24))
         response = case.call(base_url=base, headers=auth, timeout=60)
         SENT["requests"] += 1
         SENT["statuses"][response.status_code] = SENT["statuses"].get(response.status_code, 0) + 1

@@ -197,6 +197,25 @@ def test_masks_only_allow_grammar_tokens_and_eos_at_the_end(chat_tokenizer, engi
     assert set(mask.allowed().nonzero().flatten().tolist()) == set(chat_tokenizer.eos_token_ids)
 
 
+@pytest.mark.parametrize("bounded", [True, False])
+def test_strings_never_spell_a_surrogate_in_invalid_utf8(chat_tokenizer, engine, bounded):
+    """Byte-level models can spell U+D800 as ED A0 80, which is not UTF-8: it would decode to
+    three replacement characters and break maxLength. Valid three-byte characters stay allowed."""
+    import xgrammar as xgr
+
+    decoded = xgr.TokenizerInfo.from_huggingface(chat_tokenizer.hf_tokenizer).decoded_vocab
+    byte_token = {piece[0]: i for i, piece in enumerate(decoded) if len(piece) == 1}
+    compiler = GrammarCompiler.for_tokenizer(chat_tokenizer, engine.runner.vocab_size)
+    schema = {"type": "string", "maxLength": 5} if bounded else {"type": "string"}
+    mask = compiler.mask_factory(json_schema_constraint(schema))()
+    for token in chat_tokenizer.encode('"') + [byte_token[0xED]]:
+        assert mask.allowed()[token]
+        mask.accept(token)
+    allowed = mask.allowed()
+    assert allowed[byte_token[0x9F]]  # ED 9F BF is U+D7FF, a real character
+    assert not allowed[byte_token[0xA0]] and not allowed[byte_token[0xBF]]  # ED A0..BF xx: surrogates
+
+
 def test_compiles_are_cached_per_constraint(chat_tokenizer, engine):
     compiler = GrammarCompiler.for_tokenizer(chat_tokenizer, engine.runner.vocab_size, cache_size=2)
     a, b, c = (Constraint(CONSTRAINT_EBNF, f'root ::= "{w}"') for w in ("a", "b", "c"))

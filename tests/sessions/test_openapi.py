@@ -78,9 +78,11 @@ def test_the_chat_request_documents_every_parameter_the_server_accepts(document)
     stop_array = [s for s in properties["stop"]["oneOf"] if s["type"] == "array"][0]
     assert stop_array["maxItems"] == 32
     assert properties["stream_options"]["properties"]["include_usage"]["type"] == "boolean"
-    message = schemas["ChatCompletionRequestMessage"]
-    assert message["properties"]["role"]["enum"] == ["system", "developer", "user", "assistant", "tool"]
-    assert {"content", "name", "tool_calls", "tool_call_id"} <= message["properties"].keys()
+    shapes = [schemas[one["$ref"].rsplit("/", 1)[1]] for one in schemas["ChatCompletionRequestMessage"]["oneOf"]]
+    roles = {role: shape for shape in shapes for role in shape["properties"]["role"]["enum"]}
+    assert list(roles) == ["system", "developer", "user", "assistant", "tool"]
+    assert {"content", "name", "tool_calls"} <= roles["assistant"]["properties"].keys()
+    assert roles["tool"]["required"] == ["role", "content", "tool_call_id"]
     formats = [f["properties"]["type"]["enum"][0] for f in schemas["ResponseFormat"]["oneOf"]]
     assert formats == ["text", "json_object", "json_schema"]
 
