@@ -361,3 +361,29 @@ def test_sigterm_drains_the_worker_its_stream_finishes_and_it_exits_0(client, al
     records = [wait_for_usage(reader.request_id), wait_for_usage(meanwhile.id)]
     assert records[0].status == "completed" and records[0].completion_tokens == reader.usage.completion_tokens
     assert_settled_exactly(alice, records)
+
+
+@pytest.mark.money
+def test_structured_output_and_forced_tool_calls_are_enforced_on_the_workers(client, alice, workers, worker_pool,
+                                                                           rds):
+    """The grammar crosses the queue with the request and is compiled and enforced by the worker."""
+    import jsonschema
+
+    ids = {worker_pool.worker_id(proc) for proc in workers}
+    schema = {"type": "object", "properties": {"mood": {"type": "string", "enum": ["calm", "rough"]},
+                                               "waves": {"type": "integer", "minimum": 0, "maximum": 9}},
+              "required": ["mood", "waves"], "additionalProperties": False}
+    fmt = {"type": "json_schema", "json_schema": {"name": "sea", "schema": schema}}
+    for seed in range(4):
+        completion = client.chat.completions.create(model=TINY, messages=LONG, response_format=fmt, temperature=1.0,
+                                                    seed=seed, max_tokens=100)
+        assert claimed_by(rds, completion.id) in ids
+        jsonschema.validate(json.loads(completion.choices[0].message.content), schema)
+    tool = {"type": "function", "function": {"name": "log_wave", "parameters": schema}}
+    called = client.chat.completions.create(model=TINY, messages=LONG, tools=[tool], temperature=1.0, seed=9,
+                                            max_tokens=150, tool_choice="required")
+    call = called.choices[0].message.tool_calls[0]
+    assert called.choices[0].finish_reason == "tool_calls" and call.function.name == "log_wave"
+    jsonschema.validate(json.loads(call.function.arguments), schema)
+    records = [wait_for_usage(completion.id), wait_for_usage(called.id)]
+    assert all(r.status == "completed" for r in records)
