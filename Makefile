@@ -1,5 +1,5 @@
 # make run   - install into .venv, migrate, prepare the default model, print a demo API key, serve
-# make test  - install, then run the whole test suite (PostgreSQL pass included when it is installed)
+# make test  - install, prepare the default model, then run the whole test suite (PostgreSQL pass included when it is installed)
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -32,7 +32,7 @@ run: migrate model
 	@echo "Serving on http://$(HOST):$(PORT)  (OpenAI base URL: http://$(HOST):$(PORT)/v1)"
 	HF_HUB_OFFLINE=1 $(BIN)/uvicorn config.asgi:application --host $(HOST) --port $(PORT) --no-access-log --lifespan off
 
-test: install
+test: model
 	HF_HUB_OFFLINE=1 bash tests/run.sh
 
 clean:

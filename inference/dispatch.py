@@ -1,7 +1,7 @@
 """The one interface the API uses to reach a model.
 
-encode_chat, check_available (before credit is held), enqueue (once it is),
-generate and cancel.
+tokenizer (the model's ChatTokenizer), check_available (before credit is held),
+enqueue (once it is), generate and cancel.
 
 The embedded default runs the engine inside this process (a background thread
 per model). With INFERENCE_QUEUE_URL set, requests go through Redis Streams to
@@ -63,14 +63,8 @@ class LocalBackend:
         engine = await asyncio.to_thread(self._engine, spec)
         return engine.tokenizer
 
-    async def encode_chat(self, spec: ModelSpec, messages: list[dict]) -> tuple[list[int], int]:
-        """Prompt token ids and the model's context window."""
-        engine = await asyncio.to_thread(self._engine, spec)
-        ids = await asyncio.to_thread(engine.tokenizer.encode_chat, messages)
-        return ids, engine.tokenizer.context_window
-
     async def check_available(self, spec: ModelSpec) -> None:
-        """Always available: the engine is in this process (loading failures surface in encode_chat)."""
+        """Always available: the engine is in this process (loading failures surface in tokenizer)."""
 
     async def enqueue(self, spec: ModelSpec, request) -> None:
         """Nothing to queue ahead: generate() submits straight to the engine."""

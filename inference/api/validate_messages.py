@@ -9,6 +9,8 @@ from inference.api.errors import invalid
 from inference.api.validate_fields import array, kind, missing, obj, only_keys, show, string
 
 MAX_MESSAGES = 2048
+MAX_NAME = 64  # a participant name, as stored with a session message
+MAX_TOOL_CALL_ID = 100
 ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant", "tool": "tool"}
 FIELDS = {
     "system": {"role", "content", "name"},
@@ -52,7 +54,7 @@ def _message(message, where: str) -> dict:
     out = {"role": role}
     name = message.get("name")
     if name is not None:
-        out["name"] = string(name, f"{where}.name")
+        out["name"] = string(name, f"{where}.name", max_length=MAX_NAME)
     if role == "assistant":
         _assistant(message, where, out)
     else:
@@ -64,7 +66,7 @@ def _message(message, where: str) -> dict:
         tool_call_id = message.get("tool_call_id")
         if tool_call_id is None:
             raise missing(f"{where}.tool_call_id")
-        out["tool_call_id"] = string(tool_call_id, f"{where}.tool_call_id")
+        out["tool_call_id"] = string(tool_call_id, f"{where}.tool_call_id", max_length=MAX_TOOL_CALL_ID)
     return out
 
 
@@ -129,7 +131,7 @@ def _tool_calls(value, where: str) -> list[dict]:
         for key in ("id", "type", "function"):
             if call.get(key) is None:
                 raise missing(f"{at}.{key}")
-        call_id = string(call["id"], f"{at}.id")
+        call_id = string(call["id"], f"{at}.id", max_length=MAX_TOOL_CALL_ID)
         if call["type"] != "function":
             raise invalid(f"'{at}.type' must be 'function'; got {show(call['type'])}.", f"{at}.type",
                           "invalid_value")

@@ -1,6 +1,6 @@
 """The API side of the worker queue: the same calls as the in-process backend, served by workers.
 
-encode_chat() tokenizes here (a ChatTokenizer per model, loaded once); generate() puts the request
+tokenizer() loads a ChatTokenizer per model here, once, for the API to encode prompts; generate() puts the request
 on the model's stream and follows its event stream; cancel() tells the worker.
 
 A request always ends with exactly one final event. When no worker delivers one, this backend
@@ -71,7 +71,7 @@ class RedisBackend:
             client = self._clients[loop] = _Client(self.url, self.block_ms)
         return client
 
-    # -- encode_chat ----------------------------------------------------------
+    # -- tokenizer ------------------------------------------------------------
 
     def _tokenizer(self, spec):
         key = (spec.id, str(spec.path))
@@ -91,12 +91,6 @@ class RedisBackend:
     async def tokenizer(self, spec):
         """The model's ChatTokenizer, loaded once in this process."""
         return await asyncio.to_thread(self._tokenizer, spec)
-
-    async def encode_chat(self, spec, messages: list[dict]) -> tuple[list[int], int]:
-        """Prompt token ids and the model's context window."""
-        tokenizer = await asyncio.to_thread(self._tokenizer, spec)
-        ids = await asyncio.to_thread(tokenizer.encode_chat, messages)
-        return ids, tokenizer.context_window
 
     # -- admission --------------------------------------------------------------
 

@@ -133,6 +133,8 @@ def _message_error(message, param, code=None):
     ({"role": "user", "content": [{"type": "text", "text": "x", "extra": 1}]}, "messages[1].content[0].extra",
      "unknown_parameter"),
     ({"role": "user", "content": "x", "name": 3}, "messages[1].name", "invalid_type"),
+    ({"role": "user", "content": "x", "name": "n" * 65}, "messages[1].name", "invalid_value"),
+    ({"role": "tool", "content": "x", "tool_call_id": "c" * 101}, "messages[1].tool_call_id", "invalid_value"),
     ({"role": "user", "content": "x", "mood": "happy"}, "messages[1].mood", "unknown_parameter"),
     ({"role": "user", "content": "x", "tool_calls": []}, "messages[1].tool_calls", "invalid_value"),
     ({"role": "user", "content": "x", "tool_call_id": "c"}, "messages[1].tool_call_id", "invalid_value"),
