@@ -54,6 +54,12 @@ class Organization(models.Model):
     members = models.ManyToManyField(settings.AUTH_USER_MODEL, through="Membership", related_name="organizations")
     # When on, a chat completion without session_id starts a new server-side session.
     auto_create_sessions = models.BooleanField(default=False)
+    # Requests and tokens per minute across all the organization's keys; null: the operator's
+    # default (ORG_RATE_LIMIT_RPM / ORG_RATE_LIMIT_TPM).
+    rate_limit_rpm = models.PositiveIntegerField(null=True, blank=True)
+    rate_limit_tpm = models.PositiveBigIntegerField(null=True, blank=True)
+    # Sessions untouched for this many days are deleted by the retention task; null keeps them.
+    session_retention_days = models.PositiveIntegerField(null=True, blank=True)
 
     def __str__(self):
         return self.name
@@ -83,6 +89,12 @@ def key_digest(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
+class SpendWindow(models.TextChoices):
+    DAY = "day"
+    WEEK = "week"
+    MONTH = "month"
+
+
 class APIKey(models.Model):
     organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="api_keys")
     name = models.CharField(max_length=100)
@@ -95,8 +107,12 @@ class APIKey(models.Model):
     revoked_at = models.DateTimeField(null=True, blank=True)
     # Model ids this key may use; empty means every model.
     allowed_models = models.JSONField(default=list, blank=True)
-    # Requests per minute this key may make; null means no limit.
+    # Requests and tokens per minute this key may use; null means no limit of its own.
     rate_limit_rpm = models.PositiveIntegerField(null=True, blank=True)
+    rate_limit_tpm = models.PositiveBigIntegerField(null=True, blank=True)
+    # Most this key may spend per calendar window (UTC day, ISO week, month); null means no cap.
+    spend_cap_micro = models.BigIntegerField(null=True, blank=True)
+    spend_cap_window = models.CharField(max_length=5, choices=SpendWindow.choices, default=SpendWindow.MONTH)
 
     class Meta:
         verbose_name = "API key"

@@ -13,6 +13,7 @@ from django.utils import timezone
 from accounts.models import APIKey, Organization
 from billing.models import CreditAccount, Hold, LedgerEntry, ModelPrice, UsageRecord
 from billing.pricing import Price
+from billing.triggers import on_commit_lowered, on_commit_raised
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +32,8 @@ def account_for(*, organization: Organization) -> CreditAccount:
 
 @transaction.atomic
 def ledger_post(
-    *, organization: Organization, kind: str, amount_micro: int, description: str = "", created_by=None
+    *, organization: Organization, kind: str, amount_micro: int, description: str = "", created_by=None,
+    reference: str = "",
 ) -> LedgerEntry:
     """Add a signed amount to the balance and record it. Refuses to leave holds uncovered."""
     if kind == LedgerEntry.Kind.USAGE:
@@ -43,12 +45,14 @@ def ledger_post(
         raise InsufficientCredit(needed_micro=-amount_micro, available_micro=account.available_micro)
     account.balance_micro = new_balance
     account.save(update_fields=["balance_micro", "updated_at"])
+    (on_commit_raised if amount_micro > 0 else on_commit_lowered)(organization.pk)
     return LedgerEntry.objects.create(
         account=account,
         kind=kind,
         amount_micro=amount_micro,
         balance_after_micro=new_balance,
         description=description,
+        reference=reference,
         created_by=created_by,
     )
 
@@ -153,7 +157,9 @@ def hold_settle(
             amount_micro=-cost,
             balance_after_micro=account.balance_micro,
             description=f"{hold.model_id} {hold.request_id}",
+            reference=hold.request_id,
         )
+        on_commit_lowered(account.organization_id)
     return UsageRecord.objects.create(
         organization_id=account.organization_id,
         api_key=hold.api_key,

@@ -128,6 +128,42 @@ CELERY_BROKER_URL = REDIS_URL or "memory://"
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_ALWAYS_EAGER = REDIS_URL is None
 CELERY_TASK_EAGER_PROPAGATES = True
+# Periodic jobs (billing/tasks): run by `celery -A config beat` when REDIS_URL is set; in the embedded
+# default the ASGI process runs the same schedule on a background thread (PERIODIC_IN_PROCESS).
+CELERY_BEAT_SCHEDULE = {
+    "sweep-holds": {"task": "billing.sweep_holds", "schedule": 60.0},
+    "rollup-usage": {"task": "billing.rollup_usage", "schedule": 15 * 60.0},
+    "check-balances": {"task": "billing.check_balances", "schedule": 15 * 60.0},
+    "reconcile-stripe": {"task": "billing.reconcile_stripe", "schedule": 30 * 60.0},
+    "expire-sessions": {"task": "billing.expire_sessions", "schedule": 6 * 3600.0},
+}
+PERIODIC_IN_PROCESS = env_bool("PERIODIC_IN_PROCESS", REDIS_URL is None)
+
+# Email (low-balance and payment alerts, password resets): printed to the console unless SMTP is configured.
+EMAIL_BACKEND = env_str("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
+EMAIL_HOST = env_str("EMAIL_HOST", "localhost")
+EMAIL_PORT = env_int("EMAIL_PORT", 25, minimum=1)
+EMAIL_HOST_USER = env_str("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "billing@localhost")
+# Operators who also receive payment alerts (failed payments, disputes, refund shortfalls).
+BILLING_ALERT_EMAILS = env_list("BILLING_ALERT_EMAILS", [])
+
+# Stripe: top-ups through Checkout, auto-recharge off-session, webhooks at /billing/stripe/webhook.
+# STRIPE_API_BASE points the official library at another server (a local fake in the tests).
+STRIPE_SECRET_KEY = env_str("STRIPE_SECRET_KEY")
+STRIPE_WEBHOOK_SECRET = env_str("STRIPE_WEBHOOK_SECRET")
+STRIPE_API_BASE = env_str("STRIPE_API_BASE")
+STRIPE_CURRENCY = "usd"
+TOPUP_MIN_USD = env_int("TOPUP_MIN_USD", 5, minimum=1)
+TOPUP_MAX_USD = env_int("TOPUP_MAX_USD", 10_000, minimum=1)
+
+# Rate limits of an organization that has none of its own (a key's own limits apply on top).
+ORG_RATE_LIMIT_RPM = env_int("ORG_RATE_LIMIT_RPM", 10_000, minimum=1)
+ORG_RATE_LIMIT_TPM = env_int("ORG_RATE_LIMIT_TPM", 50_000_000, minimum=1)
+# A hold whose request has sent no heartbeat for this long is settled (or released) by the sweeper.
+HOLD_STALE_AFTER_S = env_int("HOLD_STALE_AFTER_S", 120, minimum=10)
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"

@@ -10,6 +10,7 @@ import time
 
 from asgiref.sync import sync_to_async
 
+from billing import liveness
 from billing.models import Hold, UsageRecord
 from billing.services import hold_settle
 from inference.engine.types import GenerationRequest, TokenEvent
@@ -40,14 +41,26 @@ class Generation:
         if not self.finished:
             self.backend.cancel(self.spec, self.request.request_id)
 
+    async def _beat(self, completion_tokens: int) -> None:
+        try:
+            await sync_to_async(liveness.beat)(self.request.request_id, completion_tokens=completion_tokens,
+                                               prompt_tokens=len(self.request.prompt_token_ids))
+        except Exception:  # a missed heartbeat only lets the sweeper settle a little early
+            log.warning("heartbeat of %s failed", self.request.request_id, exc_info=True)
+
     async def _run(self) -> None:
         final = None
+        await self._beat(0)
+        next_beat = time.monotonic() + liveness.HEARTBEAT_S
         try:
             async for event in self.backend.generate(self.spec, self.request):
                 if event.finished:
                     final = event
                     break
                 self.events.put_nowait(event)
+                if time.monotonic() >= next_beat:
+                    next_beat = time.monotonic() + liveness.HEARTBEAT_S
+                    await self._beat(event.completion_tokens)
         except Exception as exc:
             log.exception("generation %s failed", self.request.request_id)
             final = TokenEvent(self.request.request_id, finished=True, finish_reason="error", error=str(exc),
@@ -70,5 +83,8 @@ class Generation:
                 latency_ms=int((time.monotonic() - self.started) * 1000),
             )
         except Exception:
-            # The hold stays active and visible; it is never charged twice.
+            # The hold stays active and visible (the sweeper settles it from the last heartbeat once that
+            # lapses); it is never charged twice.
             log.exception("could not settle %s", self.request.request_id)
+        else:
+            await sync_to_async(liveness.forget)(self.request.request_id)

@@ -1,0 +1,1 @@
+"""Celery tasks of the billing app (autodiscovered as `billing.tasks`); each module registers its own."""
