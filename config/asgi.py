@@ -14,6 +14,11 @@ from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: 
 # the admin's CSS and the API docs' Swagger UI load under a bare uvicorn. Only HTTP is wrapped.
 http_app = ASGIStaticFilesHandler(django_asgi_app) if settings.SERVE_STATIC else django_asgi_app
 
+# The embedded default runs the periodic billing jobs here (PERIODIC_IN_PROCESS; see config/periodic.py).
+from config.periodic import start_in_process  # noqa: E402
+
+periodic = start_in_process()
+
 application = ProtocolTypeRouter({
     "http": http_app,
     "websocket": URLRouter([]),

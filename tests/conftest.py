@@ -1,6 +1,14 @@
 import pytest
 
 
+def pytest_configure(config):
+    from django.conf import settings
+
+    # The live servers of the tests import config.asgi: no background periodic jobs there; the tests
+    # run those jobs themselves when they mean to.
+    settings.PERIODIC_IN_PROCESS = False
+
+
 @pytest.fixture(scope="session")
 def tiny_model_path(tmp_path_factory) -> str:
     """A tiny random ChatML model directory, built once per test session (offline, ~1 s)."""

@@ -23,14 +23,16 @@ _running: set[asyncio.Task] = set()  # keeps tasks referenced until they finish
 
 
 class Generation:
-    def __init__(self, *, backend, spec, request: GenerationRequest, hold: Hold, started: float):
+    def __init__(self, *, backend, spec, request: GenerationRequest, hold: Hold, started: float, on_settled=None):
         self.backend = backend
         self.spec = spec
         self.request = request
         self.hold = hold
         self.started = started
+        self.on_settled = on_settled  # awaited with the usage record once the hold is settled
         self.events: asyncio.Queue[TokenEvent] = asyncio.Queue()
         self.finished = False
+        self.completion_tokens = 0
 
     def start(self) -> None:
         task = asyncio.create_task(self._run())
@@ -41,26 +43,26 @@ class Generation:
         if not self.finished:
             self.backend.cancel(self.spec, self.request.request_id)
 
-    async def _beat(self, completion_tokens: int) -> None:
-        try:
-            await sync_to_async(liveness.beat)(self.request.request_id, completion_tokens=completion_tokens,
-                                               prompt_tokens=len(self.request.prompt_token_ids))
-        except Exception:  # a missed heartbeat only lets the sweeper settle a little early
-            log.warning("heartbeat of %s failed", self.request.request_id, exc_info=True)
+    async def _heartbeat(self) -> None:
+        """Tells the hold sweeper this request is alive, with its token count, until cancelled."""
+        while True:
+            try:
+                await sync_to_async(liveness.beat)(self.request.request_id, completion_tokens=self.completion_tokens,
+                                                   prompt_tokens=len(self.request.prompt_token_ids))
+            except Exception:  # a missed heartbeat only lets the sweeper act a little early
+                log.warning("heartbeat of %s failed", self.request.request_id, exc_info=True)
+            await asyncio.sleep(liveness.HEARTBEAT_S)
 
     async def _run(self) -> None:
         final = None
-        await self._beat(0)
-        next_beat = time.monotonic() + liveness.HEARTBEAT_S
+        heartbeat = asyncio.create_task(self._heartbeat())
         try:
             async for event in self.backend.generate(self.spec, self.request):
                 if event.finished:
                     final = event
                     break
+                self.completion_tokens = event.completion_tokens
                 self.events.put_nowait(event)
-                if time.monotonic() >= next_beat:
-                    next_beat = time.monotonic() + liveness.HEARTBEAT_S
-                    await self._beat(event.completion_tokens)
         except Exception as exc:
             log.exception("generation %s failed", self.request.request_id)
             final = TokenEvent(self.request.request_id, finished=True, finish_reason="error", error=str(exc),
@@ -68,13 +70,14 @@ class Generation:
         if final is None:  # the backend ended without a final event: treat as a failure
             final = TokenEvent(self.request.request_id, finished=True, finish_reason="error",
                                error="generation ended unexpectedly", prompt_tokens=len(self.request.prompt_token_ids))
+        heartbeat.cancel()
         self.finished = True
         await self._settle(final)
         self.events.put_nowait(final)
 
     async def _settle(self, final: TokenEvent) -> None:
         try:
-            await sync_to_async(hold_settle)(
+            record = await sync_to_async(hold_settle)(
                 hold=self.hold,
                 prompt_tokens=final.prompt_tokens,
                 completion_tokens=final.completion_tokens,
@@ -88,3 +91,12 @@ class Generation:
             log.exception("could not settle %s", self.request.request_id)
         else:
             await sync_to_async(liveness.forget)(self.request.request_id)
+            await self._settled(record)
+
+    async def _settled(self, record: UsageRecord) -> None:
+        if self.on_settled is None:
+            return
+        try:
+            await self.on_settled(record)
+        except Exception:
+            log.exception("the settlement callback of %s failed", self.request.request_id)

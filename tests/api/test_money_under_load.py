@@ -1,0 +1,130 @@
+"""The money invariants under load, through the live API: many concurrent requests, streams cut anywhere."""
+import random
+import threading
+
+import httpx
+import pytest
+
+from billing.models import Hold, UsageRecord
+from billing.selectors import ledger_sum_micro
+from billing.services import credit_grant
+from tests.api.conftest import TINY, wait_for_usage
+from tests.factories import make_key, make_org
+
+pytestmark = pytest.mark.money
+
+MESSAGES = [{"role": "user", "content": "Count the waves."}]
+MAX_TOKENS = 4
+
+
+def _account(org):
+    org.credit_account.refresh_from_db()
+    return org.credit_account
+
+
+def test_200_concurrent_requests_against_credit_for_50(base_url, client):
+    # ignore_eos: every served request generates exactly max_tokens, so it costs exactly its hold and
+    # the balance covers exactly 50 of them, however they interleave.
+    body = {"model": TINY, "messages": MESSAGES, "max_tokens": MAX_TOKENS, "ignore_eos": True}
+    probe = client.chat.completions.create(model=TINY, messages=MESSAGES, max_tokens=MAX_TOKENS,
+                                           extra_body={"ignore_eos": True})
+    assert probe.usage.completion_tokens == MAX_TOKENS
+    cost = probe.usage.prompt_tokens * 1 + MAX_TOKENS * 2
+    dave = make_org("dave")
+    credit_grant(organization=dave, amount_micro=50 * cost)
+    secret = make_key(dave)[1]
+    barrier = threading.Barrier(200)
+    statuses: list[int] = []
+    codes: list[str] = []
+    balances: list[int] = []
+
+    def ask():
+        with httpx.Client(base_url=base_url, timeout=120) as http:
+            barrier.wait()
+            response = http.post("/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {secret}"})
+            statuses.append(response.status_code)
+            if response.status_code != 200:
+                codes.append(response.json()["error"]["code"])
+
+    def watch(stop: threading.Event):
+        while not stop.is_set():
+            balances.append(_account(dave).balance_micro)
+
+    stop = threading.Event()
+    watcher = threading.Thread(target=watch, args=(stop,))
+    watcher.start()
+    threads = [threading.Thread(target=ask) for _ in range(200)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    stop.set()
+    watcher.join()
+
+    assert len(statuses) == 200 and set(statuses) <= {200, 402}
+    assert statuses.count(200) == 50
+    assert codes == ["insufficient_credit"] * 150
+    assert min(balances) >= 0
+    account = _account(dave)
+    assert account.balance_micro == 0 and account.held_micro == 0
+    assert ledger_sum_micro(account=account) == account.balance_micro
+    records = UsageRecord.objects.filter(organization=dave)
+    assert records.count() == 50 and all(r.cost_micro == cost for r in records)
+    assert not Hold.objects.filter(account=account, status=Hold.Status.ACTIVE).exists()
+
+
+def _cut_stream(base_url: str, secret: str, body: dict, events: int) -> tuple[str, int]:
+    """Read `events` SSE data events (or all), then drop the connection; the request id and tokens seen."""
+    seen = tokens = 0
+    with httpx.Client(base_url=base_url, timeout=60) as http:
+        with http.stream("POST", "/v1/chat/completions", json=body,
+                         headers={"Authorization": f"Bearer {secret}"}) as response:
+            assert response.status_code == 200
+            request_id = response.headers["x-request-id"]
+            for line in response.iter_lines():
+                if line.startswith("data: {"):
+                    seen += 1
+                    tokens += '"content":"' in line and '"content":""' not in line
+                if seen == events:
+                    break
+    return request_id, tokens
+
+
+def test_streams_cut_at_random_points_pay_exactly_for_their_tokens(base_url, alice, alice_secret):
+    rng = random.Random(20261201)
+    max_tokens = 48
+    body = {"model": TINY, "messages": MESSAGES, "max_tokens": max_tokens, "ignore_eos": True, "stream": True,
+            "stream_options": {"include_usage": True}}
+    start = _account(alice).balance_micro
+    charged = 0
+    for _ in range(8):
+        request_id, tokens_seen = _cut_stream(base_url, alice_secret, body, rng.randint(1, max_tokens + 2))
+        record = wait_for_usage(request_id)
+        # The engine's exact count: at least what reached the client, never more than asked for.
+        assert tokens_seen <= record.completion_tokens <= max_tokens
+        assert record.status == ("completed" if record.completion_tokens == max_tokens else "cancelled")
+        assert record.cost_micro == record.prompt_tokens * 1 + record.completion_tokens * 2
+        charged += record.cost_micro
+    account = _account(alice)
+    assert start - account.balance_micro == charged
+    assert account.held_micro == 0
+    assert ledger_sum_micro(account=account) == account.balance_micro
+
+
+def test_a_running_request_beats_for_the_sweeper_until_it_is_settled(base_url, alice, alice_secret):
+    from billing import liveness
+    from tests.workers.conftest import wait_until
+
+    body = {"model": TINY, "messages": MESSAGES, "max_tokens": 24, "ignore_eos": True, "stream": True}
+    with httpx.Client(base_url=base_url, timeout=60) as http:
+        with http.stream("POST", "/v1/chat/completions", json=body,
+                         headers={"Authorization": f"Bearer {alice_secret}"}) as response:
+            request_id = response.headers["x-request-id"]
+            lines = response.iter_lines()
+            next(line for line in lines if line.startswith("data: {"))
+            assert liveness.is_alive(request_id)  # held credit, and its process says it is running
+            for _ in lines:
+                pass
+    assert wait_for_usage(request_id).completion_tokens == 24
+    wait_until(lambda: not liveness.is_alive(request_id) and liveness.last_counts(request_id) is None, 10,
+               "the heartbeat to be forgotten")
