@@ -135,7 +135,7 @@ CELERY_BEAT_SCHEDULE = {
     "rollup-usage": {"task": "billing.rollup_usage", "schedule": 15 * 60.0},
     "check-balances": {"task": "billing.check_balances", "schedule": 15 * 60.0},
     "reconcile-stripe": {"task": "billing.reconcile_stripe", "schedule": 30 * 60.0},
-    "expire-sessions": {"task": "billing.expire_sessions", "schedule": 6 * 3600.0},
+    "expire-sessions": {"task": "accounts.expire_sessions", "schedule": 6 * 3600.0},
 }
 PERIODIC_IN_PROCESS = env_bool("PERIODIC_IN_PROCESS", REDIS_URL is None)
 
