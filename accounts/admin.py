@@ -1,7 +1,22 @@
-from django.contrib import admin
+"""Django admin of users, organizations (members, limits, retention) and API keys.
+
+A key's secret is never stored and its digest is of no use to a person, so neither is shown; keys are
+created where their secret can be shown once, so the admin cannot add them, only limit or revoke them.
+"""
+import re
+
+from django import forms
+from django.conf import settings
+from django.contrib import admin, messages
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
+from django.db.models import Count, Q
+from django.utils import timezone
 
 from accounts.models import APIKey, Membership, Organization, User
+from accounts.services import api_key_revoke
+from billing.admin.actions import BalanceActionsMixin
+from billing.admin.fields import MicroUSDField
+from billing.staff.formats import usd
 
 
 @admin.register(User)
@@ -20,23 +35,147 @@ class UserAdmin(BaseUserAdmin):
 class MembershipInline(admin.TabularInline):
     model = Membership
     extra = 0
+    autocomplete_fields = ["user"]
 
 
 @admin.register(Organization)
-class OrganizationAdmin(admin.ModelAdmin):
-    list_display = ["name", "created_at"]
+class OrganizationAdmin(BalanceActionsMixin, admin.ModelAdmin):
+    list_display = ["name", "balance", "available", "member_count", "rate_limit_rpm", "rate_limit_tpm",
+                    "session_retention_days", "auto_create_sessions", "created_at"]
+    list_filter = ["auto_create_sessions"]
     search_fields = ["name"]
+    date_hierarchy = "created_at"
     inlines = [MembershipInline]
+    readonly_fields = ["balance", "available", "created_at"]
+    fieldsets = [
+        (None, {"fields": ["name", "created_at", "balance", "available"]}),
+        ("Limits", {"fields": ["rate_limit_rpm", "rate_limit_tpm"]}),
+        ("Sessions", {"fields": ["auto_create_sessions", "session_retention_days"]}),
+    ]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("credit_account").annotate(
+            member_count=Count("memberships", distinct=True))
+
+    def get_form(self, request, obj=None, **kwargs):
+        form = super().get_form(request, obj, **kwargs)
+        fields = form.base_fields
+        if "rate_limit_rpm" in fields:
+            fields["rate_limit_rpm"].help_text = f"Requests per minute, all keys together. Empty: the default, " \
+                                                 f"{settings.ORG_RATE_LIMIT_RPM:,}."
+            fields["rate_limit_tpm"].help_text = f"Tokens per minute, all keys together. Empty: the default, " \
+                                                 f"{settings.ORG_RATE_LIMIT_TPM:,}."
+            fields["session_retention_days"].help_text = "Sessions untouched this many days are deleted. " \
+                                                         "Empty: kept."
+        return form
+
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        if not change:
+            from billing.services import account_for  # the account exists from the first day, at zero
+
+            account_for(organization=obj)
+
+    @staticmethod
+    def _account(obj):
+        return getattr(obj, "credit_account", None)
+
+    @admin.display(description="Balance", ordering="credit_account__balance_micro")
+    def balance(self, obj):
+        account = self._account(obj)
+        return usd(account.balance_micro) if account else "—"
+
+    @admin.display(description="Available")
+    def available(self, obj):
+        account = self._account(obj)
+        return usd(account.available_micro) if account else "—"
+
+    @admin.display(description="Members", ordering="member_count")
+    def member_count(self, obj):
+        return obj.member_count
+
+
+class ModelListField(forms.Field):
+    """Model ids, one per line (or separated by commas), kept as a JSON list; empty allows every model."""
+
+    widget = forms.Textarea(attrs={"rows": 3})
+
+    def prepare_value(self, value):
+        return "\n".join(value) if isinstance(value, list) else value
+
+    def to_python(self, value):
+        if isinstance(value, list):
+            return value
+        ids = [part for part in re.split(r"[\s,]+", value or "") if part]
+        too_long = [i for i in ids if len(i) > 200]
+        if too_long:
+            raise forms.ValidationError(f"Not a model id (over 200 characters): {too_long[0][:40]}…")
+        return list(dict.fromkeys(ids))
+
+
+class APIKeyForm(forms.ModelForm):
+    allowed_models = ModelListField(required=False, label="Allowed models",
+                                    help_text="One model id per line. Empty: every model.")
+    spend_cap_micro = MicroUSDField(required=False, min_micro=0, label="Spend cap (USD)",
+                                    help_text="Most the key may spend per window (UTC day, ISO week or month). "
+                                              "Empty: no cap.")
+
+    class Meta:
+        model = APIKey
+        fields = ["name", "expires_at", "allowed_models", "rate_limit_rpm", "rate_limit_tpm", "spend_cap_micro",
+                  "spend_cap_window"]
+
+
+class KeyStatusFilter(admin.SimpleListFilter):
+    title = "status"
+    parameter_name = "status"
+
+    def lookups(self, request, model_admin):
+        return [("active", "Active"), ("expired", "Expired"), ("revoked", "Revoked")]
+
+    def queryset(self, request, queryset):
+        now = timezone.now()
+        if self.value() == "active":
+            return queryset.filter(Q(expires_at__isnull=True) | Q(expires_at__gt=now), revoked_at__isnull=True)
+        if self.value() == "expired":
+            return queryset.filter(expires_at__lte=now, revoked_at__isnull=True)
+        if self.value() == "revoked":
+            return queryset.filter(revoked_at__isnull=False)
+        return queryset
+
+
+@admin.action(description="Revoke selected keys", permissions=["change"])
+def revoke_keys(modeladmin, request, queryset):
+    keys = list(queryset.filter(revoked_at__isnull=True))
+    for key in keys:
+        api_key_revoke(key=key)
+    modeladmin.message_user(request, f"Revoked {len(keys)} key(s); revoked keys stop working at once.",
+                            messages.SUCCESS)
 
 
 @admin.register(APIKey)
 class APIKeyAdmin(admin.ModelAdmin):
-    list_display = ["name", "prefix", "organization", "created_at", "last_used_at", "expires_at", "revoked_at"]
-    list_filter = ["revoked_at"]
-    search_fields = ["name", "prefix", "organization__name"]
-    # The digest is useless to a person and the secret is never stored.
-    exclude = ["digest"]
-    readonly_fields = ["prefix", "created_at", "last_used_at"]
+    form = APIKeyForm
+    list_display = ["name", "prefix", "organization", "created_by", "created_at", "last_used_at", "expires_at",
+                    "revoked_at", "spend_cap"]
+    list_filter = [KeyStatusFilter, "spend_cap_window", "created_at"]
+    list_select_related = ["organization", "created_by"]
+    search_fields = ["name", "prefix", "organization__name", "created_by__email"]
+    date_hierarchy = "created_at"
+    actions = [revoke_keys]
+    readonly_fields = ["organization", "prefix", "created_by", "created_at", "last_used_at", "revoked_at"]
+    fieldsets = [
+        (None, {"fields": ["name", "organization", "prefix", "created_by", "created_at", "last_used_at"]}),
+        ("Validity", {"fields": ["expires_at", "revoked_at"]}),
+        ("Limits", {"fields": ["allowed_models", "rate_limit_rpm", "rate_limit_tpm", "spend_cap_micro",
+                               "spend_cap_window"]}),
+    ]
 
     def has_add_permission(self, request):
         return False  # keys are created where their secret can be shown once
+
+    @admin.display(description="Spend cap", ordering="spend_cap_micro")
+    def spend_cap(self, obj):
+        if obj.spend_cap_micro is None:
+            return "—"
+        return f"{usd(obj.spend_cap_micro)} / {obj.get_spend_cap_window_display().lower()}"

@@ -1,0 +1,36 @@
+from django import forms
+from django.contrib import admin
+
+from billing.admin.fields import MicroUSDField
+from billing.models import ModelPrice
+from billing.staff.formats import usd
+
+
+class ModelPriceForm(forms.ModelForm):
+    # Prices are kept in micro-USD per million tokens, typed here as USD per million tokens.
+    input_micro_per_mtok = MicroUSDField(min_micro=0, label="Input, USD per million tokens",
+                                         help_text="For example 0.10; exact to six decimals.")
+    output_micro_per_mtok = MicroUSDField(min_micro=0, label="Output, USD per million tokens",
+                                          help_text="For example 0.20; exact to six decimals.")
+
+    class Meta:
+        model = ModelPrice
+        fields = ["model_id", "input_micro_per_mtok", "output_micro_per_mtok"]
+
+
+@admin.register(ModelPrice)
+class ModelPriceAdmin(admin.ModelAdmin):
+    """Prices apply to holds placed after the change; a request in flight keeps the price it started with."""
+
+    form = ModelPriceForm
+    list_display = ["model_id", "input_price", "output_price", "updated_at"]
+    search_fields = ["model_id"]
+    ordering = ["model_id"]
+
+    @admin.display(description="Input / 1M tokens", ordering="input_micro_per_mtok")
+    def input_price(self, obj):
+        return usd(obj.input_micro_per_mtok)
+
+    @admin.display(description="Output / 1M tokens", ordering="output_micro_per_mtok")
+    def output_price(self, obj):
+        return usd(obj.output_micro_per_mtok)
