@@ -11,6 +11,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from accounts.models import APIKey, Organization
+from billing.limits.spend import spend_cap_check
 from billing.models import CreditAccount, Hold, LedgerEntry, ModelPrice, UsageRecord
 from billing.pricing import Price
 from billing.triggers import on_commit_lowered, on_commit_raised
@@ -92,8 +93,10 @@ def hold_place(
     max_tokens: int,
     price: Price,
 ) -> Hold:
-    """Reserve the most this request can cost, or raise InsufficientCredit."""
+    """Reserve the most this request can cost, or raise InsufficientCredit (SpendCapReached over the key's cap)."""
     amount = price.cost_micro(prompt_tokens=prompt_tokens, completion_tokens=max_tokens)
+    if api_key is not None:
+        spend_cap_check(api_key=api_key, amount_micro=amount)
     account = account_for(organization=organization)
     reserved = CreditAccount.objects.filter(pk=account.pk, balance_micro__gte=F("held_micro") + amount).update(
         held_micro=F("held_micro") + amount

@@ -3,6 +3,7 @@ from django.http import JsonResponse
 
 from inference.api.auth import authenticate
 from inference.api.errors import APIError, model_not_found
+from inference.api.limits import rate_headers
 from inference.registry import get_model, served_models
 
 
@@ -12,10 +13,13 @@ def _model(spec) -> dict:
 
 async def list_models(request):
     try:
-        await authenticate(request)
+        key = await authenticate(request)
     except APIError as exc:
         return exc.response()
-    return JsonResponse({"object": "list", "data": [_model(spec) for spec in served_models()]})
+    response = JsonResponse({"object": "list", "data": [_model(spec) for spec in served_models()]})
+    for name, value in (await rate_headers(key)).items():
+        response[name] = value
+    return response
 
 
 async def retrieve_model(request, model_id: str):

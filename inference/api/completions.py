@@ -1,4 +1,4 @@
-"""POST /v1/chat/completions: auth → validate → model checks → hold → dispatch → respond → settle."""
+"""POST /v1/chat/completions: auth → validate → model checks → rate limits → hold → dispatch → respond → settle."""
 import time
 import uuid
 
@@ -8,12 +8,13 @@ from django.http import StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from accounts import sessions
+from billing.limits.spend import SpendCapReached
 from billing.services import InsufficientCredit, hold_place, hold_release, price_get
 from inference.api import chunks, responses
 from inference.api.auth import authenticate
 from inference.api.errors import APIError, insufficient_credit, model_not_found, no_capacity, unavailable
 from inference.api.generation import Generation
-from inference.api.limits import check_model_allowed, check_rate_limit
+from inference.api.limits import RequestLimits, check_model_allowed, spend_cap_reached
 from inference.api.prepare import prepare_chat
 from inference.api.validation import parse_body, parse_chat_request
 from inference.dispatch import ModelUnavailable, NoCapacity, get_backend
@@ -49,11 +50,10 @@ class _Call:
         self.chat, self.prepared, self.generation, self.session = chat, prepared, generation, session
 
 
-async def _prepare(request, request_id: str, started: float) -> _Call:
+async def _prepare(request, request_id: str, started: float, limits: RequestLimits) -> _Call:
     if request.method != "POST":
         raise APIError(405, f"Method {request.method} is not allowed; use POST.", code="method_not_allowed")
-    key = await authenticate(request)
-    await check_rate_limit(key)
+    key = limits.key = await authenticate(request)
     chat = parse_chat_request(parse_body(_read_body(request)))
     spec = get_model(chat.model)
     if spec is None or not spec.is_prepared:
@@ -66,6 +66,7 @@ async def _prepare(request, request_id: str, started: float) -> _Call:
     except ModelUnavailable as exc:
         raise unavailable(str(exc)) from None
     prepared = await prepare_chat(chat, spec, tokenizer, messages)
+    await limits.admit(key, tokens=len(prepared.prompt_ids) + prepared.params.max_tokens * chat.n)
     try:
         await backend.check_available(spec)  # refuse before holding credit
     except ModelUnavailable as exc:
@@ -78,6 +79,8 @@ async def _prepare(request, request_id: str, started: float) -> _Call:
         )
     except InsufficientCredit as exc:
         raise insufficient_credit(exc.needed_micro, exc.available_micro) from None
+    except SpendCapReached as exc:
+        raise spend_cap_reached(exc) from None
     generation_request = GenerationRequest(request_id, prepared.prompt_ids, prepared.params,
                                            constraint=prepared.constraint)
     try:
@@ -90,7 +93,8 @@ async def _prepare(request, request_id: str, started: float) -> _Call:
     if session is None and key.organization.auto_create_sessions:
         session = await sync_to_async(sessions.session_create)(organization=key.organization, api_key=key,
                                                                model=spec.id)
-    generation = Generation(backend=backend, spec=spec, hold=hold, started=started, request=generation_request)
+    generation = Generation(backend=backend, spec=spec, hold=hold, started=started, request=generation_request,
+                            on_settled=limits.on_settled())
     return _Call(chat, prepared, generation, session)
 
 
@@ -116,10 +120,14 @@ def _remember(call: _Call, request_id: str):
 async def chat_completions(request):
     request_id = f"chatcmpl-{uuid.uuid4().hex}"
     started = time.monotonic()
+    limits = RequestLimits()
     try:
-        call = await _prepare(request, request_id, started)
+        call = await _prepare(request, request_id, started, limits)
     except APIError as exc:
+        await limits.give_back()  # refused before it ran: its tokens do not count
         response = exc.response()
+        for name, value in (await limits.headers(exc)).items():
+            response[name] = value
         response["x-request-id"] = request_id
         return response
     call.generation.start()
@@ -140,5 +148,7 @@ async def chat_completions(request):
             await remember(choices)
     if call.session is not None:
         response["x-session-id"] = call.session.pk
+    for name, value in (await limits.headers()).items():
+        response[name] = value
     response["x-request-id"] = request_id
     return response

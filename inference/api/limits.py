@@ -1,12 +1,19 @@
-"""Per-key admission rules checked before anything is held: model allow-list (403) and rate limit (429)."""
-import time
+"""Per-key admission rules of the API: model allow-list (403), rate limits (429) and spend caps (429).
+
+`RequestLimits` follows one request through the rate limits: admission once it is tokenized, the
+x-ratelimit headers of whatever response it gets, the tokens given back when it never runs, and the
+correction to its exact token count once it is settled.
+"""
+import logging
 
 from asgiref.sync import sync_to_async
-from django.core.cache import cache
 
+from billing.limits import rate
+from billing.limits.counters import CountersUnavailable
+from billing.limits.spend import SpendCapReached
 from inference.api.errors import APIError
 
-WINDOW_S = 60
+log = logging.getLogger(__name__)
 
 
 def check_model_allowed(key, model_id: str) -> None:
@@ -17,25 +24,77 @@ def check_model_allowed(key, model_id: str) -> None:
                        code="model_not_allowed")
 
 
-def _count(key_id: int, now: float) -> tuple[int, int]:
-    window = int(now // WINDOW_S)
-    name = f"ratelimit:key:{key_id}:{window}"
-    cache.add(name, 0, timeout=WINDOW_S * 2)
+def rate_limited(exc: rate.RateLimited) -> APIError:
+    limit = exc.limit
+    unit = "requests" if limit.kind == rate.REQUESTS else "tokens"
+    retry = exc.snapshot.retry_after_s
+    if exc.requested > limit.value:
+        message = (f"Request too large for the {limit.scope}'s limit of {limit.value} {unit} per minute: it needs "
+                   f"{exc.requested} (prompt tokens + max_tokens × n). Shorten the prompt or lower max_tokens.")
+    else:
+        message = (f"Rate limit reached for {unit} per minute on this {limit.scope}: limit {limit.value}, used "
+                   f"{exc.used}, requested {exc.requested}. Please try again in {retry}s.")
+    return APIError(429, message, type=limit.kind, code="rate_limit_exceeded",
+                    headers={"Retry-After": str(retry), **exc.snapshot.headers()})
+
+
+def spend_cap_reached(exc: SpendCapReached) -> APIError:
+    resets = exc.resets_at.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return APIError(
+        429,
+        f"This API key has reached its spend cap of {exc.cap_micro / 1e6:.6f} USD per {exc.window_name} (UTC): "
+        f"{exc.spent_micro / 1e6:.6f} USD spent or reserved, and this request may cost up to "
+        f"{exc.needed_micro / 1e6:.6f} USD. The cap resets at {resets}.",
+        type="insufficient_quota", code="spend_cap_reached", headers={"Retry-After": str(exc.retry_after_s)},
+    )
+
+
+async def rate_headers(key) -> dict[str, str]:
+    """The x-ratelimit headers of where the key stands now, taking nothing (none if the counters are down)."""
     try:
-        count = cache.incr(name)
-    except ValueError:  # expired between add and incr
-        cache.add(name, 1, timeout=WINDOW_S * 2)
-        count = 1
-    return count, int((window + 1) * WINDOW_S - now) + 1
+        return (await sync_to_async(rate.peek)(key)).headers()
+    except CountersUnavailable:
+        return {}
 
 
-async def check_rate_limit(key) -> None:
-    """Fixed one-minute windows per key; the cache is shared by every API process when Redis is configured."""
-    limit = key.rate_limit_rpm
-    if not limit:
-        return
-    count, retry_after = await sync_to_async(_count)(key.pk, time.time())
-    if count > limit:
-        raise APIError(429, f"Rate limit reached for this API key: {limit} requests per minute. Please retry "
-                            f"in {retry_after} s.", type="requests", code="rate_limit_exceeded",
-                       headers={"Retry-After": str(retry_after)})
+class RequestLimits:
+    def __init__(self):
+        self.key = None
+        self.admission: rate.Admission | None = None
+
+    async def admit(self, key, *, tokens: int) -> None:
+        """Take one request and `tokens` tokens from the key's and its organization's windows, or raise 429."""
+        try:
+            self.admission = await sync_to_async(rate.admit)(key, tokens=tokens)
+        except rate.RateLimited as exc:
+            raise rate_limited(exc) from None
+        except CountersUnavailable:
+            log.exception("rate limit counters unavailable")
+            raise APIError(503, "Rate limits cannot be checked right now; nothing was charged. Please retry.",
+                           type="server_error", code="rate_limiter_unavailable", headers={"Retry-After": "5"}) from None
+
+    async def give_back(self) -> None:
+        """The admitted request never ran: its tokens no longer count (the request itself still does)."""
+        if self.admission is not None:
+            await self._correct(0)
+
+    def on_settled(self):
+        """What the generation calls with its usage record, to count the tokens the request really used."""
+        async def settled(record) -> None:
+            await self._correct(record.prompt_tokens + record.completion_tokens)
+
+        return settled
+
+    async def _correct(self, used_tokens: int) -> None:
+        try:
+            await sync_to_async(rate.correct)(self.admission, used_tokens=used_tokens)
+        except CountersUnavailable:
+            log.warning("could not correct the tokens counted for a request", exc_info=True)
+
+    async def headers(self, error: APIError | None = None) -> dict[str, str]:
+        """The x-ratelimit headers for this request's response (none before it is authenticated)."""
+        if error is not None and "x-ratelimit-limit-requests" in error.headers:
+            return {}
+        if self.admission is not None and error is None:
+            return self.admission.snapshot.headers()
+        return await rate_headers(self.key) if self.key is not None else {}
