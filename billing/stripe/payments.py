@@ -61,6 +61,14 @@ def payment_credit(payment: Payment, *, amount_cents: int, intent_id: str, charg
         organization=payment.organization, kind=LedgerEntry.Kind.TOPUP, amount_micro=credit,
         description=f"Stripe {label} (payment {payment.pk})", created_by=payment.created_by, reference=intent_id,
     )
+    # Webhooks come in any order: a refund recorded before this credit is taken back now.
+    refunded_cents = Payment.objects.values_list("refunded_cents", flat=True).get(pk=payment.pk)
+    if refunded_cents:
+        owed = min(refunded_cents * MICRO_PER_CENT, credit)
+        ledger_post(organization=payment.organization, kind=LedgerEntry.Kind.CLAWBACK, amount_micro=-owed,
+                    description=f"Stripe refund of {refunded_cents / 100:,.2f} recorded before the payment",
+                    reference=intent_id)
+        Payment.objects.filter(pk=payment.pk).update(clawed_back_micro=owed)
     return True
 
 

@@ -190,7 +190,7 @@ class FakeStripe:
 
     def list_events(self, params: dict) -> dict:
         limit = min(_int(params, "limit", 1) if "limit" in params else 10, 100)
-        since = int((params.get("created") or {}).get("gte", 0))
+        since = _int(params["created"], "gte") if isinstance(params.get("created"), dict) else 0
         types = set(params.get("types") or ([params["type"]] if params.get("type") else []))
         events = [e for e in reversed(self.events) if e["created"] >= since and (not types or e["type"] in types)]
         if params.get("starting_after"):
@@ -200,30 +200,27 @@ class FakeStripe:
 
     # The customer's and the bank's part.
 
+    def _pay_session(self, session_id: str, payment_method: str) -> dict:
+        session = self._get(session_id, "checkout.session")
+        data = self.private[session_id]
+        intent = self._intent(session["amount_total"], session["currency"], session["customer"], payment_method,
+                              data.get("metadata", {}), data.get("setup_future_usage"))
+        session["payment_intent"] = intent["id"]
+        self._confirm(intent)
+        session.update(status="complete", payment_status="paid")
+        return self._event("checkout.session.completed", session)
+
     def complete_checkout(self, session_id: str, *, payment_method: str = "pm_card_visa") -> dict:
         """The customer pays: the payment intent succeeds, the session completes; its completed event."""
         with self.lock:
-            session = self._get(session_id, "checkout.session")
-            data = self.private[session_id]
-            intent = self._intent(session["amount_total"], session["currency"], session["customer"], payment_method,
-                                  data.get("metadata", {}), data.get("setup_future_usage"))
-            self._confirm(intent)
-            session.update(status="complete", payment_status="paid", payment_intent=intent["id"])
-            return self._event("checkout.session.completed", session)
+            return self._pay_session(session_id, payment_method)
 
     def fail_checkout_payment(self, session_id: str, *, payment_method: str = "pm_card_chargeDeclined") -> dict:
         """The customer's card is declined on the Checkout page; its payment_intent.payment_failed event."""
         with self.lock:
-            session = self._get(session_id, "checkout.session")
-            data = self.private[session_id]
-            intent = self._intent(session["amount_total"], session["currency"], session["customer"], payment_method,
-                                  data.get("metadata", {}), data.get("setup_future_usage"))
-            session["payment_intent"] = intent["id"]
-            try:
-                self._confirm(intent)
-            except StripeError:
-                return copy.deepcopy(self.events[-1])
-            raise AssertionError(f"{payment_method} is not a declining test card")
+            with pytest.raises(StripeError):
+                self._pay_session(session_id, payment_method)
+            return copy.deepcopy(self.events[-1])
 
     def refund(self, charge_id: str, amount_cents: int | None = None) -> dict:
         """Refund part or all of what is left of a charge; its charge.refunded event."""
@@ -274,17 +271,15 @@ class FakeStripe:
             return status, copy.deepcopy(answer)
 
     def _route(self, method: str, path: str, params: dict) -> tuple[int, dict]:
-        routes = {
-            ("POST", "/v1/customers"): lambda: self.create_customer(params),
-            ("POST", "/v1/checkout/sessions"): lambda: self.create_session(params),
-            ("POST", "/v1/payment_intents"): lambda: self.create_intent(params),
-            ("GET", "/v1/events"): lambda: self.list_events(params),
-        }
-        if (method, path) in routes:
-            return 200, routes[(method, path)]()
         kinds = {"customers": "customer", "checkout/sessions": "checkout.session", "payment_intents": "payment_intent"}
-        match = re.fullmatch(r"/v1/(customers|checkout/sessions|payment_intents)/([^/]+)", path)
-        if method == "GET" and match:
+        create = {"customers": self.create_customer, "checkout/sessions": self.create_session,
+                  "payment_intents": self.create_intent}
+        match = re.fullmatch(r"/v1/(customers|checkout/sessions|payment_intents|events)(?:/([^/]+))?", path)
+        if match and (method, match[1], match[2]) == ("GET", "events", None):
+            return 200, self.list_events(params)
+        if match and method == "POST" and match[1] in create and match[2] is None:
+            return 200, create[match[1]](params)
+        if match and method == "GET" and match[1] in kinds and match[2]:
             return 200, self._get(match[2], kinds[match[1]])
         raise StripeError(404, f"Unrecognized request URL ({method}: {path}).")
 
@@ -296,13 +291,13 @@ def _handler(fake: FakeStripe):
             status, answer = fake.answer(self.command, self.path, self.headers, body)
             data = json.dumps(answer).encode()
             self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.send_header("Request-Id", f"req_{secrets.token_hex(7)}")
+            for name, value in (("Content-Type", "application/json"), ("Content-Length", str(len(data))),
+                                ("Request-Id", f"req_{secrets.token_hex(7)}")):
+                self.send_header(name, value)
             self.end_headers()
             self.wfile.write(data)
 
-        do_GET = do_POST = do_DELETE = _answer
+        do_GET = do_POST = _answer
 
         def log_message(self, *args):
             pass

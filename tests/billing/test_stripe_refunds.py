@@ -88,6 +88,21 @@ def test_partial_refunds_take_back_only_their_new_part_whatever_the_replays(fake
     assert balance(org) == 0
 
 
+def test_a_refund_delivered_before_its_payment_is_still_taken_back(fake_stripe, org):
+    payment, _ = topup_session_create(organization=org, amount_micro=25 * USD, created_by=None,
+                                      success_url="https://app.example.com/ok", cancel_url="https://app.example.com/")
+    completed = fake_stripe.complete_checkout(payment.stripe_checkout_session_id)
+    charge = fake_stripe.of("payment_intent")[0]["latest_charge"]
+    deliver(fake_stripe.refund(charge, 1000))
+    assert balance(org) == 0
+    deliver(completed)
+    assert balance(org) == 15 * USD and clawbacks(org) == [-10 * USD]
+    payment.refresh_from_db()
+    assert (payment.credited_micro, payment.refunded_cents, payment.clawed_back_micro) == (25 * USD, 1000, 10 * USD)
+    deliver(fake_stripe.refund(charge))
+    assert balance(org) == 0
+
+
 def test_a_refund_of_credit_already_spent_takes_what_it_can_and_alerts(fake_stripe, org, committed):
     payment, charge = paid(fake_stripe, org, 25)
     price = Price(input_micro_per_mtok=20 * USD * USD, output_micro_per_mtok=0)
