@@ -25,6 +25,7 @@ urlpatterns = [
     path("healthz", healthz),
     path("v1/", include("inference.urls")),
     path("api/", include("accounts.api.urls")),  # sessions, the OpenAPI schema and its docs
+    path("api/billing/", include("billing.api.urls")),  # an organization's balance, usage, top-ups and limits
     path("api/v1/", include("inference.urls")),  # the OpenAI-compatible endpoints again, under /api
     path("staff/billing/", include("billing.staff.urls")),  # the operators' billing overview and CSV exports
     path("billing/stripe/", include("billing.stripe.urls")),  # the Stripe webhook

@@ -23,6 +23,12 @@ SESSION_OPERATIONS = {
     ("GET", "/api/sessions"), ("GET", "/api/sessions/{session_id}"), ("PATCH", "/api/sessions/{session_id}"),
     ("DELETE", "/api/sessions/{session_id}"), ("GET", "/api/sessions/{session_id}/messages"),
 }
+# Signed-in members (a session cookie) or the organization's API keys: tests/billing/test_tenant_schema.py.
+BILLING_OPERATIONS = {(method, f"/api/billing/{path}") for method, path in [
+    ("GET", "balance"), ("GET", "ledger"), ("GET", "usage"), ("GET", "topups"), ("POST", "topups"),
+    ("GET", "limits"), ("PATCH", "limits"), ("GET", "keys/{key_id}/limits"), ("PATCH", "keys/{key_id}/limits"),
+    ("GET", "settings"), ("PATCH", "settings"),
+]}
 
 
 @pytest.fixture
@@ -39,7 +45,8 @@ def test_the_schema_is_a_valid_openapi_3_document_of_the_whole_api(document):
     loaded = schemathesis.openapi.from_dict(document)
     loaded.validate()
     operations = [result.ok() for result in loaded.get_all_operations()]
-    assert {(op.method.upper(), op.path) for op in operations} == OPENAI_OPERATIONS | SESSION_OPERATIONS
+    assert {(op.method.upper(), op.path) for op in operations} == (
+        OPENAI_OPERATIONS | SESSION_OPERATIONS | BILLING_OPERATIONS)
     assert document["components"]["securitySchemes"]["ApiKeyAuth"] == {
         **document["components"]["securitySchemes"]["ApiKeyAuth"], "type": "http", "scheme": "bearer"}
     for method, path in OPENAI_OPERATIONS | SESSION_OPERATIONS:
