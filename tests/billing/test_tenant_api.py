@@ -237,3 +237,18 @@ def test_the_ledger_lists_newest_first_with_its_filter_and_pages(acme, globex):
     assert [e["kind"] for e in page["data"]] == ["grant"] and page["offset"] == 2
     assert_error(call((acme, "owner"), "get", "/api/billing/ledger?kind=bonus"), 400, param="kind")
     assert_error(call((acme, "owner"), "get", "/api/billing/ledger?limit=0"), 400, param="limit")
+
+
+def test_malformed_bodies_and_methods_get_error_objects(acme):
+    client = Client()
+    client.force_login(acme.users["owner"])
+    assert_error(client.patch("/api/billing/limits", data=b"{nope", content_type="application/json"), 400)
+    assert_error(client.patch("/api/billing/limits", data=b"rate_limit_rpm=5", content_type="text/plain"), 415)
+    assert_error(client.put("/api/billing/limits", data=b"{}", content_type="application/json"), 405,
+                 code="method_not_allowed")
+    assert_error(client.delete("/api/billing/settings"), 405)
+    assert_error(client.post("/api/billing/balance", data=b"{}", content_type="application/json"), 405)
+    assert_error(client.get("/api/billing/nothing-here"), 404, code="unknown_url")
+    assert client.get("/api/billing/balance", headers={"Accept": "text/html"})["Content-Type"] == "application/json"
+    acme.org.refresh_from_db()
+    assert acme.org.rate_limit_rpm is None
