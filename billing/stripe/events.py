@@ -11,7 +11,7 @@ import logging
 import stripe
 from django.db import IntegrityError, transaction
 
-from billing.models import CreditAccount, LedgerEntry, Payment, PaymentIssue, StripeEvent
+from billing.models import MICRO_USD, CreditAccount, LedgerEntry, Payment, PaymentIssue, StripeEvent
 from billing.services import account_for, ledger_post
 from billing.stripe.client import MICRO_PER_CENT, StripeNotConfigured, object_id, stripe_client
 from billing.stripe.payments import (
@@ -116,8 +116,9 @@ def _charge_refunded(charge: dict, _context: dict) -> None:
         issue_open(
             kind=PaymentIssue.Kind.REFUND_SHORTFALL, payment=payment, stripe_object_id=charge["id"],
             amount_cents=-(-shortfall // MICRO_PER_CENT),
-            detail=(f"A refund of {new_cents / 100:,.2f} should take back {owed / 1e6:,.6f} USD of credit, but "
-                    f"only {taken / 1e6:,.6f} USD was available; {shortfall / 1e6:,.6f} USD was not taken back."),
+            detail=(f"A refund of {new_cents / 100:,.2f} should take back {owed / MICRO_USD:,.6f} USD of credit, "
+                    f"but only {taken / MICRO_USD:,.6f} USD was available; "
+                    f"{shortfall / MICRO_USD:,.6f} USD was not taken back."),
         )
 
 

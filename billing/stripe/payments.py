@@ -17,10 +17,9 @@ from billing.stripe.client import MICRO_PER_CENT
 log = logging.getLogger(__name__)
 
 
-def payment_find(*, session_id: str = "", intent_id: str = "", charge_id: str = "", metadata=None,
-                 lock: bool = True) -> Payment | None:
-    """The Payment a Stripe object answers to, by its ids, else by the payment_id in its metadata."""
-    rows = Payment.objects.select_for_update() if lock else Payment.objects.all()
+def payment_find(*, session_id: str = "", intent_id: str = "", charge_id: str = "", metadata=None) -> Payment | None:
+    """The Payment a Stripe object answers to (locked), by its ids, else by the payment_id in its metadata."""
+    rows = Payment.objects.select_for_update()
     for field, value in (("stripe_checkout_session_id", session_id), ("stripe_payment_intent_id", intent_id),
                          ("stripe_charge_id", charge_id)):
         if value:
@@ -50,9 +49,11 @@ def payment_credit(payment: Payment, *, amount_cents: int, intent_id: str, charg
         log.error("payment %s reported paid with %s cents; nothing credited", payment.pk, amount_cents)
         return False
     credit = amount_cents * MICRO_PER_CENT
-    paid_by = {"stripe_payment_intent_id": intent_id} if intent_id else {}  # the intent that succeeded, not a failed one
+    # The intent that succeeded, rather than an earlier one that failed.
+    paid_by = {"stripe_payment_intent_id": intent_id} if intent_id else {}
     claimed = Payment.objects.filter(pk=payment.pk, credited_micro=0).update(
-        status=Payment.Status.SUCCEEDED, credited_micro=credit, amount_cents=amount_cents, failure_message="", **paid_by,
+        status=Payment.Status.SUCCEEDED, credited_micro=credit, amount_cents=amount_cents, failure_message="",
+        **paid_by,
     )
     if not claimed:
         return False

@@ -33,7 +33,8 @@ def reconcile_events(*, since: datetime | None = None, page_size: int = 100) -> 
     except stripe.StripeError as exc:
         log.warning("Stripe reconciliation could not list events: %s", exc)
         return {"fetched": 0, "applied": 0, "failed": 0, "error": str(exc)}
-    known = set(StripeEvent.objects.filter(event_id__in=[e.get("id") for e in listed]).values_list("event_id", flat=True))
+    ids = [event.get("id") for event in listed]
+    known = set(StripeEvent.objects.filter(event_id__in=ids).values_list("event_id", flat=True))
     applied = failed = 0
     # Stripe lists newest first; apply oldest first (a refund after the payment it refunds).
     for raw in sorted(reversed(listed), key=lambda e: e.get("created") or 0):

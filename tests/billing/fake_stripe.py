@@ -155,7 +155,8 @@ class FakeStripe:
             self._get(params["customer"], "customer")
         method = params.get("payment_method")
         if method and not method.startswith("pm_"):
-            raise StripeError(404, f"No such PaymentMethod: '{method}'", code="resource_missing", param="payment_method")
+            raise StripeError(404, f"No such PaymentMethod: '{method}'", code="resource_missing",
+                              param="payment_method")
         intent = self._intent(amount, params.get("currency", "usd"), params.get("customer"), method,
                               params.get("metadata", {}), params.get("setup_future_usage"))
         if params.get("confirm") == "true":
