@@ -189,9 +189,11 @@ REST_FRAMEWORK = {
 SPECTACULAR_SETTINGS = {
     "TITLE": "LLM platform API",
     "DESCRIPTION": (
-        "OpenAI-compatible chat completions (`/v1`, also under `/api/v1`) and the server-side chat sessions "
-        "of an organization (`/api/sessions`). Authenticate with an organization's API key: "
-        "`Authorization: Bearer sk-...`. Errors are OpenAI error objects: "
+        "OpenAI-compatible chat completions (`/v1`, also under `/api/v1`), the server-side chat sessions "
+        "of an organization (`/api/sessions`) and its billing (`/api/billing`: balance, ledger, usage, top-ups, "
+        "limits, settings). Authenticate with an organization's API key: `Authorization: Bearer sk-...` "
+        "(billing changes need a signed-in owner or admin: session cookie, `X-CSRFToken`, `X-Organization`). "
+        "Errors are OpenAI error objects: "
         "`{\"error\": {\"message\", \"type\", \"param\", \"code\"}}`."
     ),
     "VERSION": "1.0.0",

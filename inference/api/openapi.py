@@ -332,7 +332,9 @@ ERRORS = {
     "403": "This API key may not use the model.",
     "404": "Unknown model, or unknown `session_id`.",
     "413": "The request body is too large.",
-    "429": "The key's rate limit is reached.",
+    "429": "A rate limit of the key or its organization is reached (`rate_limit_exceeded`, `type` requests or "
+           "tokens), or the key's spend cap (`spend_cap_reached`, `type` insufficient_quota). `Retry-After` says "
+           "when to retry; `x-ratelimit-*` headers give the limits and what remains.",
     "503": "No inference worker can take the request now; nothing was charged.",
 }
 

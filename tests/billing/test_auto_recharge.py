@@ -9,15 +9,14 @@ from accounts.models import User
 from accounts.services import organization_get_or_create
 from billing.models import BillingProfile, LedgerEntry, Payment, PaymentIssue
 from billing.pricing import Price
-from billing.selectors import ledger_sum_micro
 from billing.services import credit_grant, hold_place, hold_settle
 from billing.stripe.customers import customer_for
 from billing.tasks.payments import auto_recharge
 from tests.billing.fake_stripe import deliver, fake_stripe  # noqa: F401
+from tests.billing.money import USD, balance
 
 pytestmark = pytest.mark.money
 
-USD = 1_000_000
 # A request of one prompt and one completion token: up to $1 held, $0.50 charged when it generates nothing.
 PRICE = Price(input_micro_per_mtok=USD // 2 * 1_000_000, output_micro_per_mtok=USD // 2 * 1_000_000)
 
@@ -38,13 +37,6 @@ def recharging_org(fake, *, credit_usd=12, card="pm_card_visa", enabled=True):
 
 def charges(fake) -> list[dict]:
     return [params for method, path, params in fake.requests if (method, path) == ("POST", "/v1/payment_intents")]
-
-
-def balance(org) -> int:
-    account = org.credit_account
-    account.refresh_from_db()
-    assert ledger_sum_micro(account=account) == account.balance_micro
-    return account.balance_micro
 
 
 def settle_concurrently(org, workers: int, completion_tokens: int, prefix: str):

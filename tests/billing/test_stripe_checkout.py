@@ -5,15 +5,13 @@ from django.db import connection
 
 from accounts.models import User
 from billing.models import BillingProfile, Payment
-from billing.selectors import ledger_sum_micro
 from billing.stripe.checkout import CheckoutFailed, TopupAmountInvalid, topup_session_create
 from billing.stripe.client import StripeNotConfigured
 from tests.billing.fake_stripe import fake_stripe  # noqa: F401
+from tests.billing.money import USD, balance
 from tests.factories import make_org
 
 pytestmark = pytest.mark.money
-
-USD = 1_000_000
 
 
 def topup(org, amount_micro=25 * USD, user=None, **urls):
@@ -22,13 +20,6 @@ def topup(org, amount_micro=25 * USD, user=None, **urls):
         success_url=urls.get("success_url", "https://app.example.com/billing?paid=1"),
         cancel_url=urls.get("cancel_url", "https://app.example.com/billing"),
     )
-
-
-def balance(org) -> int:
-    account = org.credit_account
-    account.refresh_from_db()
-    assert ledger_sum_micro(account=account) == account.balance_micro
-    return account.balance_micro
 
 
 @pytest.mark.django_db

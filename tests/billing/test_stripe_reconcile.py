@@ -4,29 +4,13 @@ import time
 import pytest
 
 from billing.models import LedgerEntry, Payment, StripeEvent
-from billing.selectors import ledger_sum_micro
-from billing.stripe.checkout import topup_session_create
 from billing.stripe.reconcile import reconcile_events
 from billing.tasks.payments import reconcile_stripe
 from tests.billing.fake_stripe import deliver, fake_stripe  # noqa: F401
+from tests.billing.money import USD, balance, checkout
 from tests.factories import make_org
 
 pytestmark = pytest.mark.money
-
-USD = 1_000_000
-
-
-def checkout(org, usd=25) -> Payment:
-    payment, _ = topup_session_create(organization=org, amount_micro=usd * USD, created_by=None,
-                                      success_url="https://app.example.com/ok", cancel_url="https://app.example.com/")
-    return payment
-
-
-def balance(org) -> int:
-    account = org.credit_account
-    account.refresh_from_db()
-    assert ledger_sum_micro(account=account) == account.balance_micro
-    return account.balance_micro
 
 
 @pytest.mark.django_db

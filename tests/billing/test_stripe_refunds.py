@@ -6,14 +6,12 @@ from accounts.models import User
 from accounts.services import organization_get_or_create
 from billing.models import LedgerEntry, Payment, PaymentIssue
 from billing.pricing import Price
-from billing.selectors import ledger_sum_micro
 from billing.services import credit_grant, hold_place
 from billing.stripe.checkout import topup_session_create
 from tests.billing.fake_stripe import deliver, fake_stripe  # noqa: F401
+from tests.billing.money import USD, balance
 
 pytestmark = pytest.mark.money
-
-USD = 1_000_000
 
 
 @pytest.fixture
@@ -37,13 +35,6 @@ def paid(fake, org, usd=25) -> tuple[Payment, str]:
     payment.refresh_from_db()
     assert payment.credited_micro == usd * USD
     return payment, payment.stripe_charge_id
-
-
-def balance(org) -> int:
-    account = org.credit_account
-    account.refresh_from_db()
-    assert ledger_sum_micro(account=account) == account.balance_micro
-    return account.balance_micro
 
 
 def clawbacks(org) -> list[int]:

@@ -6,27 +6,11 @@ from django.db import connection
 from django.test import Client
 
 from billing.models import BillingProfile, LedgerEntry, Payment, StripeEvent
-from billing.selectors import ledger_sum_micro
-from billing.stripe.checkout import topup_session_create
 from tests.billing.fake_stripe import WEBHOOK_URL, deliver, fake_stripe, signature, signed  # noqa: F401
+from tests.billing.money import USD, balance, checkout
 from tests.factories import make_org
 
 pytestmark = pytest.mark.money
-
-USD = 1_000_000
-
-
-def checkout(org, usd=25) -> Payment:
-    payment, _ = topup_session_create(organization=org, amount_micro=usd * USD, created_by=None,
-                                      success_url="https://app.example.com/ok", cancel_url="https://app.example.com/")
-    return payment
-
-
-def balance(org) -> int:
-    account = org.credit_account
-    account.refresh_from_db()
-    assert ledger_sum_micro(account=account) == account.balance_micro
-    return account.balance_micro
 
 
 def post(body: bytes, header: str | None):
