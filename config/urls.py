@@ -30,8 +30,13 @@ urlpatterns = [
     path("staff/billing/", include("billing.staff.urls")),  # the operators' billing overview and CSV exports
     path("billing/stripe/", include("billing.stripe.urls")),  # the Stripe webhook
     path("admin/", admin.site.urls),
+    # The dashboard: account pages (sign-up, organizations, team, keys, sessions), usage and billing, playground.
+    path("", include("billing.web.urls")),
+    path("", include("inference.web.urls")),
+    path("", include("accounts.web.urls")),
 ]
 
 handler400 = "config.views.bad_request"
+handler403 = "config.views.permission_denied"
 handler404 = "config.views.not_found"
 handler500 = "config.views.server_error"

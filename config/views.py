@@ -1,5 +1,6 @@
-"""Error pages: OpenAI error objects under the API prefixes, plain text elsewhere."""
+"""Error pages: OpenAI error objects under the API prefixes, dashboard pages elsewhere."""
 from django.http import HttpResponse
+from django.shortcuts import render
 
 from inference.api.errors import APIError
 
@@ -13,7 +14,15 @@ def _is_api(request) -> bool:
 def not_found(request, exception=None):
     if _is_api(request):
         return APIError(404, f"Unknown path: {request.method} {request.path}", code="unknown_url").response()
-    return HttpResponse("Not found", status=404, content_type="text/plain")
+    return render(request, "error.html", {"title": "Not found",
+                                          "detail": "There is no such page in your organization."}, status=404)
+
+
+def permission_denied(request, exception=None):
+    if _is_api(request):
+        return APIError(403, str(exception) or "Forbidden.", type="permission_error").response()
+    detail = str(exception) or "You do not have permission to do this."
+    return render(request, "error.html", {"title": "Not allowed", "detail": detail}, status=403)
 
 
 def server_error(request):

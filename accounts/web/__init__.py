@@ -1,0 +1,1 @@
+"""The dashboard's account pages and the tenancy every dashboard page runs under."""

@@ -1,0 +1,53 @@
+"""The dashboard's home, creating an organization and switching between the user's organizations."""
+from django import forms
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_POST
+
+from accounts.models import Organization
+from accounts.services import organization_get_or_create
+from accounts.web.tenancy import SESSION_KEY, current_membership, switch_organization
+
+
+def home(request):
+    if not request.user.is_authenticated:
+        return redirect("login")
+    if current_membership(request) is None:
+        return redirect("organization-create")
+    return redirect("usage")
+
+
+class OrganizationForm(forms.Form):
+    name = forms.CharField(max_length=100, help_text="Shown to your team and on invoices; unique on this server.")
+
+    def clean_name(self):
+        name = self.cleaned_data["name"].strip()
+        if not name:
+            raise forms.ValidationError("Give the organization a name.")
+        if Organization.objects.filter(name__iexact=name).exists():
+            raise forms.ValidationError("An organization with this name already exists.")
+        return name
+
+
+@login_required
+def organization_create(request):
+    form = OrganizationForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        organization, _ = organization_get_or_create(name=form.cleaned_data["name"], owner=request.user)
+        request.session[SESSION_KEY] = organization.pk
+        messages.success(request, f"Organization {organization.name} created. You are its owner.")
+        return redirect("keys")
+    return render(request, "dashboard/organization_create.html", {"form": form})
+
+
+@login_required
+@require_POST
+def organization_switch(request):
+    wanted = request.POST.get("organization", "")
+    if wanted == "new":
+        return redirect("organization-create")
+    membership = switch_organization(request, wanted) if wanted.isdigit() else None
+    if membership is None:
+        messages.error(request, "You are not a member of that organization.")
+    return redirect(request.POST.get("next") or "home")
