@@ -1,0 +1,81 @@
+"""API keys pages: the organization's keys for every member; creating and revoking them for managers.
+
+A new key's secret is kept in the user's session only from its creation to the next page view, which
+shows it once and forgets it: a reload, or the back button, cannot show it again.
+"""
+from django.contrib import messages
+from django.http import Http404
+from django.shortcuts import redirect, render
+from django.utils import timezone
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_http_methods, require_POST, require_safe
+
+from accounts.models import APIKey
+from accounts.services import api_key_create, api_key_revoke
+from accounts.web.decorators import manager_required, member_required
+from accounts.web.key_forms import KeyCreateForm
+from billing.api.fields import usd
+
+NEW_SECRET = "dashboard_new_key"  # session entry: {"id": key id, "secret": the secret}, until shown once
+
+
+def key_status(key: APIKey, now) -> str:
+    if key.revoked_at is not None:
+        return "revoked"
+    if key.expires_at is not None and key.expires_at <= now:
+        return "expired"
+    return "active"
+
+
+def key_limits(key: APIKey) -> list[str]:
+    """The key's own limits in words, e.g. ["60 requests/min", "25.00 USD per month"]; empty for none."""
+    limits = []
+    if key.rate_limit_rpm:
+        limits.append(f"{key.rate_limit_rpm:,} requests/min")
+    if key.rate_limit_tpm:
+        limits.append(f"{key.rate_limit_tpm:,} tokens/min")
+    if key.spend_cap_micro is not None:
+        limits.append(f"{usd(key.spend_cap_micro)} USD per {key.spend_cap_window}")
+    return limits
+
+
+@require_safe
+@never_cache
+@member_required
+def key_list(request):
+    now = timezone.now()
+    keys = list(APIKey.objects.filter(organization=request.organization)
+                .select_related("created_by").order_by("-created_at", "-pk"))
+    for key in keys:
+        key.status = key_status(key, now)
+        key.limits = key_limits(key)
+    new_key = request.session.pop(NEW_SECRET, None)
+    if new_key is not None and not any(key.pk == new_key.get("id") for key in keys):
+        new_key = None  # made in another organization than the one now current: not this page's to show
+    return render(request, "dashboard/keys/list.html", {"keys": keys, "new_key": new_key})
+
+
+@require_http_methods(["GET", "POST"])
+@manager_required
+def key_create(request):
+    form = KeyCreateForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        key, secret = api_key_create(organization=request.organization, created_by=request.user,
+                                     **form.service_arguments())
+        request.session[NEW_SECRET] = {"id": key.pk, "name": key.name, "secret": secret}
+        return redirect("keys")
+    return render(request, "dashboard/keys/create.html", {"form": form})
+
+
+@require_POST
+@manager_required
+def key_revoke(request, key_id: int):
+    key = APIKey.objects.filter(organization=request.organization, pk=key_id).first()
+    if key is None:
+        raise Http404("No such API key in this organization.")
+    if key.revoked_at is not None:
+        messages.info(request, f"The key {key.name} was already revoked.")
+    else:
+        api_key_revoke(key=key)
+        messages.success(request, f"The key {key.name} ({key.prefix}…) is revoked: requests with it now get 401.")
+    return redirect("keys")
