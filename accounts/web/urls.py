@@ -1,11 +1,11 @@
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from accounts.web import keys, organizations, sessions
+from accounts.web import auth, invitations, keys, organizations, sessions, team
 
 urlpatterns = [
     path("", organizations.home, name="home"),
-    path("accounts/login/", auth_views.LoginView.as_view(template_name="dashboard/auth/login.html"), name="login"),
+    path("accounts/login/", auth.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("organizations/new/", organizations.organization_create, name="organization-create"),
     path("organizations/switch/", organizations.organization_switch, name="organization-switch"),
@@ -16,4 +16,16 @@ urlpatterns = [
     path("sessions/<str:session_id>/", sessions.session_detail, name="session-detail"),
     path("sessions/<str:session_id>/rename/", sessions.session_rename, name="session-rename"),
     path("sessions/<str:session_id>/delete/", sessions.session_delete, name="session-delete"),
+    path("accounts/signup/", auth.signup, name="signup"),
+    path("accounts/password-reset/", auth.PasswordResetView.as_view(), name="password_reset"),
+    path("accounts/password-reset/sent/", auth.PasswordResetDoneView.as_view(), name="password_reset_done"),
+    path("accounts/reset/<uidb64>/<token>/", auth.PasswordResetConfirmView.as_view(), name="password_reset_confirm"),
+    path("accounts/reset/done/", auth.PasswordResetCompleteView.as_view(), name="password_reset_complete"),
+    path("team/", team.team, name="team"),
+    path("team/invite/", team.invite, name="team-invite"),
+    path("team/invitations/<int:pk>/revoke/", team.invitation_revoke_view, name="invitation-revoke"),
+    path("team/members/<int:pk>/role/", team.member_role, name="member-role"),
+    path("team/members/<int:pk>/remove/", team.member_remove_view, name="member-remove"),
+    path("team/leave/", team.leave, name="team-leave"),
+    path("invitations/<str:token>/", invitations.invitation_accept_view, name="invitation-accept"),
 ]
