@@ -84,16 +84,25 @@ class BillingSettingsView(BillingAPIView):
                     request=BillingSettingsSerializer,
                     responses={200: BillingSettingsSerializer, **WRITE_ERRORS})
     def patch(self, request):
-        with transaction.atomic():
-            BillingProfile.objects.get_or_create(organization=self.organization)
-            profile = BillingProfile.objects.select_for_update().get(organization=self.organization)
-            body = BillingSettingsSerializer(data=request.data, partial=True, context={"profile": profile})
-            body.is_valid(raise_exception=True)
-            changed = {name: value for name, value in body.validated_data.items() if getattr(profile, name) != value}
-            for name, value in changed.items():
-                setattr(profile, name, value)
-            for armed in {REARMED_BY[name] for name in changed if name in REARMED_BY}:
-                setattr(profile, armed, True)
-            if changed:
-                profile.save()
+        profile = billing_settings_update(organization=self.organization, data=request.data)
         return Response(BillingSettingsSerializer(profile).data)
+
+
+def billing_settings_update(*, organization: Organization, data) -> BillingProfile:
+    """Validate `data` (BillingSettingsSerializer's shape) against the locked profile and save what changed.
+
+    A changed threshold (or enabling) re-arms its trigger. Raises serializers.ValidationError, changing nothing.
+    """
+    with transaction.atomic():
+        BillingProfile.objects.get_or_create(organization=organization)
+        profile = BillingProfile.objects.select_for_update().get(organization=organization)
+        body = BillingSettingsSerializer(data=data, partial=True, context={"profile": profile})
+        body.is_valid(raise_exception=True)
+        changed = {name: value for name, value in body.validated_data.items() if getattr(profile, name) != value}
+        for name, value in changed.items():
+            setattr(profile, name, value)
+        for armed in {REARMED_BY[name] for name in changed if name in REARMED_BY}:
+            setattr(profile, armed, True)
+        if changed:
+            profile.save()
+    return profile
