@@ -1,4 +1,4 @@
-"""ASGI entry point: HTTP (API, dashboard, admin, static files) and, later, WebSockets."""
+"""ASGI entry point: HTTP (API, dashboard, admin, static files) and WebSockets (the playground)."""
 import os
 
 from django.core.asgi import get_asgi_application
@@ -6,7 +6,9 @@ from django.core.asgi import get_asgi_application
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 django_asgi_app = get_asgi_application()
 
-from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402  (needs apps loaded)
+from channels.auth import AuthMiddlewareStack  # noqa: E402  (needs apps loaded)
+from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 from django.conf import settings  # noqa: E402
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 
@@ -19,7 +21,10 @@ from config.periodic import start_in_process  # noqa: E402
 
 periodic = start_in_process()
 
+from inference.web.routing import websocket_urlpatterns  # noqa: E402
+
 application = ProtocolTypeRouter({
     "http": http_app,
-    "websocket": URLRouter([]),
+    # The playground's chat: the session cookie's user, pages of this site only (Origin checked against ALLOWED_HOSTS).
+    "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
 })

@@ -1,1 +1,7 @@
-urlpatterns = []
+from django.urls import path
+
+from inference.web import views
+
+urlpatterns = [
+    path("playground/", views.playground, name="playground"),
+]

@@ -1,0 +1,137 @@
+"""The playground's WebSocket: a signed-in member of the organization current in their session chats with
+the models on that organization's credit.
+
+Client → server: {"type": "chat", "model", "messages", "temperature", "max_tokens"}, {"type": "stop"},
+{"type": "save", "model", "messages"}. Server → client: "ready" (the organization), then per turn
+"start", "delta"s and "done" or "error" (turn.py); "saved" for a save. An error that does not end a
+turn names its `action` (save, chat: a turn is already running, message: unreadable).
+
+Refused connections are accepted only to be closed at once with a code and a reason the page shows:
+4401 not signed in, 4403 not a member of any organization (or no longer of this one).
+"""
+import asyncio
+import json
+import logging
+from types import SimpleNamespace
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncJsonWebsocketConsumer
+
+from accounts.models import Membership
+from accounts.web.tenancy import current_membership
+from inference.api.errors import APIError, invalid
+from inference.web.saving import save_conversation
+from inference.web.turn import Turn, error_message
+
+log = logging.getLogger(__name__)
+_turns: set[asyncio.Task] = set()  # keeps running turns referenced until they finish
+
+NOT_SIGNED_IN = 4401
+NOT_A_MEMBER = 4403
+
+
+def _membership(user, session):
+    """The membership the dashboard acts under for this session (accounts.web.tenancy's rule)."""
+    return current_membership(SimpleNamespace(user=user, session=session))
+
+
+def _organization_if_member(user, organization):
+    """The organization as it is now (its limits may have changed), while the user is still its member."""
+    membership = (Membership.objects.filter(user=user, organization=organization).select_related("organization")
+                  .first())
+    return membership.organization if membership is not None else None
+
+
+class PlaygroundConsumer(AsyncJsonWebsocketConsumer):
+    async def connect(self):
+        self.organization = None
+        self.turn: Turn | None = None
+        self.task: asyncio.Task | None = None
+        await self.accept()
+        user = self.scope.get("user")
+        if user is None or not user.is_authenticated:
+            return await self._refuse(NOT_SIGNED_IN, "not_signed_in", "Sign in to use the playground.")
+        membership = await database_sync_to_async(_membership)(user, self.scope["session"])
+        if membership is None:
+            return await self._refuse(NOT_A_MEMBER, "not_a_member",
+                                      "You are not a member of any organization: create one to use the playground.")
+        self.user, self.organization = user, membership.organization
+        await self.send_json({"type": "ready", "organization": self.organization.name})
+
+    async def _refuse(self, code: int, error_code: str, message: str) -> None:
+        await self.send_json({"type": "error", "error": {"message": message, "type": "authentication_error",
+                                                         "param": None, "code": error_code, "status": code - 4000}})
+        self.organization = None
+        await self.close(code=code, reason=message)
+
+    async def receive(self, text_data=None, bytes_data=None, **kwargs):
+        try:
+            content = json.loads(text_data) if text_data is not None else None
+        except ValueError:
+            content = None
+        if not isinstance(content, dict) or not isinstance(content.get("type"), str):
+            return await self._send_open(error_message(invalid(
+                "Each message must be a JSON object with a 'type': chat, stop or save.", "type", "invalid_message"))
+                | {"action": "message"})
+        await self.receive_json(content)
+
+    async def receive_json(self, content, **kwargs):
+        if self.organization is None:
+            return
+        kind = content["type"]
+        if kind == "stop":
+            if self.turn is not None:
+                self.turn.stop()
+            return
+        if kind not in ("chat", "save"):
+            return await self._send_open(error_message(invalid(
+                f"Unknown message type '{kind}': use chat, stop or save.", "type", "invalid_message"))
+                | {"action": "message"})
+        organization = await database_sync_to_async(_organization_if_member)(self.user, self.organization)
+        if organization is None:
+            return await self._refuse(NOT_A_MEMBER, "not_a_member",
+                                      f"You are no longer a member of {self.organization.name}.")
+        if kind == "save":
+            return await self._save(organization, content)
+        if self.task is not None and not self.task.done():
+            return await self._send_open(error_message(APIError(
+                409, "An answer is still being generated: wait for it or stop it first.", code="turn_in_progress"))
+                | {"action": "chat"})
+        self.turn = Turn(organization, self._send_open)
+        self.task = asyncio.create_task(self._run(self.turn, content))
+        _turns.add(self.task)
+        self.task.add_done_callback(_turns.discard)
+
+    async def _run(self, turn: Turn, content: dict) -> None:
+        try:
+            await turn.run(content)
+        except Exception:
+            log.exception("playground turn %s failed", turn.request_id)
+            turn.stop()
+            await self._send_open({"type": "error", "error": {
+                "message": "The turn failed on the server. Please retry.", "type": "server_error",
+                "param": None, "code": "server_error", "status": 500}})
+
+    async def _save(self, organization, content: dict) -> None:
+        try:
+            saved = await database_sync_to_async(save_conversation)(organization, content)
+        except APIError as exc:
+            return await self._send_open(error_message(exc) | {"action": "save"})
+        await self._send_open(saved)
+
+    async def _send_open(self, message: dict) -> bool:
+        """Send while the page is there; False once it has gone."""
+        if self.organization is None:
+            return False
+        try:
+            await self.send_json(message)
+        except Exception:  # the connection is closing under us
+            log.info("the playground page went away", exc_info=True)
+            return False
+        return True
+
+    async def disconnect(self, code):
+        self.organization = None  # nothing more is sent; a running turn stops and is charged what it generated
+        if self.turn is not None:
+            self.turn.stop()
+

@@ -1,0 +1,106 @@
+"""One playground turn: the shared chat pipeline, paid for by the organization, streamed over the socket.
+
+The turn runs exactly what `/v1/chat/completions` runs (inference.api.pipeline) with no API key:
+the organization's rate limits, a hold, the same Generation that settles it. The socket gets
+`start`, then one `delta` per piece of text, then `done` (usage, cost, finish reason) or `error`.
+"""
+import logging
+import time
+import uuid
+
+from asgiref.sync import sync_to_async
+
+from billing.models import UsageRecord
+from billing.services import account_for
+from inference.api.errors import APIError, generation_failed, invalid
+from inference.api.limits import RequestLimits
+from inference.api.pipeline import Caller, start_chat
+from inference.web.money import usd
+
+log = logging.getLogger(__name__)
+
+# What the page may set; everything else keeps the API's defaults (one choice, no tools, no session).
+FIELDS = ("model", "messages", "temperature", "max_tokens")
+_ENDED = ("stop", "length", "cancelled")
+
+
+def chat_body(message: dict) -> dict:
+    """The chat-completions body of a `chat` message, or a 400 naming a field the playground does not take."""
+    for name in sorted(message):
+        if name != "type" and name not in FIELDS:
+            raise invalid(f"'{name}' cannot be set in the playground; it takes {', '.join(FIELDS)}.", name,
+                          "unknown_parameter")
+    return {name: message[name] for name in FIELDS if name in message}
+
+
+def error_message(exc: APIError) -> dict:
+    """An APIError as the page shows it: the API's error object plus its status and Retry-After."""
+    error = {**exc.body()["error"], "status": exc.status}
+    if "Retry-After" in exc.headers:
+        error["retry_after"] = int(exc.headers["Retry-After"])
+    return {"type": "error", "error": error}
+
+
+def _settled(request_id: str, organization):
+    record = UsageRecord.objects.filter(request_id=request_id).first()
+    return record, account_for(organization=organization).available_micro
+
+
+class Turn:
+    def __init__(self, organization, send):
+        self.organization = organization
+        self.send = send  # async callable taking a message; False once the page has gone
+        self.request_id = f"chatcmpl-{uuid.uuid4().hex}"
+        self.generation = None
+        self.stopped = False
+
+    def stop(self) -> None:
+        """Cancel the generation: the turn ends with what was generated and is charged for that only."""
+        self.stopped = True
+        if self.generation is not None:
+            self.generation.cancel()
+
+    async def run(self, message: dict) -> None:
+        limits = RequestLimits()
+        try:
+            call = await start_chat(chat_body(message), Caller(self.organization, auto_session=False),
+                                    request_id=self.request_id, started=time.monotonic(), limits=limits)
+        except APIError as exc:
+            await limits.give_back()  # refused before it ran: its tokens do not count
+            await self._send(error_message(exc))
+            return
+        self.generation = generation = call.generation
+        generation.start()
+        try:
+            await self._send({"type": "start", "request_id": self.request_id, "model": call.chat.model})
+            while True:
+                if self.stopped:
+                    generation.cancel()  # again: a cancel sent before the engine had the request is lost
+                event = await generation.events.get()
+                if event.index == 0 and event.text:
+                    await self._send({"type": "delta", "text": event.text})
+                if event.finished:
+                    break
+        finally:
+            generation.cancel()  # no-op once finished
+        await self._send(await self._done(event))
+
+    async def _send(self, message: dict) -> None:
+        """Send to the page; once it has gone, the turn stops and is charged for what was generated."""
+        if not await self.send(message):
+            self.stop()
+
+    async def _done(self, event) -> dict:
+        """The end of the turn; the Generation has settled the hold before it delivers its final event."""
+        record, available = await sync_to_async(_settled)(self.request_id, self.organization)
+        done = {
+            "type": "done", "request_id": self.request_id, "finish_reason": event.finish_reason,
+            "usage": {"prompt_tokens": event.prompt_tokens, "completion_tokens": event.completion_tokens,
+                      "total_tokens": event.prompt_tokens + event.completion_tokens},
+            "cost_micro": record.cost_micro if record else None,
+            "cost_usd": usd(record.cost_micro) if record else None,
+            "available_usd": usd(available),
+        }
+        if event.finish_reason not in _ENDED:
+            done["error"] = error_message(generation_failed(event))["error"]
+        return done

@@ -1,0 +1,36 @@
+"""The playground page: the form and transcript; the chat itself runs over the WebSocket (consumer.py)."""
+from django.shortcuts import render
+
+from accounts.web.decorators import member_required
+from billing.services import account_for, price_get
+from inference.registry import DEFAULT_MODEL_ID, served_models
+from inference.web.money import usd
+from inference.web.routing import PLAYGROUND_PATH
+
+DEFAULT_MAX_TOKENS = 256
+
+
+def _model_options() -> list[dict]:
+    options = []
+    for spec in sorted(served_models(), key=lambda s: (s.id != DEFAULT_MODEL_ID, s.id)):
+        price = price_get(model_id=spec.id, default=spec.default_price)
+        options.append({
+            "id": spec.id,
+            "temperature": spec.sampling_defaults().get("temperature", 1.0),
+            "input_usd": usd(price.input_micro_per_mtok, places=2),
+            "output_usd": usd(price.output_micro_per_mtok, places=2),
+        })
+    return options
+
+
+@member_required
+def playground(request):
+    models = _model_options()
+    account = account_for(organization=request.organization)
+    return render(request, "dashboard/playground.html", {
+        "models": models,
+        "temperature": models[0]["temperature"] if models else 1.0,
+        "max_tokens": DEFAULT_MAX_TOKENS,
+        "available_usd": usd(account.available_micro),
+        "ws_path": "/" + PLAYGROUND_PATH,
+    })
