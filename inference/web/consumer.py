@@ -62,7 +62,7 @@ class PlaygroundConsumer(AsyncJsonWebsocketConsumer):
         await self.send_json({"type": "error", "error": {"message": message, "type": "authentication_error",
                                                          "param": None, "code": error_code, "status": code - 4000}})
         self.organization = None
-        await self.close(code=code, reason=message)
+        await self.close(code=code, reason=message.encode()[:120].decode(errors="ignore"))  # 123 bytes at most
 
     async def receive(self, text_data=None, bytes_data=None, **kwargs):
         try:
