@@ -77,7 +77,11 @@ def _slug(name: str) -> str:
 
 @pytest.fixture
 def shoot(browser):
-    """shoot(page, name): screenshots of the page's current URL at desktop and phone widths."""
+    """shoot(page, name): screenshots of the page's current URL at desktop and phone widths.
+
+    At the phone width the page itself must not scroll sideways: only wide tables and charts may, inside
+    their own boxes.
+    """
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
 
     def take(page, name: str) -> list[Path]:
@@ -90,6 +94,8 @@ def shoot(browser):
             other.goto(page.url)
             other.wait_for_load_state("networkidle")
             other.screenshot(path=str(paths[1]), full_page=True)
+            width = other.evaluate("document.documentElement.scrollWidth")
+            assert width <= PHONE["width"], f"{name} is {width}px wide on a {PHONE['width']}px phone"
         finally:
             phone.close()
         return paths
