@@ -12,7 +12,7 @@ from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
 from django.db.models import Count, Q
 from django.utils import timezone
 
-from accounts.models import APIKey, Membership, Organization, User
+from accounts.models import APIKey, Invitation, Membership, Organization, User
 from accounts.services import api_key_revoke
 from billing.admin.actions import BalanceActionsMixin
 from billing.admin.fields import MicroUSDField
@@ -179,3 +179,18 @@ class APIKeyAdmin(admin.ModelAdmin):
         if obj.spend_cap_micro is None:
             return "—"
         return f"{usd(obj.spend_cap_micro)} / {obj.get_spend_cap_window_display().lower()}"
+
+
+@admin.register(Invitation)
+class InvitationAdmin(admin.ModelAdmin):
+    """Pending and accepted invitations; the token is the accept link's secret, so it is never shown."""
+
+    list_display = ["email", "organization", "role", "invited_by", "created_at", "expires_at", "accepted_at"]
+    list_filter = ["role"]
+    search_fields = ["email", "organization__name"]
+    list_select_related = ["organization", "invited_by"]
+    exclude = ["token"]
+    readonly_fields = ["organization", "email", "role", "invited_by", "created_at", "expires_at", "accepted_at"]
+
+    def has_add_permission(self, request):
+        return False  # invitations are sent from the dashboard, which emails the link

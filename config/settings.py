@@ -118,6 +118,9 @@ PASSWORD_HASHERS = [
     "django.contrib.auth.hashers.PBKDF2SHA1PasswordHasher",
     "django.contrib.auth.hashers.ScryptPasswordHasher",
 ]
+# How many reverse proxies in front of the app append to X-Forwarded-For (0: clients connect directly).
+# Login throttling counts failures per client address; behind proxies that address comes from the header.
+TRUSTED_PROXIES = env_int("TRUSTED_PROXIES", 0, minimum=0)
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "home"
 LOGOUT_REDIRECT_URL = "login"

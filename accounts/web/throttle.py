@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
+from django.conf import settings
 from django.core.cache import cache
 
 WINDOW = 15 * 60  # seconds
@@ -69,4 +70,11 @@ def clear_email(email: str) -> None:
 
 
 def client_ip(request) -> str | None:
+    """The client's address: REMOTE_ADDR, or behind TRUSTED_PROXIES proxies the address the outermost
+    trusted proxy saw (X-Forwarded-For entries further left are the client's to forge)."""
+    proxies = settings.TRUSTED_PROXIES
+    if proxies:
+        hops = [hop.strip() for hop in request.META.get("HTTP_X_FORWARDED_FOR", "").split(",") if hop.strip()]
+        if len(hops) >= proxies:
+            return hops[-proxies]
     return request.META.get("REMOTE_ADDR") or None

@@ -210,3 +210,17 @@ def test_password_reset_form_shows_a_bad_email(client):
     response = client.post(reverse("password_reset"), {"email": "nope"})
     assert response.status_code == 200 and b"Enter a valid email address" in response.content
     assert mail.outbox == []
+
+
+@pytest.mark.parametrize("proxies, forwarded, expected", [
+    (0, "203.0.113.9", "10.0.0.1"),  # no proxy trusted: the header is the client's to forge
+    (1, "198.51.100.7, 203.0.113.9", "203.0.113.9"),  # one proxy: the address it saw
+    (2, "198.51.100.7, 203.0.113.9", "198.51.100.7"),
+    (2, "203.0.113.9", "10.0.0.1"),  # fewer hops than proxies: not trusted
+])
+def test_the_throttled_address_comes_from_trusted_proxies_only(settings, rf, proxies, forwarded, expected):
+    from accounts.web.throttle import client_ip
+
+    settings.TRUSTED_PROXIES = proxies
+    request = rf.get("/accounts/login/", REMOTE_ADDR="10.0.0.1", HTTP_X_FORWARDED_FOR=forwarded)
+    assert client_ip(request) == expected
