@@ -161,3 +161,40 @@ def test_another_tenants_pages_answer_404(page, funded_org):
         assert page.request.post(path, headers=headers, form={"title": "mine now"}).status == 404
     other_key.refresh_from_db()
     assert other_key.revoked_at is None and ChatSession.objects.filter(pk=other_session.pk).exists()
+
+
+def test_an_invited_user_joins_and_switches_between_organizations(new_page, shoot, funded_org):
+    from django.core import mail
+
+    org, owner = funded_org
+    skiff = make_org("skiff")
+    make_key(skiff, "skiff-key")
+    make_key(org, "tidewater-key")
+    sailor = make_user("sailor@skiff.test", skiff)
+
+    owner_page = new_page()
+    log_in(owner_page, owner.email)
+    owner_page.goto("/team/")
+    owner_page.fill("#invite-email", sailor.email)
+    owner_page.select_option("#invite-role", "admin")
+    owner_page.click("#invite-submit")
+    owner_page.wait_for_load_state("networkidle")
+    link = re.search(r"https?://[^\s]+/invitations/[^\s/]+/", mail.outbox[-1].body).group(0)
+
+    page = new_page()
+    page.goto("/accounts/password-reset/")
+    shoot(page, "password-reset")
+    log_in(page, sailor.email)
+    page.goto(link)
+    shoot(page, "invitation")
+    with page.expect_navigation():
+        page.click("#invitation-accept")
+    assert Membership.objects.get(user=sailor, organization=org).role == "admin"
+    page.goto("/keys/")
+    assert "tidewater-key" in page.content() and "skiff-key" not in page.content()
+
+    with page.expect_navigation():
+        page.select_option("#org-select", str(skiff.pk))  # the switcher submits itself
+    page.goto("/keys/")
+    assert "skiff-key" in page.content() and "tidewater-key" not in page.content()
+    assert page.locator("#org-select option:checked").inner_text().startswith("skiff")
