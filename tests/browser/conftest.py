@@ -22,10 +22,6 @@ from tests.api.conftest import (  # noqa: F401  (fixtures, shared with the API t
 )
 from tests.factories import make_org
 
-# Playwright's sync API keeps an event loop running in the test thread; the test's own database calls
-# are still plain synchronous calls, so Django's guard against ORM use inside a loop does not apply.
-os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-
 ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOTS = Path(os.environ.get("SCREENSHOT_DIR", ROOT / "artifacts" / "screenshots"))
 DESKTOP = {"width": 1280, "height": 800}
@@ -33,8 +29,10 @@ PHONE = {"width": 390, "height": 844}
 PASSWORD = "correct horse battery staple 9"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser():
+    """One Chromium for the browser tests, stopped after them: Playwright's sync API keeps an event loop
+    running in the test thread while it is started, which the other suites' async tests cannot share."""
     binary = os.environ.get("CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
     if binary is None:
         if os.environ.get("SKIP_BROWSER") == "1":
@@ -42,10 +40,16 @@ def browser():
         pytest.fail("chromium is not installed (apt-get install chromium), or set SKIP_BROWSER=1", pytrace=False)
     from playwright.sync_api import sync_playwright
 
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=binary, args=["--no-sandbox"])
-        yield browser
-        browser.close()
+    # The tests' own database calls are plain synchronous calls, made while that loop runs; Django's
+    # guard against ORM use inside an event loop does not apply to them.
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=binary, args=["--no-sandbox"])
+            yield browser
+            browser.close()
+    finally:
+        del os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"]
 
 
 @pytest.fixture

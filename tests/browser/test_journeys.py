@@ -44,7 +44,10 @@ def test_sign_up_create_a_key_use_it_see_usage_revoke_it(page, shoot, base_url):
     page.click("#key-create-submit")
     page.wait_for_url("**/keys/")
     secret = page.inner_text("#new-key-secret").strip()
-    assert secret.startswith("sk-") and page.locator("#copy-new-key").is_visible()
+    assert secret.startswith("sk-")
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"])
+    page.click("#copy-new-key")
+    assert page.evaluate("navigator.clipboard.readText()") == secret
     shoot(page, "key-created")
     page.reload()
     assert page.locator("#new-key-secret").count() == 0  # shown once
