@@ -67,8 +67,13 @@ def charts(days: list[dict]) -> list:
 
 
 def _breakdown(rows: list[dict], label) -> list[dict]:
+    """Rows with their label, cost in USD and share of the range's spend (`bar`: percent of the largest)."""
+    total = sum(row["cost_micro"] for row in rows)
+    top = max((row["cost_micro"] for row in rows), default=0)
     return [{**row, "label": label(row), "tokens": row["prompt_tokens"] + row["completion_tokens"],
-             "cost": usd(row["cost_micro"])} for row in rows]
+             "cost": usd(row["cost_micro"]),
+             "share": f"{100 * row['cost_micro'] / total:.1f}%" if total else "–",
+             "bar": round(100 * row["cost_micro"] / top) if top else 0} for row in rows]
 
 
 def _key_label(row: dict) -> str:

@@ -195,17 +195,23 @@ def test_charts_have_a_bar_per_day_with_tooltips_and_labelled_axes(seeded):
     assert len(today_bar) == 3  # the hover area, then prompt and completion stacked
 
 
+def parse_widths(html: str) -> list[str]:
+    return re.findall(r'class="share-bar" style="width: (\d+%)"', html)
+
+
 def test_breakdowns_by_model_and_by_key(seeded):
     page = parse(browser(seeded.users["member"]).get(USAGE))
     assert page.rows("usage-by-model") == [
-        ["large", "2", "4,000", "400", "$0.0048"],
-        ["small", "2", "300", "30", "$0.00036"],
+        ["large", "2", "4,000", "400", "$0.0048", "93.0%"],
+        ["small", "2", "300", "30", "$0.00036", "7.0%"],
     ]
     assert page.rows("usage-by-key") == [
-        [f"test ({seeded.key.prefix}…)", "2", "1,100", "110", "$0.00132"],
-        [f"batch ({seeded.batch.prefix}…)", "1", "200", "20", "$0.00024"],
-        ["(deleted key)", "1", "3,000", "300", "$0.0036"],
+        [f"test ({seeded.key.prefix}…)", "2", "1,100", "110", "$0.00132", "25.6%"],
+        [f"batch ({seeded.batch.prefix}…)", "1", "200", "20", "$0.00024", "4.7%"],
+        ["(deleted key)", "1", "3,000", "300", "$0.0036", "69.8%"],
     ]
+    bars = parse_widths(browser(seeded.users["member"]).get(USAGE).content.decode())
+    assert bars == ["100%", "8%", "37%", "7%", "100%"]  # against the largest row of each table
 
 
 def test_the_requests_table_shows_each_request_newest_first(seeded):
@@ -291,6 +297,6 @@ def test_a_user_of_two_organizations_sees_the_current_ones_usage(seeded, globex)
     client.post("/organizations/switch/", {"organization": str(globex.org.pk)})
     page = parse(client.get(USAGE))
     assert page.by_id("usage-total-requests").text == "1"
-    assert page.rows("usage-by-model") == [["globex-model", "1", "7,000", "700", "$0.0084"]]
+    assert page.rows("usage-by-model") == [["globex-model", "1", "7,000", "700", "$0.0084", "100.0%"]]
     assert len(_csv(client.get(CSV))) == 2
     assert re.search(r"\bsmall\b", page.by_id("usage-requests").text) is None
