@@ -1,4 +1,4 @@
-"""The form that creates an API key: its name, expiry, allowed models and limits.
+"""The forms that create an API key (name, expiry, allowed models, limits) and change its limits.
 
 Limits follow the tenants' REST API (`/api/billing/keys/{id}/limits`): the same bounds for requests and
 tokens per minute and the same exact USD parsing of the spend cap, so a key made here could be made there.
@@ -9,7 +9,7 @@ from rest_framework.exceptions import ValidationError as APIValidationError
 
 from accounts.models import APIKey, SpendWindow
 from billing.api.control_serializers import RPM_MAX, TPM_MAX
-from billing.api.fields import USDField
+from billing.api.fields import USDField, usd
 from inference.registry import all_models
 
 DATETIME_LOCAL = "%Y-%m-%dT%H:%M"
@@ -66,6 +66,32 @@ class KeyCreateForm(forms.Form):
         return {
             "name": data["name"],
             "expires_at": data["expires_at"],
+            "allowed_models": data["allowed_models"],
+            "spend_cap_micro": data["spend_cap_usd"],
+            "spend_cap_window": data["spend_cap_window"],
+            "rate_limit_rpm": data["rate_limit_rpm"],
+            "rate_limit_tpm": data["rate_limit_tpm"],
+        }
+
+
+class KeyLimitsForm(KeyCreateForm):
+    """An existing key's allowed models and limits; its name, expiry and secret stay as they are."""
+
+    def __init__(self, *args, key: APIKey, **kwargs):
+        initial = {
+            "allowed_models": key.allowed_models,
+            "spend_cap_usd": "" if key.spend_cap_micro is None else usd(key.spend_cap_micro),
+            "spend_cap_window": key.spend_cap_window,
+            "rate_limit_rpm": key.rate_limit_rpm,
+            "rate_limit_tpm": key.rate_limit_tpm,
+        }
+        super().__init__(*args, initial=initial, **kwargs)
+        del self.fields["name"], self.fields["expires_at"]
+
+    def service_arguments(self) -> dict:
+        """The key's fields as this form sets them."""
+        data = self.cleaned_data
+        return {
             "allowed_models": data["allowed_models"],
             "spend_cap_micro": data["spend_cap_usd"],
             "spend_cap_window": data["spend_cap_window"],

@@ -1,4 +1,4 @@
-"""API keys pages: the organization's keys for every member; creating and revoking them for managers.
+"""API keys pages: the organization's keys for every member; creating, limiting and revoking them for managers.
 
 A new key's secret is kept in the user's session only from its creation to the next page view, which
 shows it once and forgets it: a reload, or the back button, cannot show it again.
@@ -13,7 +13,7 @@ from django.views.decorators.http import require_http_methods, require_POST, req
 from accounts.models import APIKey
 from accounts.services import api_key_create, api_key_revoke
 from accounts.web.decorators import manager_required, member_required
-from accounts.web.key_forms import KeyCreateForm
+from accounts.web.key_forms import KeyCreateForm, KeyLimitsForm
 from billing.api.fields import usd
 
 NEW_SECRET = "dashboard_new_key"  # session entry: {"id": key id, "secret": the secret}, until shown once
@@ -67,12 +67,31 @@ def key_create(request):
     return render(request, "dashboard/keys/create.html", {"form": form})
 
 
-@require_POST
-@manager_required
-def key_revoke(request, key_id: int):
+def _organizations_key(request, key_id: int) -> APIKey:
     key = APIKey.objects.filter(organization=request.organization, pk=key_id).first()
     if key is None:
         raise Http404("No such API key in this organization.")
+    return key
+
+
+@require_http_methods(["GET", "POST"])
+@manager_required
+def key_limits_edit(request, key_id: int):
+    """Change a key's allowed models and limits; they apply from its next request."""
+    key = _organizations_key(request, key_id)
+    form = KeyLimitsForm(request.POST or None, key=key)
+    if request.method == "POST" and form.is_valid():
+        APIKey.objects.filter(pk=key.pk).update(**form.service_arguments())
+        messages.success(request, f"The limits of {key.name} ({key.prefix}…) are saved; they apply from its next "
+                                  "request.")
+        return redirect("keys")
+    return render(request, "dashboard/keys/limits.html", {"form": form, "key": key})
+
+
+@require_POST
+@manager_required
+def key_revoke(request, key_id: int):
+    key = _organizations_key(request, key_id)
     if key.revoked_at is not None:
         messages.info(request, f"The key {key.name} was already revoked.")
     else:

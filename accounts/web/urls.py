@@ -12,6 +12,7 @@ urlpatterns = [
     path("keys/", keys.key_list, name="keys"),
     path("keys/new/", keys.key_create, name="key-create"),
     path("keys/<int:key_id>/revoke/", keys.key_revoke, name="key-revoke"),
+    path("keys/<int:key_id>/limits/", keys.key_limits_edit, name="key-limits"),
     path("sessions/", sessions.session_list, name="sessions"),
     path("sessions/<str:session_id>/", sessions.session_detail, name="session-detail"),
     path("sessions/<str:session_id>/rename/", sessions.session_rename, name="session-rename"),

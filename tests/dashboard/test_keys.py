@@ -196,3 +196,64 @@ def test_pages_act_for_the_current_organization_only():
     assert owner.post(reverse("key-revoke", args=[alices.pk])).status_code == 403  # a member in bob
     assert owner.post(reverse("key-create"), valid(name="in bob")).status_code == 403
     assert models_status(alice_secret) == 200 and not APIKey.objects.filter(name="in bob").exists()
+
+
+def test_a_manager_changes_a_keys_limits_and_they_apply_from_its_next_request():
+    alice = make_org("alice", credit_micro=1_000_000)
+    owner = login(alice)
+    key, secret = make_key(alice, "backend")
+    page = owner.get(f"/keys/{key.pk}/limits/")
+    assert page.status_code == 200 and 'id="key-limits-form"' in page.content.decode()
+    response = owner.post(f"/keys/{key.pk}/limits/", {
+        "allowed_models": [DEFAULT_MODEL_ID], "spend_cap_usd": "2.50", "spend_cap_window": "week",
+        "rate_limit_rpm": "30", "rate_limit_tpm": ""})
+    assert response.status_code == 302 and response.url == "/keys/"
+    key.refresh_from_db()
+    assert (key.allowed_models, key.spend_cap_micro, key.spend_cap_window, key.rate_limit_rpm, key.rate_limit_tpm) \
+        == ([DEFAULT_MODEL_ID], 2_500_000, "week", 30, None)
+    listing = owner.get("/keys/").content.decode()
+    assert "30 requests/min" in listing and "2.50 USD per week" in listing
+    models = Client().get("/v1/models", HTTP_AUTHORIZATION=f"Bearer {secret}")
+    assert models["x-ratelimit-limit-requests"] == "30"  # the key's next request runs under the new limit
+    # The form shows what is set, and clearing a field removes that limit.
+    assert 'value="2.50"' in owner.get(f"/keys/{key.pk}/limits/").content.decode()
+    owner.post(f"/keys/{key.pk}/limits/", {"spend_cap_usd": "", "spend_cap_window": "month", "rate_limit_rpm": "",
+                                             "rate_limit_tpm": ""})
+    key.refresh_from_db()
+    assert (key.allowed_models, key.spend_cap_micro, key.rate_limit_rpm) == ([], None, None)
+    assert key.name == "backend" and api_key_authenticate(secret) == key  # same key, same secret
+
+
+@pytest.mark.parametrize("field, value, error", [
+    ("rate_limit_rpm", "0", "greater than or equal to 1"),
+    ("rate_limit_tpm", "lots", "Enter a whole number."),
+    ("spend_cap_usd", "1.0000001", "spend cap"),
+    ("spend_cap_window", "year", "Select a valid choice."),
+    ("allowed_models", "no-such-model", "Select a valid choice."),
+])
+def test_bad_limits_are_field_errors_and_change_nothing(field, value, error):
+    alice = make_org("alice")
+    owner = login(alice)
+    key, _ = make_key(alice, "backend")
+    data = {"spend_cap_usd": "", "spend_cap_window": "month", "rate_limit_rpm": "", "rate_limit_tpm": "", field: value}
+    response = owner.post(f"/keys/{key.pk}/limits/", data)
+    assert response.status_code == 200 and error in response.content.decode()
+    assert response.content.decode().count('class="errorlist') == 1
+    key.refresh_from_db()
+    assert (key.allowed_models, key.spend_cap_micro, key.rate_limit_rpm, key.rate_limit_tpm) == ([], None, None, None)
+
+
+def test_only_managers_change_limits_and_only_of_their_organizations_keys():
+    alice, bob = make_org("alice"), make_org("bob")
+    key, _ = make_key(alice, "backend")
+    bobs_key, _ = make_key(bob, "theirs")
+    member = login(alice, role=Membership.Role.MEMBER)
+    assert member.get(f"/keys/{key.pk}/limits/").status_code == 403
+    assert member.post(f"/keys/{key.pk}/limits/", {"rate_limit_rpm": "1"}).status_code == 403
+    assert 'data-testid="edit-limits"' not in member.get("/keys/").content.decode()
+    owner = login(alice, email="owner@alice.test")
+    assert owner.get(f"/keys/{bobs_key.pk}/limits/").status_code == 404
+    assert owner.post(f"/keys/{bobs_key.pk}/limits/", {"spend_cap_window": "month", "rate_limit_rpm": "1"}).status_code == 404
+    bobs_key.refresh_from_db()
+    key.refresh_from_db()
+    assert bobs_key.rate_limit_rpm is None and key.rate_limit_rpm is None
