@@ -128,3 +128,26 @@ def test_a_running_request_beats_for_the_sweeper_until_it_is_settled(base_url, a
     assert wait_for_usage(request_id).completion_tokens == 24
     wait_until(lambda: not liveness.is_alive(request_id) and liveness.last_counts(request_id) is None, 10,
                "the heartbeat to be forgotten")
+
+
+def test_settling_leaves_no_database_connection_open(base_url, alice, client):
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        pytest.skip("counts the database server's connections")
+
+    def open_connections() -> int:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                           "AND pid <> pg_backend_pid()")
+            return cursor.fetchone()[0]
+
+    body = {"model": TINY, "messages": MESSAGES, "max_tokens": 2}
+    wait_for_usage(client.chat.completions.create(**body).id)
+    before = open_connections()
+    for _ in range(10):
+        wait_for_usage(client.chat.completions.create(**body).id)
+    # Each settlement runs after its response, outside any request: its connection must not linger.
+    assert open_connections() <= before + 1
+    account = _account(alice)
+    assert account.held_micro == 0 and ledger_sum_micro(account=account) == account.balance_micro
