@@ -151,3 +151,20 @@ def test_settling_leaves_no_database_connection_open(base_url, alice, client):
     assert open_connections() <= before + 1
     account = _account(alice)
     assert account.held_micro == 0 and ledger_sum_micro(account=account) == account.balance_micro
+
+
+def test_requests_still_settle_after_the_database_dropped_the_servers_connections(base_url, alice, client):
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        pytest.skip("needs a database server that can drop its clients' connections")
+    body = {"model": TINY, "messages": MESSAGES, "max_tokens": 2}
+    wait_for_usage(client.chat.completions.create(**body).id)  # the server's threads have connected by now
+    with connection.cursor() as cursor:  # a database restart or failover, as the server's threads see it
+        cursor.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                       "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+    for _ in range(3):
+        answer = client.chat.completions.create(**body)
+        assert wait_for_usage(answer.id).completion_tokens == answer.usage.completion_tokens
+    account = _account(alice)
+    assert account.held_micro == 0 and ledger_sum_micro(account=account) == account.balance_micro
