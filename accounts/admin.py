@@ -16,7 +16,7 @@ from accounts.models import APIKey, Invitation, Membership, Organization, User
 from accounts.services import api_key_revoke
 from billing.admin.actions import BalanceActionsMixin
 from billing.admin.fields import MicroUSDField
-from billing.staff.formats import usd
+from billing.pricing import usd
 
 
 @admin.register(User)

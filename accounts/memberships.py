@@ -14,7 +14,6 @@ from django.utils import timezone
 from accounts.models import Invitation, Membership
 
 Role = Membership.Role
-MANAGERS = (Role.OWNER, Role.ADMIN)
 
 
 class TeamError(Exception):
@@ -30,7 +29,7 @@ class InvitationError(TeamError):
 
 
 def _require_manager(actor: Membership) -> None:
-    if actor.role not in MANAGERS:
+    if actor.role not in Membership.MANAGER_ROLES:
         raise TeamError("Only the organization's owners and admins can manage the team.")
 
 

@@ -72,6 +72,8 @@ class Membership(models.Model):
         ADMIN = "admin"
         MEMBER = "member"
 
+    MANAGER_ROLES = (Role.OWNER, Role.ADMIN)  # change keys, billing and the team; members read
+
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships")
     organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="memberships")
     role = models.CharField(max_length=10, choices=Role.choices, default=Role.MEMBER)
@@ -132,11 +134,16 @@ class APIKey(models.Model):
     def matches(self, secret: str) -> bool:
         return hmac.compare_digest(self.digest, key_digest(secret))
 
-    def is_usable(self, now=None) -> bool:
-        now = now or timezone.now()
+    def status_at(self, now=None) -> str:
+        """"revoked", "expired" or "active"."""
         if self.revoked_at is not None:
-            return False
-        return self.expires_at is None or self.expires_at > now
+            return "revoked"
+        if self.expires_at is not None and self.expires_at <= (now or timezone.now()):
+            return "expired"
+        return "active"
+
+    def is_usable(self, now=None) -> bool:
+        return self.status_at(now) == "active"
 
 
 def new_session_id() -> str:

@@ -10,8 +10,8 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from accounts.models import APIKey, Organization
+from billing.pricing import MICRO_USD
 
-MICRO_USD = 1_000_000
 
 
 class CreditAccount(models.Model):
@@ -145,6 +145,8 @@ class UsageRecord(models.Model):
 
     class Meta:
         ordering = ["-id"]
+        # A key's spend in its cap window is summed on every request the key makes.
+        indexes = [models.Index(fields=["api_key", "created_at"])]
 
     def __str__(self):
         return f"{self.request_id}: {self.cost_micro} micro-USD"

@@ -1,22 +1,20 @@
 """Emails about money: to an organization's owners and admins, and to the operators (BILLING_ALERT_EMAILS)."""
 import logging
+import smtplib
 
 from django.conf import settings
 from django.core.mail import send_mail
 
 from accounts.models import Membership, Organization
-from billing.models import MICRO_USD, PaymentIssue
+from billing.models import PaymentIssue
+from billing.pricing import usd
 
 log = logging.getLogger(__name__)
 
 
-def _usd(micro: int) -> str:
-    return f"${micro / MICRO_USD:,.2f}"
-
-
 def organization_admin_emails(organization: Organization) -> list[str]:
     return sorted(Membership.objects.filter(
-        organization=organization, role__in=[Membership.Role.OWNER, Membership.Role.ADMIN],
+        organization=organization, role__in=Membership.MANAGER_ROLES,
     ).values_list("user__email", flat=True))
 
 
@@ -25,13 +23,18 @@ def _send(subject: str, body: str, recipients: list[str]) -> int:
     if not recipients:
         log.warning("no one to tell: %s", subject)
         return 0
-    return send_mail(subject, body, settings.DEFAULT_FROM_EMAIL, recipients)
+    try:
+        return send_mail(subject, body, settings.DEFAULT_FROM_EMAIL, recipients)
+    except (smtplib.SMTPException, OSError):
+        # What the email is about is recorded either way (ledger, payment issue); never fail its caller.
+        log.exception("email not sent: %s", subject)
+        return 0
 
 
 def notify_low_balance(organization: Organization, *, available_micro: int, threshold_micro: int) -> int:
-    subject = f"[{organization.name}] Your credit balance is low: {_usd(available_micro)}"
-    body = (f"The available credit of {organization.name} is {_usd(available_micro)}, under the alert threshold "
-            f"of {_usd(threshold_micro)}.\n\nTop up from the billing page, or turn on auto-recharge, so that "
+    subject = f"[{organization.name}] Your credit balance is low: {usd(available_micro)}"
+    body = (f"The available credit of {organization.name} is {usd(available_micro)}, under the alert threshold "
+            f"of {usd(threshold_micro)}.\n\nTop up from the billing page, or turn on auto-recharge, so that "
             "requests keep being served.\n")
     return _send(subject, body, organization_admin_emails(organization))
 

@@ -1,8 +1,10 @@
-"""Pure price arithmetic, in integer micro-USD."""
+"""Pure money arithmetic in integer micro-USD, and how amounts read as text."""
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
 TOKENS_PER_PRICE_UNIT = 1_000_000
+MICRO_USD = 1_000_000
+MICRO_PER_CENT = MICRO_USD // 100
 
 
 @dataclass(frozen=True)
@@ -26,3 +28,32 @@ def usd_to_micro(usd: str | float | int) -> int:
     if amount != amount.to_integral_value():
         raise ValueError(f"{usd!r} has more precision than one micro-USD")
     return int(amount)
+
+
+def _parts(micro: int) -> tuple[str, int, str]:
+    sign = "-" if micro < 0 else ""
+    whole, fraction = divmod(abs(micro), MICRO_USD)
+    return sign, whole, f"{fraction:06d}".rstrip("0").ljust(2, "0")
+
+
+def usd(micro: int) -> str:
+    """$1,234.50, or $0.000123: always the cents, more digits only where the micro-USD need them."""
+    sign, whole, fraction = _parts(micro)
+    return f"{sign}${whole:,}.{fraction}"
+
+
+def usd_amount(micro: int) -> str:
+    """1234.50: the same exact amount as `usd`, as a person types it and as the API writes it."""
+    sign, whole, fraction = _parts(micro)
+    return f"{sign}{whole}.{fraction}"
+
+
+def usd_exact(micro: int) -> str:
+    """1234.500000: six decimals always, so a column lines up and sums exactly."""
+    sign = "-" if micro < 0 else ""
+    whole, fraction = divmod(abs(micro), MICRO_USD)
+    return f"{sign}{whole}.{fraction:06d}"
+
+
+def cents_to_micro(cents: int) -> int:
+    return cents * MICRO_PER_CENT

@@ -10,6 +10,12 @@ from django.db import transaction
 from billing.models import BillingProfile, CreditAccount
 
 
+def _profile(organization_id: int) -> dict | None:
+    """The thresholds and armed flags of the organization's billing profile; None without one."""
+    return BillingProfile.objects.filter(organization_id=organization_id).values(
+        "low_balance_threshold_micro", "low_balance_armed", "auto_recharge_enabled", "auto_recharge_armed").first()
+
+
 def _available(organization_id: int) -> int | None:
     row = CreditAccount.objects.filter(organization_id=organization_id).values("balance_micro", "held_micro").first()
     return None if row is None else row["balance_micro"] - row["held_micro"]
@@ -23,6 +29,10 @@ def _disarm(organization_id: int, armed_field: str, threshold_field: str, availa
 
 def balance_lowered(organization_id: int) -> None:
     """After a charge or a debit has committed: queue what a threshold crossing calls for."""
+    profile = _profile(organization_id)
+    if profile is None or not (profile["low_balance_armed"] and profile["low_balance_threshold_micro"]
+                               or profile["auto_recharge_armed"] and profile["auto_recharge_enabled"]):
+        return  # most organizations: nothing armed, nothing more to read
     available = _available(organization_id)
     if available is None:
         return
@@ -39,6 +49,9 @@ def balance_lowered(organization_id: int) -> None:
 
 def balance_raised(organization_id: int) -> None:
     """After a credit has committed: re-arm the actions whose threshold the balance is back over."""
+    profile = _profile(organization_id)
+    if profile is None or profile["low_balance_armed"] and profile["auto_recharge_armed"]:
+        return
     available = _available(organization_id)
     if available is None:
         return
@@ -48,9 +61,10 @@ def balance_raised(organization_id: int) -> None:
                                   auto_recharge_threshold_micro__lte=available).update(auto_recharge_armed=True)
 
 
+# robust: the money has committed by then; a failing alert or charge is logged, never the caller's error.
 def on_commit_lowered(organization_id: int) -> None:
-    transaction.on_commit(lambda: balance_lowered(organization_id))
+    transaction.on_commit(lambda: balance_lowered(organization_id), robust=True)
 
 
 def on_commit_raised(organization_id: int) -> None:
-    transaction.on_commit(lambda: balance_raised(organization_id))
+    transaction.on_commit(lambda: balance_raised(organization_id), robust=True)

@@ -20,6 +20,7 @@ class PeriodicRunner:
         self.entries = [(name, entry["task"], float(entry["schedule"])) for name, entry in schedule.items()]
         start = clock()
         self.next_at = {name: start + every for name, _, every in self.entries}
+        self._tasks_loaded = False
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -27,7 +28,9 @@ class PeriodicRunner:
         """Run every task whose time has come; the names of those that ran."""
         from config.celery import app
 
-        app.loader.import_default_modules()  # registers the apps' tasks (once)
+        if not self._tasks_loaded:
+            app.loader.import_default_modules()  # registers the apps' tasks; it also runs Django's checks
+            self._tasks_loaded = True
         ran = []
         for name, task, every in self.entries:
             if self.clock() < self.next_at[name]:

@@ -7,6 +7,9 @@ def pytest_configure(config):
     # The live servers of the tests import config.asgi: no background periodic jobs there; the tests
     # run those jobs themselves when they mean to.
     settings.PERIODIC_IN_PROCESS = False
+    # Argon2 is deliberately slow; tests log in hundreds of times. The one test about how passwords are
+    # stored puts the project's hashers back.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
 @pytest.fixture(scope="session")

@@ -87,6 +87,12 @@ class KeyLimitsForm(KeyCreateForm):
         }
         super().__init__(*args, initial=initial, **kwargs)
         del self.fields["name"], self.fields["expires_at"]
+        # Models the key is limited to that are no longer in the catalogue stay choosable, so saving the form
+        # never widens the key to every model by dropping them.
+        field = self.fields["allowed_models"]
+        known = {model_id for model_id, _ in field.choices}
+        field.choices = field.choices + [(model_id, f"{model_id} (not served now)")
+                                         for model_id in key.allowed_models if model_id not in known]
 
     def service_arguments(self) -> dict:
         """The key's fields as this form sets them."""

@@ -19,14 +19,6 @@ from billing.api.fields import usd
 NEW_SECRET = "dashboard_new_key"  # session entry: {"id": key id, "secret": the secret}, until shown once
 
 
-def key_status(key: APIKey, now) -> str:
-    if key.revoked_at is not None:
-        return "revoked"
-    if key.expires_at is not None and key.expires_at <= now:
-        return "expired"
-    return "active"
-
-
 def key_limits(key: APIKey) -> list[str]:
     """The key's own limits in words, e.g. ["60 requests/min", "25.00 USD per month"]; empty for none."""
     limits = []
@@ -47,7 +39,7 @@ def key_list(request):
     keys = list(APIKey.objects.filter(organization=request.organization)
                 .select_related("created_by").order_by("-created_at", "-pk"))
     for key in keys:
-        key.status = key_status(key, now)
+        key.status = key.status_at(now)
         key.limits = key_limits(key)
     new_key = request.session.pop(NEW_SECRET, None)
     if new_key is not None and not any(key.pk == new_key.get("id") for key in keys):

@@ -7,7 +7,7 @@ from django.views.decorators.http import require_POST
 
 from accounts.models import Organization
 from accounts.services import organization_get_or_create
-from accounts.web.tenancy import SESSION_KEY, current_membership, switch_organization
+from accounts.web.tenancy import current_membership, switch_organization
 
 
 def home(request):
@@ -35,7 +35,7 @@ def organization_create(request):
     form = OrganizationForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         organization, _ = organization_get_or_create(name=form.cleaned_data["name"], owner=request.user)
-        request.session[SESSION_KEY] = organization.pk
+        switch_organization(request, organization.pk)
         messages.success(request, f"Organization {organization.name} created. You are its owner.")
         return redirect("keys")
     return render(request, "dashboard/organization_create.html", {"form": form})
@@ -47,7 +47,6 @@ def organization_switch(request):
     wanted = request.POST.get("organization", "")
     if wanted == "new":
         return redirect("organization-create")
-    membership = switch_organization(request, wanted) if wanted.isdigit() else None
-    if membership is None:
+    if switch_organization(request, wanted) is None:
         messages.error(request, "You are not a member of that organization.")
-    return redirect(request.POST.get("next") or "home")
+    return redirect("home")

@@ -7,7 +7,6 @@ one they do not belong to. Every dashboard query is scoped with `request.members
 from accounts.models import Membership
 
 SESSION_KEY = "organization_id"
-MANAGERS = (Membership.Role.OWNER, Membership.Role.ADMIN)
 
 
 def memberships_of(user) -> list[Membership]:
@@ -28,14 +27,17 @@ def current_membership(request) -> Membership | None:
 
 
 def switch_organization(request, organization_id) -> Membership | None:
-    """Make one of the user's organizations current; None (and no change) if they are not a member."""
-    membership = Membership.objects.filter(user=request.user, organization_id=organization_id).select_related(
-        "organization").first()
+    """Make one of the user's organizations current; None (and no change) if they are not a member.
+
+    The id is matched as text against the user's memberships, so whatever a form posts is safe here.
+    """
+    mine = memberships_of(request.user)
+    membership = next((m for m in mine if str(m.organization_id) == str(organization_id)), None)
     if membership is not None:
         request.session[SESSION_KEY] = membership.organization_id
-        request._membership = membership
+        request._memberships, request._membership = mine, membership
     return membership
 
 
 def can_manage(membership: Membership | None) -> bool:
-    return membership is not None and membership.role in MANAGERS
+    return membership is not None and membership.role in Membership.MANAGER_ROLES

@@ -15,7 +15,7 @@ from accounts.models import Organization
 from billing.admin.fields import MicroUSDField
 from billing.models import CreditAccount, LedgerEntry
 from billing.services import InsufficientCredit, ledger_post
-from billing.staff.formats import usd
+from billing.pricing import usd
 
 PERMISSION = "billing.add_ledgerentry"
 REFERENCE = "admin"

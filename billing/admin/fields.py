@@ -6,7 +6,7 @@ from django.core.exceptions import ValidationError
 
 from billing.models import MICRO_USD
 from billing.pricing import usd_to_micro
-from billing.staff.formats import usd, usd_input
+from billing.pricing import usd, usd_amount
 
 # Far above any real correction or price; mostly it stops a typo's extra zeros.
 MAX_ABS_MICRO = 1_000_000 * MICRO_USD
@@ -26,7 +26,7 @@ class MicroUSDField(forms.Field):
     def prepare_value(self, value):
         # An int is a stored amount; anything else is what was typed, shown back as it was.
         if isinstance(value, int) and not isinstance(value, bool):
-            return usd_input(value)
+            return usd_amount(value)
         return value
 
     def to_python(self, value):

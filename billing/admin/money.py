@@ -13,7 +13,8 @@ from billing.admin.readonly import ReadOnlyAdmin
 from billing.models import (
     BillingProfile, CreditAccount, Hold, LedgerEntry, Payment, PaymentIssue, StripeEvent, UsageDaily, UsageRecord,
 )
-from billing.staff.formats import age, cents_to_micro, usd
+from billing.pricing import cents_to_micro, usd
+from billing.staff.formats import age
 
 
 def usd_column(field: str, description: str, *, cents: bool = False):

@@ -3,7 +3,7 @@ from django.contrib import admin
 
 from billing.admin.fields import MicroUSDField
 from billing.models import ModelPrice
-from billing.staff.formats import usd
+from billing.pricing import usd
 
 
 class ModelPriceForm(forms.ModelForm):

@@ -10,20 +10,14 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from billing.models import MICRO_USD
+from billing.pricing import cents_to_micro
+from billing.pricing import usd_amount as usd  # exact USD strings ("25.00", "1.234567") on the wire
 
 MAX_USD = 1_000_000_000  # far above any real amount, far below a 64-bit overflow of micro-USD
 
 
-def usd(micro: int) -> str:
-    """Exact USD with at least two decimals: 25000000 -> "25.00", 1234567 -> "1.234567"."""
-    sign = "-" if micro < 0 else ""
-    whole, fraction = divmod(abs(micro), MICRO_USD)
-    digits = f"{fraction:06d}".rstrip("0").ljust(2, "0")
-    return f"{sign}{whole}.{digits}"
-
-
 def cents_usd(cents: int) -> str:
-    return usd(cents * (MICRO_USD // 100))
+    return usd(cents_to_micro(cents))
 
 
 USD_STRING = {"type": "string", "pattern": r"^-?[0-9]+\.[0-9]{2,6}$", "example": "25.00",

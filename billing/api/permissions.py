@@ -14,7 +14,6 @@ from inference.api.errors import APIError
 
 HEADER = "X-Organization"
 _ID = re.compile(r"[0-9]{1,18}")
-MANAGERS = (Membership.Role.OWNER, Membership.Role.ADMIN)
 KEY_READ_ONLY = ("API keys have read-only access to billing. Sign in as an owner or admin of the organization "
                  "to change it.")
 
@@ -29,7 +28,7 @@ class Tenant:
 
     @property
     def can_change(self) -> bool:
-        return self.api_key is None and self.role in MANAGERS
+        return self.api_key is None and self.role in Membership.MANAGER_ROLES
 
 
 def _not_found(raw: str) -> APIError:

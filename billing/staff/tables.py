@@ -2,10 +2,18 @@
 from dataclasses import dataclass
 from django.utils import timezone
 
-from billing.staff.formats import age, usd, usd_exact
+from billing.pricing import usd, usd_exact
+from billing.staff.formats import age
 
 # Cells a spreadsheet would run as a formula (an organization named "=HYPERLINK(...)").
 _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(value):
+    """Text a spreadsheet would run as a formula gets a leading apostrophe; anything else passes as it is."""
+    if isinstance(value, str) and value.startswith(_FORMULA_STARTS):
+        return "'" + value
+    return value
 
 
 @dataclass(frozen=True)
@@ -44,10 +52,7 @@ class Column:
             return timezone.localtime(value).isoformat()
         if self.kind == "age":
             return str(int(value.total_seconds()))
-        text = str(value)
-        if self.kind == "text" and text.startswith(_FORMULA_STARTS):
-            return "'" + text
-        return text
+        return spreadsheet_safe(str(value)) if self.kind == "text" else str(value)
 
 
 @dataclass

@@ -10,7 +10,8 @@ from django.conf import settings
 
 from accounts.models import Organization
 from billing.models import MICRO_USD, Payment
-from billing.stripe.client import MICRO_PER_CENT, stripe_client
+from billing.pricing import MICRO_PER_CENT
+from billing.stripe.client import stripe_client
 from billing.stripe.customers import customer_for
 
 log = logging.getLogger(__name__)

@@ -4,7 +4,6 @@ from functools import lru_cache
 import stripe
 from django.conf import settings
 
-MICRO_PER_CENT = 10_000
 
 
 class StripeNotConfigured(RuntimeError):

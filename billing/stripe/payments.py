@@ -5,14 +5,13 @@ session, of its payment intent, reconciliation, or the auto-recharge task's own 
 conditional update that claims it and the ledger entry commit together.
 """
 import logging
-import smtplib
 
 from django.db import transaction
 
 from billing.models import BillingProfile, LedgerEntry, Payment, PaymentIssue
 from billing.notify import notify_payment_issue
 from billing.services import ledger_post
-from billing.stripe.client import MICRO_PER_CENT
+from billing.pricing import MICRO_PER_CENT
 
 log = logging.getLogger(__name__)
 
@@ -97,13 +96,5 @@ def issue_open(*, kind: str, organization=None, payment: Payment | None = None, 
         kind=kind, organization=organization or (payment.organization if payment else None), payment=payment,
         stripe_object_id=stripe_object_id, amount_cents=amount_cents, detail=detail[:500],
     )
-    transaction.on_commit(lambda: _alert(issue))
+    transaction.on_commit(lambda: notify_payment_issue(issue))
     return issue
-
-
-def _alert(issue: PaymentIssue) -> None:
-    try:
-        notify_payment_issue(issue)
-    except (smtplib.SMTPException, OSError):
-        # The issue is recorded either way; an operator sees it in the admin.
-        log.exception("alert for payment issue %s not sent", issue.pk)

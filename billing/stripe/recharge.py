@@ -14,6 +14,7 @@ from django.db import transaction
 from billing.models import BillingProfile, Payment, PaymentIssue
 from billing.services import account_for
 from billing.stripe.checkout import TopupAmountInvalid, topup_cents
+from billing.pricing import MICRO_PER_CENT
 from billing.stripe.client import object_id, stripe_client, stripe_configured
 from billing.stripe.payments import issue_open, payment_credit, payment_fail, payment_find, payment_ids_record
 
@@ -34,7 +35,7 @@ def _failed(payment: Payment, *, message: str, intent_id: str = "", code: str = 
 def _cannot_charge(profile: BillingProfile, reason: str) -> None:
     log.warning("auto-recharge of %s skipped: %s", profile.organization, reason)
     issue_open(kind=PaymentIssue.Kind.PAYMENT_FAILED, organization=profile.organization,
-               amount_cents=profile.auto_recharge_amount_micro // 10_000, detail=f"Auto-recharge skipped: {reason}")
+               amount_cents=profile.auto_recharge_amount_micro // MICRO_PER_CENT, detail=f"Auto-recharge skipped: {reason}")
 
 
 def auto_recharge_run(*, organization_id: int) -> str:

@@ -4,23 +4,16 @@ from datetime import date
 
 from django.http import HttpResponse
 
-from billing.staff.formats import usd_exact
+from billing.pricing import usd_exact
+from billing.staff.tables import spreadsheet_safe
 
 HEADER = ["time_utc", "request_id", "key_name", "key_prefix", "model", "prompt_tokens", "completion_tokens",
           "cost_usd", "latency_ms", "status", "finish_reason"]
-FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
-
-
-def cell(value):
-    """A text cell a spreadsheet would run as a formula gets a leading apostrophe; numbers pass as they are."""
-    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
-        return "'" + value
-    return value
 
 
 def row(record) -> list:
     key = record.api_key
-    return [cell(value) for value in (
+    return [spreadsheet_safe(value) for value in (
         record.created_at.strftime("%Y-%m-%dT%H:%M:%SZ"), record.request_id,
         key.name if key else "(deleted key)", key.prefix if key else "", record.model_id,
         record.prompt_tokens, record.completion_tokens, usd_exact(record.cost_micro), record.latency_ms,

@@ -53,7 +53,6 @@ async def chat_completions(request):
     try:
         call = await _prepare(request, request_id, started, limits)
     except APIError as exc:
-        await limits.give_back()  # refused before it ran: its tokens do not count
         response = exc.response()
         for name, value in (await limits.headers(exc)).items():
             response[name] = value

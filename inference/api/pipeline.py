@@ -106,6 +106,16 @@ async def start_chat(body: dict, caller: Caller, *, request_id: str, started: fl
     prepared = await prepare_chat(chat, spec, tokenizer, messages)
     await limits.admit(caller.rate_subject, tokens=len(prepared.prompt_ids) + prepared.params.max_tokens * chat.n)
     try:
+        return await _pay_and_queue(caller, backend, spec, chat, prepared, session, request_id=request_id,
+                                    started=started, limits=limits)
+    except BaseException:
+        await limits.give_back()  # refused or failed before it ran: its tokens do not count
+        raise
+
+
+async def _pay_and_queue(caller: Caller, backend, spec, chat: ChatRequest, prepared: PreparedChat, session, *,
+                         request_id: str, started: float, limits: RequestLimits) -> Call:
+    try:
         await backend.check_available(spec)  # refuse before holding credit
     except ModelUnavailable as exc:
         raise _unavailable(exc) from None

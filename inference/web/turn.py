@@ -15,7 +15,7 @@ from billing.services import account_for
 from inference.api.errors import APIError, generation_failed, invalid
 from inference.api.limits import RequestLimits
 from inference.api.pipeline import Caller, start_chat
-from inference.web.money import usd
+from billing.pricing import usd_amount, usd_exact
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +66,6 @@ class Turn:
             call = await start_chat(chat_body(message), Caller(self.organization, auto_session=False),
                                     request_id=self.request_id, started=time.monotonic(), limits=limits)
         except APIError as exc:
-            await limits.give_back()  # refused before it ran: its tokens do not count
             await self._send(error_message(exc))
             return
         self.generation = generation = call.generation
@@ -98,8 +97,8 @@ class Turn:
             "usage": {"prompt_tokens": event.prompt_tokens, "completion_tokens": event.completion_tokens,
                       "total_tokens": event.prompt_tokens + event.completion_tokens},
             "cost_micro": record.cost_micro if record else None,
-            "cost_usd": usd(record.cost_micro) if record else None,
-            "available_usd": usd(available),
+            "cost_usd": usd_exact(record.cost_micro) if record else None,
+            "available_usd": usd_exact(available),
         }
         if event.finish_reason not in _ENDED:
             done["error"] = error_message(generation_failed(event))["error"]

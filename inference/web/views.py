@@ -4,7 +4,7 @@ from django.shortcuts import render
 from accounts.web.decorators import member_required
 from billing.services import account_for, price_get
 from inference.registry import DEFAULT_MODEL_ID, served_models
-from inference.web.money import usd
+from billing.pricing import usd_amount, usd_exact
 from inference.web.routing import PLAYGROUND_PATH
 
 DEFAULT_MAX_TOKENS = 256
@@ -17,8 +17,8 @@ def _model_options() -> list[dict]:
         options.append({
             "id": spec.id,
             "temperature": spec.sampling_defaults().get("temperature", 1.0),
-            "input_usd": usd(price.input_micro_per_mtok, places=2),
-            "output_usd": usd(price.output_micro_per_mtok, places=2),
+            "input_usd": usd_amount(price.input_micro_per_mtok),
+            "output_usd": usd_amount(price.output_micro_per_mtok),
         })
     return options
 
@@ -31,6 +31,6 @@ def playground(request):
         "models": models,
         "temperature": models[0]["temperature"] if models else 1.0,
         "max_tokens": DEFAULT_MAX_TOKENS,
-        "available_usd": usd(account.available_micro),
+        "available_usd": usd_exact(account.available_micro),
         "ws_path": "/" + PLAYGROUND_PATH,
     })

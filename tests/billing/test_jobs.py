@@ -147,3 +147,28 @@ def test_every_scheduled_job_is_a_registered_task(settings):
 
     app.loader.import_default_modules()
     assert {entry["task"] for entry in settings.CELERY_BEAT_SCHEDULE.values()} <= set(app.tasks)
+
+
+class BrokenMailServer:
+    """An email backend whose server refuses every message."""
+
+    def __init__(self, *args, **kwargs):
+        pass
+
+    def send_messages(self, messages):
+        import smtplib
+
+        raise smtplib.SMTPException("451 try again later")
+
+
+@pytest.mark.money
+@pytest.mark.django_db(transaction=True)
+def test_a_failing_mail_server_never_fails_the_charge_that_crossed_the_threshold(settings):
+    settings.EMAIL_BACKEND = "tests.billing.test_jobs.BrokenMailServer"
+    org = make_org("alice", credit_micro=1000)
+    _admin(org, "owner@alice.test")
+    BillingProfile.objects.create(organization=org, low_balance_threshold_micro=990)
+    record = hold_settle(hold=place(org, "crossing"), prompt_tokens=10, completion_tokens=20)
+    assert record.cost_micro == 50
+    assert state(org).balance_micro == 950
+    assert BillingProfile.objects.get(organization=org).low_balance_armed is False  # crossed once, not retried

@@ -119,7 +119,7 @@ def log_in(page, email: str, password: str = PASSWORD) -> None:
     page.fill("input[name=username]", email)
     page.fill("input[name=password]", password)
     page.click("form button[type=submit]")
-    page.wait_for_load_state("networkidle")
+    page.wait_for_url(lambda url: "/accounts/login/" not in url)
     assert "/accounts/login/" not in page.url, page.content()[:2000]
 
 

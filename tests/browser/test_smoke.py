@@ -1,5 +1,6 @@
 """The browser reaches the live server: the login page renders and refuses a wrong password."""
 import pytest
+from playwright.sync_api import expect
 
 from tests.browser.conftest import make_user
 
@@ -14,5 +15,5 @@ def test_a_wrong_password_is_refused_with_a_message(page, shoot):
     page.fill("input[name=username]", "someone@example.test")
     page.fill("input[name=password]", "not the password")
     page.click("form button[type=submit]")
+    expect(page.locator(".errorlist").first).to_be_visible()  # the refusal, shown on the login page
     assert "/accounts/login/" in page.url
-    assert page.locator(".errorlist").first.is_visible()

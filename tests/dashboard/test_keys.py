@@ -257,3 +257,16 @@ def test_only_managers_change_limits_and_only_of_their_organizations_keys():
     bobs_key.refresh_from_db()
     key.refresh_from_db()
     assert bobs_key.rate_limit_rpm is None and key.rate_limit_rpm is None
+
+
+def test_saving_limits_keeps_a_model_the_catalogue_no_longer_has():
+    alice = make_org("alice")
+    owner = login(alice)
+    key, _ = make_key(alice, "backend")
+    APIKey.objects.filter(pk=key.pk).update(allowed_models=["retired-model"])
+    form = owner.get(f"/keys/{key.pk}/limits/").content.decode()
+    assert "retired-model (not served now)" in form
+    owner.post(f"/keys/{key.pk}/limits/", {"allowed_models": ["retired-model"], "spend_cap_usd": "",
+                                             "spend_cap_window": "month", "rate_limit_rpm": "5", "rate_limit_tpm": ""})
+    key.refresh_from_db()
+    assert (key.allowed_models, key.rate_limit_rpm) == (["retired-model"], 5)  # not widened to every model

@@ -66,7 +66,7 @@ def test_switching_to_an_organization_one_is_not_in_changes_nothing():
     mine, theirs = make_org("mine"), make_org("theirs")
     make_key(theirs, "their-key")
     _, client = user_client(mine="owner")
-    for wanted in (theirs.pk, "999999", "abc", ""):
+    for wanted in (theirs.pk, "999999", "9" * 30, "abc", ""):
         response = client.post("/organizations/switch/", {"organization": wanted}, follow=True)
         assert "You are not a member of that organization." in response.content.decode()
     assert "their-key" not in client.get("/keys/").content.decode()
@@ -91,3 +91,10 @@ def test_the_switch_is_a_post_with_csrf():
     client.force_login(user)
     assert client.get("/organizations/switch/").status_code == 405
     assert client.post("/organizations/switch/", {"organization": mine.pk}).status_code == 403
+
+
+def test_the_switch_goes_home_whatever_next_it_is_given():
+    mine = make_org("mine")
+    _, client = user_client(mine="owner")
+    response = client.post("/organizations/switch/", {"organization": mine.pk, "next": "https://evil.example/x"})
+    assert response.status_code == 302 and response.url == "/"

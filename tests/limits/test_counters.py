@@ -71,7 +71,7 @@ def test_concurrent_takes_from_two_processes_never_pass_the_limit(redis_url):
     # Two clients stand for two API processes sharing one Redis.
     sides = [RedisCounters(redis_url, prefix="ratelimit-race") for _ in range(2)]
     sides[0].clear()
-    barrier = threading.Barrier(16)
+    barrier = threading.Barrier(16, timeout=30)
     outcomes = []
 
     def attempt(i):
@@ -83,6 +83,7 @@ def test_concurrent_takes_from_two_processes_never_pass_the_limit(redis_url):
         t.start()
     for t in threads:
         t.join()
+    assert len(outcomes) == 16  # every attempt finished (a thread's failure shows here)
     assert outcomes.count(None) == 5
     assert sides[0].values(["org", "tokens"], W) == [5, 50]
     sides[0].clear()
