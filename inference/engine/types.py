@@ -142,5 +142,8 @@ class TokenEvent:
     finish_reason: str | None = None  # on the final event: "stop" | "length" | "cancelled" | "error"
     prompt_tokens: int = 0  # len(prompt_token_ids), on every event
     completion_tokens: int = 0  # tokens sampled so far over all choices (EOS/stop tokens included)
+    # Prompt tokens whose keys and values came from the prefix cache instead of being computed
+    # (fixed when the request is first scheduled; 0 when nothing matched or the cache is off).
+    cached_tokens: int = 0
     error: str | None = None  # message when finish_reason == "error"
     error_code: str | None = None  # machine-readable cause when finish_reason == "error" (e.g. "worker_lost")
