@@ -10,7 +10,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from accounts.models import APIKey, Organization
-from billing.pricing import MICRO_USD
+from billing.pricing import MICRO_USD, Price
 
 
 
@@ -84,6 +84,8 @@ class ModelPrice(models.Model):
     model_id = models.CharField(max_length=200, unique=True)
     input_micro_per_mtok = models.BigIntegerField()
     output_micro_per_mtok = models.BigIntegerField()
+    # Prompt tokens served from the prefix cache. Null: half the input price, following it when it changes.
+    cached_input_micro_per_mtok = models.BigIntegerField(null=True, blank=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
@@ -91,10 +93,17 @@ class ModelPrice(models.Model):
             models.CheckConstraint(
                 condition=Q(input_micro_per_mtok__gte=0) & Q(output_micro_per_mtok__gte=0), name="price_not_negative"
             ),
+            models.CheckConstraint(
+                condition=Q(cached_input_micro_per_mtok__isnull=True) | Q(cached_input_micro_per_mtok__gte=0),
+                name="cached_price_not_negative",
+            ),
         ]
 
     def __str__(self):
         return self.model_id
+
+    def price(self) -> Price:
+        return Price(self.input_micro_per_mtok, self.output_micro_per_mtok, self.cached_input_micro_per_mtok)
 
 
 class Hold(models.Model):
@@ -113,6 +122,7 @@ class Hold(models.Model):
     # must not change what this request costs.
     input_micro_per_mtok = models.BigIntegerField()
     output_micro_per_mtok = models.BigIntegerField()
+    cached_input_micro_per_mtok = models.BigIntegerField()
     amount_micro = models.BigIntegerField()
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.ACTIVE, db_index=True)
     created_at = models.DateTimeField(default=timezone.now)
@@ -120,6 +130,9 @@ class Hold(models.Model):
 
     def __str__(self):
         return f"hold {self.request_id} ({self.status})"
+
+    def price(self) -> Price:
+        return Price(self.input_micro_per_mtok, self.output_micro_per_mtok, self.cached_input_micro_per_mtok)
 
 
 class UsageRecord(models.Model):
@@ -134,9 +147,13 @@ class UsageRecord(models.Model):
     request_id = models.CharField(max_length=64, unique=True)
     model_id = models.CharField(max_length=200)
     prompt_tokens = models.PositiveIntegerField()
+    # Of prompt_tokens, those served from the prefix cache (charged the cached input price).
+    cached_tokens = models.PositiveIntegerField(default=0)
     completion_tokens = models.PositiveIntegerField()
     input_micro_per_mtok = models.BigIntegerField()
     output_micro_per_mtok = models.BigIntegerField()
+    # The cached input price charged (the hold's); null on records from before cached prices, all with 0 cached.
+    cached_input_micro_per_mtok = models.BigIntegerField(null=True, blank=True)
     cost_micro = models.BigIntegerField()
     status = models.CharField(max_length=10, choices=Status.choices)
     finish_reason = models.CharField(max_length=20, blank=True)

@@ -11,11 +11,30 @@ MICRO_PER_CENT = MICRO_USD // 100
 class Price:
     input_micro_per_mtok: int
     output_micro_per_mtok: int
+    # Prompt tokens served from the prefix cache cost less to serve. None: half the input price.
+    cached_input_micro_per_mtok: int | None = None
 
-    def cost_micro(self, *, prompt_tokens: int, completion_tokens: int) -> int:
-        """Exact cost rounded up to the next micro-USD (never a fraction given away as a loss)."""
-        numerator = prompt_tokens * self.input_micro_per_mtok + completion_tokens * self.output_micro_per_mtok
+    def __post_init__(self):
+        if self.cached_input_micro_per_mtok is None:
+            object.__setattr__(self, "cached_input_micro_per_mtok", self.input_micro_per_mtok // 2)
+
+    def cost_micro(self, *, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0) -> int:
+        """Exact cost rounded up to the next micro-USD (never a fraction given away as a loss).
+
+        `cached_tokens` of the prompt tokens are charged the cached input price, the rest the input price;
+        the sum is rounded once, so splitting a prompt never adds a micro-USD.
+        """
+        if not 0 <= cached_tokens <= prompt_tokens:
+            raise ValueError(f"cached_tokens must be within 0..{prompt_tokens} (the prompt), not {cached_tokens}")
+        numerator = ((prompt_tokens - cached_tokens) * self.input_micro_per_mtok
+                     + cached_tokens * self.cached_input_micro_per_mtok
+                     + completion_tokens * self.output_micro_per_mtok)
         return -(-numerator // TOKENS_PER_PRICE_UNIT)
+
+
+def cached_within(cached_tokens: int | None, prompt_tokens: int) -> int:
+    """A reported cached count brought within 0..prompt_tokens: a faulty report must not cost a 500 or money."""
+    return min(max(cached_tokens or 0, 0), max(prompt_tokens, 0))
 
 
 def usd_to_micro(usd: str | float | int) -> int:

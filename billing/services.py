@@ -13,7 +13,7 @@ from django.utils import timezone
 from accounts.models import APIKey, Organization
 from billing.limits.spend import spend_cap_check
 from billing.models import CreditAccount, Hold, LedgerEntry, ModelPrice, UsageRecord
-from billing.pricing import Price
+from billing.pricing import Price, cached_within
 from billing.triggers import on_commit_lowered, on_commit_raised
 
 log = logging.getLogger(__name__)
@@ -72,14 +72,17 @@ def credit_grant(*, organization: Organization, amount_micro: int, description: 
 
 def price_get(*, model_id: str, default: Price) -> Price:
     """The model's price, creating its row from the registry's default the first time it is used."""
+    cached = default.cached_input_micro_per_mtok
     row, _ = ModelPrice.objects.get_or_create(
         model_id=model_id,
         defaults={
             "input_micro_per_mtok": default.input_micro_per_mtok,
             "output_micro_per_mtok": default.output_micro_per_mtok,
+            # The default (half the input price) is kept as null, so it follows the input price when staff change it.
+            "cached_input_micro_per_mtok": None if cached == default.input_micro_per_mtok // 2 else cached,
         },
     )
-    return Price(row.input_micro_per_mtok, row.output_micro_per_mtok)
+    return row.price()
 
 
 @transaction.atomic
@@ -93,7 +96,11 @@ def hold_place(
     max_tokens: int,
     price: Price,
 ) -> Hold:
-    """Reserve the most this request can cost, or raise InsufficientCredit (SpendCapReached over the key's cap)."""
+    """Reserve the most this request can cost, or raise InsufficientCredit (SpendCapReached over the key's cap).
+
+    Every prompt token is reserved at the full input price: how much of the prompt the cache serves is
+    known only once the request runs.
+    """
     amount = price.cost_micro(prompt_tokens=prompt_tokens, completion_tokens=max_tokens)
     if api_key is not None:
         spend_cap_check(api_key=api_key, amount_micro=amount)
@@ -113,6 +120,7 @@ def hold_place(
         max_tokens=max_tokens,
         input_micro_per_mtok=price.input_micro_per_mtok,
         output_micro_per_mtok=price.output_micro_per_mtok,
+        cached_input_micro_per_mtok=price.cached_input_micro_per_mtok,
         amount_micro=amount,
     )
 
@@ -130,6 +138,7 @@ def hold_settle(
     hold: Hold,
     prompt_tokens: int,
     completion_tokens: int,
+    cached_tokens: int = 0,
     status: str = UsageRecord.Status.COMPLETED,
     finish_reason: str = "",
     latency_ms: int = 0,
@@ -138,13 +147,18 @@ def hold_settle(
 
     Idempotent: settling an already settled hold returns its usage record and
     charges nothing more. A failed request is charged only the tokens it
-    generated; its prompt was wasted by us, not by the client.
+    generated; its prompt was wasted by us, not by the client. `cached_tokens`
+    of the prompt are charged the cached input price the hold recorded.
     """
     if not _close(hold, Hold.Status.SETTLED):
         return UsageRecord.objects.get(hold=hold)
-    price = Price(hold.input_micro_per_mtok, hold.output_micro_per_mtok)
-    billed_prompt = 0 if status == UsageRecord.Status.FAILED else prompt_tokens
-    cost = price.cost_micro(prompt_tokens=billed_prompt, completion_tokens=completion_tokens)
+    cached = cached_within(cached_tokens, prompt_tokens)
+    if cached != cached_tokens:
+        log.error("request %s reported %s cached of %s prompt tokens; %s billed as cached", hold.request_id,
+                  cached_tokens, prompt_tokens, cached)
+    failed = status == UsageRecord.Status.FAILED
+    cost = hold.price().cost_micro(prompt_tokens=0 if failed else prompt_tokens, completion_tokens=completion_tokens,
+                                   cached_tokens=0 if failed else cached)
     if cost > hold.amount_micro:
         # Only possible if a worker reported more tokens than were reserved.
         log.error("request %s cost %s exceeds its hold %s; capped", hold.request_id, cost, hold.amount_micro)
@@ -170,9 +184,11 @@ def hold_settle(
         request_id=hold.request_id,
         model_id=hold.model_id,
         prompt_tokens=prompt_tokens,
+        cached_tokens=cached,
         completion_tokens=completion_tokens,
         input_micro_per_mtok=hold.input_micro_per_mtok,
         output_micro_per_mtok=hold.output_micro_per_mtok,
+        cached_input_micro_per_mtok=hold.cached_input_micro_per_mtok,
         cost_micro=cost,
         status=status,
         finish_reason=finish_reason,

@@ -3,7 +3,9 @@
 The built-in entry is the default model, converted by `manage.py prepare_model`
 into MODEL_CACHE_DIR. More models can be listed in a JSON file named by
 MODELS_FILE: {"model-id": {"path": "/dir", "input_usd_per_mtok": "0.1",
-"output_usd_per_mtok": "0.2", "owned_by": "me"}}.
+"output_usd_per_mtok": "0.2", "owned_by": "me"}}, and optionally
+"cached_input_usd_per_mtok" (prompt tokens served from the prefix cache; half
+the input price when absent).
 """
 import json
 from dataclasses import dataclass
@@ -54,10 +56,21 @@ def _builtin() -> dict[str, ModelSpec]:
         DEFAULT_MODEL_ID: ModelSpec(
             id=DEFAULT_MODEL_ID,
             path=Path(settings.MODEL_CACHE_DIR) / DEFAULT_MODEL_ID,
+            # Cached prompt tokens: half the input price, Price's default.
             default_price=Price(input_micro_per_mtok=100_000, output_micro_per_mtok=200_000),
             owned_by="HuggingFaceTB",
         )
     }
+
+
+def _price(entry: dict) -> Price:
+    cached = entry.get("cached_input_usd_per_mtok")
+    price = Price(usd_to_micro(entry["input_usd_per_mtok"]), usd_to_micro(entry["output_usd_per_mtok"]),
+                  None if cached is None else usd_to_micro(cached))
+    # Holds reserve prompt tokens at the input price; a dearer cached token would outgrow the hold.
+    if not 0 <= price.cached_input_micro_per_mtok <= price.input_micro_per_mtok:
+        raise ValueError("cached_input_usd_per_mtok must be between 0 and input_usd_per_mtok")
+    return price
 
 
 def _from_file(path: str) -> dict[str, ModelSpec]:
@@ -67,7 +80,7 @@ def _from_file(path: str) -> dict[str, ModelSpec]:
             model_id: ModelSpec(
                 id=model_id,
                 path=Path(entry["path"]),
-                default_price=Price(usd_to_micro(entry["input_usd_per_mtok"]), usd_to_micro(entry["output_usd_per_mtok"])),
+                default_price=_price(entry),
                 owned_by=entry.get("owned_by", "platform"),
             )
             for model_id, entry in entries.items()

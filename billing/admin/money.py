@@ -72,8 +72,8 @@ class HoldAdmin(ReadOnlyAdmin):
 
 @admin.register(UsageRecord)
 class UsageRecordAdmin(ReadOnlyAdmin):
-    list_display = ["created_at", "organization", "api_key", "model_id", "prompt_tokens", "completion_tokens",
-                    usd_column("cost_micro", "Cost"), "status", "finish_reason", "latency_ms"]
+    list_display = ["created_at", "organization", "api_key", "model_id", "prompt_tokens", "cached_tokens",
+                    "completion_tokens", usd_column("cost_micro", "Cost"), "status", "finish_reason", "latency_ms"]
     list_filter = ["status", "model_id"]
     list_select_related = ["organization", "api_key"]
     search_fields = ["request_id", "organization__name", "api_key__prefix"]

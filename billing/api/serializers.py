@@ -73,6 +73,8 @@ class UsageQuerySerializer(serializers.Serializer):
 class UsageFiguresSerializer(serializers.Serializer):
     requests = serializers.IntegerField()
     prompt_tokens = serializers.IntegerField()
+    cached_tokens = serializers.IntegerField(help_text="Of prompt_tokens, those served from the prefix cache, "
+                                                       "charged the model's cached input price.")
     completion_tokens = serializers.IntegerField()
     cost_micro = serializers.IntegerField(help_text="What was charged, in micro-USD.")
     cost_usd = serializers.CharField(help_text=USD_STRING["description"])

@@ -31,6 +31,7 @@ def _figures(row: dict) -> dict:
     return {
         "requests": row["requests"] or 0,
         "prompt_tokens": row["prompt_tokens"] or 0,
+        "cached_tokens": row["cached_tokens"] or 0,
         "completion_tokens": row["completion_tokens"] or 0,
         "cost_micro": cost,
         "cost_usd": usd(cost),
@@ -53,7 +54,8 @@ def _label(row: dict, group_by: str) -> dict:
 def _empty_days(rows: list[dict], start: date, end: date) -> list[dict]:
     """Every day of the range, with zeros where nothing was used, so a chart has no gaps."""
     by_day = {row["day"]: row for row in rows}
-    zero = {"day": None, **_figures({"requests": 0, "prompt_tokens": 0, "completion_tokens": 0, "cost_micro": 0})}
+    zero = {"day": None, **_figures(dict.fromkeys(
+        ("requests", "prompt_tokens", "cached_tokens", "completion_tokens", "cost_micro"), 0))}
     days = [start + timedelta(days=i) for i in range((end - start).days + 1)]
     return [by_day.get(day.isoformat(), {**zero, "day": day.isoformat()}) for day in days]
 
@@ -66,6 +68,7 @@ def usage_summary(*, organization: Organization, start: date, end: date, group_b
     sums = {
         "requests": Count("id"),
         "prompt_tokens": Sum("prompt_tokens"),
+        "cached_tokens": Sum("cached_tokens"),
         "completion_tokens": Sum("completion_tokens"),
         "cost_micro": Sum("cost_micro"),
     }

@@ -7,8 +7,9 @@ from django.http import HttpResponse
 from billing.pricing import usd_exact
 from billing.staff.tables import spreadsheet_safe
 
-HEADER = ["time_utc", "request_id", "key_name", "key_prefix", "model", "prompt_tokens", "completion_tokens",
-          "cost_usd", "latency_ms", "status", "finish_reason"]
+# cached_tokens: of prompt_tokens, those served from the prefix cache (charged the cached input price).
+HEADER = ["time_utc", "request_id", "key_name", "key_prefix", "model", "prompt_tokens", "cached_tokens",
+          "completion_tokens", "cost_usd", "latency_ms", "status", "finish_reason"]
 
 
 def row(record) -> list:
@@ -16,8 +17,8 @@ def row(record) -> list:
     return [spreadsheet_safe(value) for value in (
         record.created_at.strftime("%Y-%m-%dT%H:%M:%SZ"), record.request_id,
         key.name if key else "(deleted key)", key.prefix if key else "", record.model_id,
-        record.prompt_tokens, record.completion_tokens, usd_exact(record.cost_micro), record.latency_ms,
-        record.status, record.finish_reason)]
+        record.prompt_tokens, record.cached_tokens, record.completion_tokens, usd_exact(record.cost_micro),
+        record.latency_ms, record.status, record.finish_reason)]
 
 
 def requests_csv(records, *, start: date, end: date) -> HttpResponse:

@@ -4,11 +4,13 @@ import json
 SYSTEM_FINGERPRINT = "fp_local_v1"
 
 
-def usage(prompt_tokens: int, completion_tokens: int) -> dict:
+def usage(prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0) -> dict:
+    """OpenAI's usage object; like OpenAI's, it always has prompt_tokens_details, cached_tokens 0 when none."""
     return {
         "prompt_tokens": prompt_tokens,
         "completion_tokens": completion_tokens,
         "total_tokens": prompt_tokens + completion_tokens,
+        "prompt_tokens_details": {"cached_tokens": cached_tokens},
     }
 
 
@@ -37,7 +39,7 @@ def message(content: str | None, tool_calls: list[dict] | None = None) -> dict:
 
 
 def completion(*, id: str, created: int, model: str, choices: list[dict], prompt_tokens: int,
-               completion_tokens: int, extra: dict | None = None) -> dict:
+               completion_tokens: int, cached_tokens: int = 0, extra: dict | None = None) -> dict:
     """choices: [{"index", "message", "logprobs", "finish_reason"}]."""
     return {
         "id": id,
@@ -46,7 +48,7 @@ def completion(*, id: str, created: int, model: str, choices: list[dict], prompt
         "model": model,
         "system_fingerprint": SYSTEM_FINGERPRINT,
         "choices": choices,
-        "usage": usage(prompt_tokens, completion_tokens),
+        "usage": usage(prompt_tokens, completion_tokens, cached_tokens),
         **(extra or {}),
     }
 
@@ -72,8 +74,9 @@ class ChunkWriter:
             payload["usage"] = None
         return self._event(payload)
 
-    def usage(self, prompt_tokens: int, completion_tokens: int) -> bytes:
-        return self._event({**self._base, "choices": [], "usage": usage(prompt_tokens, completion_tokens)})
+    def usage(self, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0) -> bytes:
+        return self._event({**self._base, "choices": [],
+                            "usage": usage(prompt_tokens, completion_tokens, cached_tokens)})
 
     @staticmethod
     def done() -> bytes:

@@ -5,6 +5,7 @@ only cancels the generation, and the task still receives the engine's final
 event with the exact token counts and settles the hold from it.
 """
 import asyncio
+import dataclasses
 import logging
 import time
 
@@ -12,6 +13,7 @@ from asgiref.sync import sync_to_async
 
 from billing import liveness
 from billing.models import Hold, UsageRecord
+from billing.pricing import cached_within
 from billing.services import hold_settle
 from inference.engine.types import GenerationRequest, TokenEvent
 
@@ -72,8 +74,18 @@ class Generation:
                                error="generation ended unexpectedly", prompt_tokens=len(self.request.prompt_token_ids))
         heartbeat.cancel()
         self.finished = True
+        final = self._checked(final)
         await self._settle(final)
         self.events.put_nowait(final)
+
+    def _checked(self, final: TokenEvent) -> TokenEvent:
+        """The final event with a cached count the response and the bill can both use (0..prompt_tokens)."""
+        cached = cached_within(final.cached_tokens, final.prompt_tokens)
+        if cached == final.cached_tokens:
+            return final
+        log.error("generation %s reported %s cached of %s prompt tokens; counted as %s", self.request.request_id,
+                  final.cached_tokens, final.prompt_tokens, cached)
+        return dataclasses.replace(final, cached_tokens=cached)
 
     async def _settle(self, final: TokenEvent) -> None:
         try:
@@ -81,6 +93,7 @@ class Generation:
                 hold=self.hold,
                 prompt_tokens=final.prompt_tokens,
                 completion_tokens=final.completion_tokens,
+                cached_tokens=final.cached_tokens,
                 status=_STATUS.get(final.finish_reason, UsageRecord.Status.FAILED),
                 finish_reason=final.finish_reason or "",
                 latency_ms=int((time.monotonic() - self.started) * 1000),

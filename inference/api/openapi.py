@@ -243,7 +243,12 @@ SCHEMAS = {
         "prompt_tokens": {"type": "integer"},
         "completion_tokens": {"type": "integer"},
         "total_tokens": {"type": "integer"},
-    }, ["prompt_tokens", "completion_tokens", "total_tokens"], closed=False),
+        "prompt_tokens_details": _obj({
+            "cached_tokens": {"type": "integer", "minimum": 0,
+                              "description": "Prompt tokens served from the prefix cache, charged the model's "
+                                             "cached input price; 0 when none."},
+        }, ["cached_tokens"], closed=False),
+    }, ["prompt_tokens", "completion_tokens", "total_tokens", "prompt_tokens_details"], closed=False),
     "TokenLogprob": _obj({
         "token": {"type": "string"},
         "logprob": {"type": "number"},

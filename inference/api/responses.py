@@ -73,7 +73,7 @@ async def collect(generation: Generation, chat: ChatRequest, prepared: PreparedC
         })
     body = chunks.completion(id=request_id, created=created, model=chat.model, choices=choices,
                              prompt_tokens=event.prompt_tokens, completion_tokens=event.completion_tokens,
-                             extra=extra)
+                             cached_tokens=event.cached_tokens, extra=extra)
     return JsonResponse(body), choices
 
 
@@ -150,7 +150,7 @@ async def stream(generation: Generation, chat: ChatRequest, prepared: PreparedCh
             yield generation_failed(event).sse()
             return
         if writer.include_usage:
-            yield writer.usage(event.prompt_tokens, event.completion_tokens)
+            yield writer.usage(event.prompt_tokens, event.completion_tokens, event.cached_tokens)
         if on_complete is not None:
             await on_complete([state.as_choice() for state in states])
         yield writer.done()

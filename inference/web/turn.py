@@ -12,6 +12,7 @@ from asgiref.sync import sync_to_async
 
 from billing.models import UsageRecord
 from billing.services import account_for
+from inference.api import chunks
 from inference.api.errors import APIError, generation_failed, invalid
 from inference.api.limits import RequestLimits
 from inference.api.pipeline import Caller, start_chat
@@ -94,8 +95,7 @@ class Turn:
         record, available = await sync_to_async(_settled)(self.request_id, self.organization)
         done = {
             "type": "done", "request_id": self.request_id, "finish_reason": event.finish_reason,
-            "usage": {"prompt_tokens": event.prompt_tokens, "completion_tokens": event.completion_tokens,
-                      "total_tokens": event.prompt_tokens + event.completion_tokens},
+            "usage": chunks.usage(event.prompt_tokens, event.completion_tokens, event.cached_tokens),
             "cost_micro": record.cost_micro if record else None,
             "cost_usd": usd_exact(record.cost_micro) if record else None,
             "available_usd": usd_exact(available),

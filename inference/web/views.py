@@ -19,6 +19,7 @@ def _model_options() -> list[dict]:
             "temperature": spec.sampling_defaults().get("temperature", 1.0),
             "input_usd": usd_amount(price.input_micro_per_mtok),
             "output_usd": usd_amount(price.output_micro_per_mtok),
+            "cached_input_usd": usd_amount(price.cached_input_micro_per_mtok),
         })
     return options
 

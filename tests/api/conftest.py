@@ -22,6 +22,12 @@ TINY_LLAMA3 = "tiny-llama3"  # a template that calls tools with bare JSON (Llama
 TINY_PRICE = {"input_usd_per_mtok": "1", "output_usd_per_mtok": "2"}
 
 
+def tiny_cost(prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0) -> int:
+    """A tiny model's charge: 1 micro-USD an uncached prompt token, 0.5 a cached one (half), 2 a completion token,
+    rounded up once."""
+    return -(-(2 * (prompt_tokens - cached_tokens) + cached_tokens + 4 * completion_tokens) // 2)
+
+
 @pytest.fixture(scope="session")
 def models_file(tiny_model_path, tmp_path_factory):
     folder = tmp_path_factory.mktemp("models")

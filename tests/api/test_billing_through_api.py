@@ -7,7 +7,7 @@ import pytest
 from billing.models import Hold
 from billing.selectors import ledger_sum_micro
 from billing.services import credit_grant
-from tests.api.conftest import TINY, stream_then_disconnect, wait_for_usage
+from tests.api.conftest import TINY, stream_then_disconnect, tiny_cost, wait_for_usage
 from tests.factories import make_key, make_org
 
 pytestmark = pytest.mark.money
@@ -53,7 +53,7 @@ def test_a_client_that_disconnects_mid_stream_pays_only_for_what_was_generated(b
     record = wait_for_usage(request_id)
     assert record.status == "cancelled" and record.finish_reason == "cancelled"
     assert 3 <= record.completion_tokens < max_tokens
-    assert record.cost_micro == record.prompt_tokens * 1 + record.completion_tokens * 2
+    assert record.cost_micro == tiny_cost(record.prompt_tokens, record.completion_tokens, record.cached_tokens)
     account = alice.credit_account
     account.refresh_from_db()
     assert 1_000_000 - account.balance_micro == record.cost_micro

@@ -4,7 +4,7 @@ import pytest
 from accounts.models import Organization
 from billing.models import Hold
 from billing.selectors import ledger_sum_micro
-from tests.api.conftest import TINY, TINY_GREEDY, wait_for_usage
+from tests.api.conftest import TINY, TINY_GREEDY, tiny_cost, wait_for_usage
 
 pytestmark = pytest.mark.money
 
@@ -31,10 +31,11 @@ def test_a_completion_is_answered_in_openai_shape_and_charged_exactly(client, al
     usage = completion.usage
     assert usage.prompt_tokens > 0 and 0 < usage.completion_tokens <= 12
     assert usage.total_tokens == usage.prompt_tokens + usage.completion_tokens
-    assert charge_of(alice) == usage.prompt_tokens * 1 + usage.completion_tokens * 2
+    cached = usage.prompt_tokens_details.cached_tokens
+    assert charge_of(alice) == tiny_cost(usage.prompt_tokens, usage.completion_tokens, cached)
     record = wait_for_usage(completion.id)
-    assert (record.prompt_tokens, record.completion_tokens, record.status) == (
-        usage.prompt_tokens, usage.completion_tokens, "completed")
+    assert (record.prompt_tokens, record.cached_tokens, record.completion_tokens, record.status) == (
+        usage.prompt_tokens, cached, usage.completion_tokens, "completed")
     assert record.cost_micro == charge_of(alice)
 
 

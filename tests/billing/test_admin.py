@@ -14,7 +14,7 @@ from billing.models import (
     UsageRecord,
 )
 from billing.pricing import Price
-from billing.services import hold_place, hold_settle
+from billing.services import hold_place, hold_settle, price_get
 from tests.factories import make_key, make_org
 
 pytestmark = pytest.mark.django_db
@@ -157,6 +157,30 @@ def test_model_prices_are_edited_in_usd_per_million_tokens(root, seeded):
     assert bad.status_code == 200 and "at least $0.00" in bad.content.decode()
     price.refresh_from_db()
     assert price.output_micro_per_mtok == 600_001
+
+
+def test_the_cached_input_price_is_shown_and_edited_in_usd_and_blank_means_half_the_input_price(root, seeded):
+    price = ModelPrice.objects.get(model_id="m")
+    url = admin_url(ModelPrice, "change", price.pk)
+    assert 'name="cached_input_micro_per_mtok"' in root.get(url).content.decode()
+    assert "$0.50 (half of input)" in root.get(admin_url(ModelPrice, "changelist")).content.decode()
+    form = {"model_id": "m", "input_micro_per_mtok": "1", "cached_input_micro_per_mtok": "0.125001",
+            "output_micro_per_mtok": "2"}
+    assert root.post(url, form).status_code == 302
+    price.refresh_from_db()
+    assert price.cached_input_micro_per_mtok == 125_001
+    assert 'value="0.125001"' in root.get(url).content.decode()
+    assert "$0.125001" in root.get(admin_url(ModelPrice, "changelist")).content.decode()
+    assert price_get(model_id="m", default=PRICE) == Price(1_000_000, 2_000_000, 125_001)
+    for bad, error in (("-0.1", "at least $0.00"), ("1.01", "cannot exceed the input price")):
+        refused = root.post(url, dict(form, cached_input_micro_per_mtok=bad))
+        assert refused.status_code == 200 and error in refused.content.decode()
+    price.refresh_from_db()
+    assert price.cached_input_micro_per_mtok == 125_001
+    assert root.post(url, dict(form, cached_input_micro_per_mtok="")).status_code == 302
+    price.refresh_from_db()
+    assert price.cached_input_micro_per_mtok is None
+    assert price_get(model_id="m", default=PRICE).cached_input_micro_per_mtok == 500_000
 
 
 def test_an_organization_shows_its_limits_balance_and_members(root, seeded):

@@ -134,3 +134,66 @@ def test_concurrent_holds_never_spend_the_same_credit(workers):
     assert sorted(results) == ["402"] * (workers - 1) + ["held"]
     account = state(org)
     assert account.held_micro == 50 and account.balance_micro == 99
+
+
+@pytest.mark.django_db
+def test_a_hold_reserves_every_prompt_token_at_the_input_price_and_records_the_cached_price():
+    org = make_org("alice", credit_micro=1000)
+    hold = place(org)
+    assert hold.amount_micro == 10 * 1 + 20 * 2
+    assert hold.cached_input_micro_per_mtok == PRICE.cached_input_micro_per_mtok == 500_000
+
+
+@pytest.mark.django_db
+def test_cached_prompt_tokens_are_charged_the_cached_price_exactly():
+    org = make_org("alice", credit_micro=1000)
+    usage = hold_settle(hold=place(org), prompt_tokens=10, completion_tokens=5, cached_tokens=7)
+    # 3 uncached at 1, 7 cached at 0.5, 5 completion at 2: 16.5, rounded up once
+    assert usage.cost_micro == 17
+    assert (usage.prompt_tokens, usage.cached_tokens, usage.completion_tokens) == (10, 7, 5)
+    assert usage.cached_input_micro_per_mtok == 500_000
+    account = state(org)
+    assert (account.balance_micro, account.held_micro) == (1000 - 17, 0)
+    assert account.entries.first().amount_micro == -17
+    assert UsageRecord.objects.get(pk=usage.pk).cached_tokens == 7
+
+
+@pytest.mark.django_db
+def test_the_cached_price_is_the_one_fixed_when_the_hold_was_placed():
+    org = make_org("alice", credit_micro=1000)
+    hold = hold_place(organization=org, api_key=None, request_id="r1", model_id="m", prompt_tokens=10, max_tokens=20,
+                      price=Price(1_000_000, 2_000_000, cached_input_micro_per_mtok=100_000))
+    usage = hold_settle(hold=hold, prompt_tokens=10, completion_tokens=0, cached_tokens=10)
+    assert usage.cost_micro == 1 and usage.cached_input_micro_per_mtok == 100_000
+    assert state(org).balance_micro == 999
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("prompt, completion, cached", [(10, 20, 0), (10, 20, 10), (10, 20, 3), (1, 20, 1), (10, 0, 9)])
+def test_settling_with_cached_tokens_never_charges_more_than_the_hold(prompt, completion, cached):
+    org = make_org("alice", credit_micro=1000)
+    hold = place(org, prompt_tokens=prompt)
+    usage = hold_settle(hold=hold, prompt_tokens=prompt, completion_tokens=completion, cached_tokens=cached)
+    expected = -(-((prompt - cached) * 1_000_000 + cached * 500_000 + completion * 2_000_000) // 1_000_000)
+    assert usage.cost_micro == expected <= hold.amount_micro
+    assert state(org).balance_micro == 1000 - expected
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("reported, billed_as", [(25, 10), (-4, 0)])
+def test_a_cached_count_outside_the_prompt_is_brought_within_it_and_logged(caplog, reported, billed_as):
+    org = make_org("alice", credit_micro=1000)
+    with caplog.at_level("ERROR", logger="billing.services"):
+        usage = hold_settle(hold=place(org), prompt_tokens=10, completion_tokens=0, cached_tokens=reported)
+    assert usage.cached_tokens == billed_as
+    assert usage.cost_micro == -(-((10 - billed_as) * 1_000_000 + billed_as * 500_000) // 1_000_000)
+    assert state(org).balance_micro == 1000 - usage.cost_micro
+    assert "cached" in caplog.text
+
+
+@pytest.mark.django_db
+def test_a_failed_request_is_charged_neither_its_prompt_nor_its_cached_tokens():
+    org = make_org("alice", credit_micro=1000)
+    usage = hold_settle(hold=place(org), prompt_tokens=10, completion_tokens=3, cached_tokens=6, status="failed")
+    assert usage.cost_micro == 6 and usage.cached_tokens == 6
+    assert state(org).balance_micro == 994

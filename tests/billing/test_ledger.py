@@ -1,7 +1,7 @@
 import pytest
 from django.db import IntegrityError, transaction
 
-from billing.models import LedgerEntry
+from billing.models import LedgerEntry, ModelPrice
 from billing.pricing import Price, usd_to_micro
 from billing.selectors import ledger_sum_micro
 from billing.services import InsufficientCredit, credit_grant, ledger_post
@@ -61,6 +61,14 @@ def test_the_database_refuses_a_balance_below_the_holds():
     account.held_micro = 101
     with pytest.raises(IntegrityError), transaction.atomic():
         account.save()
+
+
+def test_the_database_refuses_a_negative_cached_input_price_and_takes_none_for_half():
+    ModelPrice.objects.create(model_id="half", input_micro_per_mtok=3, output_micro_per_mtok=1)
+    assert ModelPrice.objects.get(model_id="half").price().cached_input_micro_per_mtok == 1
+    with pytest.raises(IntegrityError), transaction.atomic():
+        ModelPrice.objects.create(model_id="m", input_micro_per_mtok=3, output_micro_per_mtok=1,
+                                  cached_input_micro_per_mtok=-1)
 
 
 def test_cost_is_exact_and_rounded_up_to_the_micro_usd():

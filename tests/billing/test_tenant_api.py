@@ -78,11 +78,11 @@ def assert_error(response, status, param=None, code=None):
     return error
 
 
-def spend(org, key, model, prompt, completion, when):
+def spend(org, key, model, prompt, completion, when, cached=0):
     """A settled request: its ledger charge, and its usage record dated `when`."""
     hold = hold_place(organization=org, api_key=key, request_id=f"req-{next(_request_ids)}", model_id=model,
                       prompt_tokens=prompt, max_tokens=completion, price=PRICE)
-    record = hold_settle(hold=hold, prompt_tokens=prompt, completion_tokens=completion)
+    record = hold_settle(hold=hold, prompt_tokens=prompt, completion_tokens=completion, cached_tokens=cached)
     UsageRecord.objects.filter(pk=record.pk).update(created_at=when)
     return record
 

@@ -12,14 +12,15 @@ from tests.factories import make_key
 
 pytestmark = [pytest.mark.django_db, pytest.mark.money]
 
-ZERO = {"requests": 0, "prompt_tokens": 0, "completion_tokens": 0, "cost_micro": 0, "cost_usd": "0.00"}
+ZERO = {"requests": 0, "prompt_tokens": 0, "cached_tokens": 0, "completion_tokens": 0, "cost_micro": 0,
+        "cost_usd": "0.00"}
 
 
-def figures(requests, prompt, completion):
-    cost = prompt + 2 * completion
+def figures(requests, prompt, completion, cached=0, cost=None):
+    cost = prompt + 2 * completion if cost is None else cost
     whole, fraction = divmod(cost, 1_000_000)
-    return {"requests": requests, "prompt_tokens": prompt, "completion_tokens": completion, "cost_micro": cost,
-            "cost_usd": f"{whole}.{f'{fraction:06d}'.rstrip('0').ljust(2, '0')}"}
+    return {"requests": requests, "prompt_tokens": prompt, "cached_tokens": cached, "completion_tokens": completion,
+            "cost_micro": cost, "cost_usd": f"{whole}.{f'{fraction:06d}'.rstrip('0').ljust(2, '0')}"}
 
 
 @pytest.fixture
@@ -88,6 +89,20 @@ def test_a_range_counts_whole_utc_days_at_both_ends(acme, seeded):
     assert usage(acme, f"?start={day}&end={day}")["total"]["requests"] == 3
     future = timezone.now().date() + timedelta(days=3)
     assert usage(acme, f"?start={future}")["total"] == ZERO
+
+
+def test_usage_counts_the_prompt_tokens_served_from_the_cache_and_their_cheaper_charge(acme):
+    from billing.services import credit_grant
+
+    credit_grant(organization=acme.org, amount_micro=1_000_000)
+    # At 1 micro-USD an uncached prompt token, 0.5 a cached one, 2 a completion token; each request rounds up once.
+    spend(acme.org, acme.key, "small", 100, 10, noon(0), cached=61)  # 39 + 30.5 + 20 -> 90
+    spend(acme.org, acme.key, "small", 10, 1, noon(0), cached=10)  # 0 + 5 + 2 -> 7
+    spend(acme.org, acme.key, "large", 20, 0, noon(0))  # 20
+    body = usage(acme, "?group_by=model")
+    assert body["data"] == [{"model": "large", **figures(1, 20, 0)},
+                            {"model": "small", **figures(2, 110, 11, cached=71, cost=97)}]
+    assert body["total"] == figures(3, 130, 11, cached=71, cost=117)
 
 
 @pytest.mark.parametrize("query, param", [

@@ -13,7 +13,7 @@ from accounts.sessions import session_history
 from billing.limits.counters import get_counters
 from billing.models import Hold, UsageRecord
 from billing.selectors import ledger_sum_micro
-from tests.api.conftest import TINY, TINY_GREEDY, base_url, models_file, server  # noqa: F401  (fixtures)
+from tests.api.conftest import TINY, TINY_GREEDY, base_url, models_file, server, tiny_cost  # noqa: F401  (fixtures)
 from tests.factories import make_org
 
 pytestmark = pytest.mark.money
@@ -172,7 +172,9 @@ def test_an_answer_streams_and_the_organization_pays_exactly_its_usage(alice, pa
     assert record.organization_id == alice.pk and record.api_key_id is None
     assert done["usage"]["completion_tokens"] == record.completion_tokens == 8
     assert done["usage"]["prompt_tokens"] == record.prompt_tokens
-    assert done["cost_micro"] == record.cost_micro == record.prompt_tokens * 1 + record.completion_tokens * 2
+    assert done["usage"]["prompt_tokens_details"] == {"cached_tokens": record.cached_tokens}
+    assert done["cost_micro"] == record.cost_micro == tiny_cost(record.prompt_tokens, record.completion_tokens,
+                                                                record.cached_tokens)
     assert done["cost_usd"] == f"0.{record.cost_micro:06d}"
     assert text
     account = balance_of(alice)
@@ -205,7 +207,8 @@ def test_stop_ends_the_answer_and_charges_only_what_was_generated(alice, page):
     record = UsageRecord.objects.get(request_id=message["request_id"])
     assert record.status == "cancelled"
     assert 3 <= record.completion_tokens < 1500 and message["usage"]["completion_tokens"] == record.completion_tokens
-    assert record.cost_micro == record.prompt_tokens + record.completion_tokens * 2 == message["cost_micro"]
+    assert record.cost_micro == tiny_cost(record.prompt_tokens, record.completion_tokens, record.cached_tokens)
+    assert record.cost_micro == message["cost_micro"]
     account = balance_of(alice)
     assert account.balance_micro == 1_000_000 - record.cost_micro and account.held_micro == 0
     assert ledger_sum_micro(account=account) == account.balance_micro

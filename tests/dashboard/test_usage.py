@@ -256,17 +256,26 @@ def test_the_csv_has_a_header_and_one_row_per_request_of_the_range(seeded):
     assert response["Content-Disposition"] == f'attachment; filename="usage-{start:%Y%m%d}-{today:%Y%m%d}.csv"'
     rows = _csv(response)
     assert rows[0] == ["time_utc", "request_id", "key_name", "key_prefix", "model", "prompt_tokens",
-                       "completion_tokens", "cost_usd", "latency_ms", "status", "finish_reason"]
+                       "cached_tokens", "completion_tokens", "cost_usd", "latency_ms", "status", "finish_reason"]
     assert len(rows) == 5 and not any("globex-model" in row for row in rows)
-    failed = next(row for row in rows if row[9] == "failed")
-    assert failed[0] == f"{today}T12:00:00Z" and failed[2:9] == [
-        "test", seeded.key.prefix, "small", "100", "10", "0.000120", "1234"]
+    failed = next(row for row in rows if row[10] == "failed")
+    assert failed[0] == f"{today}T12:00:00Z" and failed[2:10] == [
+        "test", seeded.key.prefix, "small", "100", "0", "10", "0.000120", "1234"]
     assert [row[2] for row in rows[1:]].count("(deleted key)") == 1
     day40 = today - timedelta(days=40)
     older = _csv(browser(seeded.users["member"]).get(f"{CSV}?start={day40}&end={day40}"))
-    assert len(older) == 2 and older[1][7] == "0.000060"
+    assert len(older) == 2 and older[1][8] == "0.000060"
     page = parse(browser(seeded.users["member"]).get(USAGE + "?range=90"))
     assert page.by_id("usage-csv").attrs["href"] == CSV + "?range=90"
+
+
+def test_the_csv_gives_each_request_its_cached_prompt_tokens(acme):
+    credit_grant(organization=acme.org, amount_micro=1_000_000)
+    record = spend(acme.org, acme.key, "small", 100, 10, noon(0), cached=40)  # 60 + 20 + 20 micro-USD
+    rows = _csv(browser(acme.users["member"]).get(CSV))
+    line = dict(zip(rows[0], next(row for row in rows[1:] if row[1] == record.request_id)))
+    assert (line["prompt_tokens"], line["cached_tokens"], line["completion_tokens"]) == ("100", "40", "10")
+    assert line["cost_usd"] == "0.000100"
 
 
 def test_csv_cells_that_a_spreadsheet_would_run_are_neutralised(acme):

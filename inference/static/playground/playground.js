@@ -118,8 +118,12 @@ document.addEventListener("DOMContentLoaded", () => {
     const u = message.usage;
     line.dataset.promptTokens = u.prompt_tokens;
     line.dataset.completionTokens = u.completion_tokens;
+    const cached = u.prompt_tokens_details ? u.prompt_tokens_details.cached_tokens : 0;
+    line.dataset.cachedTokens = cached;
     line.dataset.costMicro = message.cost_micro ?? "";
-    let text = u.prompt_tokens + " prompt + " + u.completion_tokens + " completion tokens";
+    let text = u.prompt_tokens + " prompt";
+    if (cached) text += " (" + cached + " cached)";
+    text += " + " + u.completion_tokens + " completion tokens";
     text += message.cost_usd !== null ? " · cost " + message.cost_usd + " USD" : " · cost not settled yet";
     if (message.finish_reason === "cancelled") text += " · stopped";
     if (message.finish_reason === "length") text += " · cut at max tokens";

@@ -1,0 +1,43 @@
+"""Model prices from the catalogue: the built-in default and MODELS_FILE entries, with their cached input price."""
+import json
+
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+
+from billing.models import ModelPrice
+from billing.pricing import Price
+from billing.services import price_get
+from inference.registry import DEFAULT_MODEL_ID, _builtin, _from_file
+
+pytestmark = pytest.mark.money
+
+
+def models_file(tmp_path, **prices) -> str:
+    path = tmp_path / "models.json"
+    path.write_text(json.dumps({"m": {"path": str(tmp_path), "input_usd_per_mtok": "0.3",
+                                      "output_usd_per_mtok": "0.6", **prices}}))
+    return str(path)
+
+
+def test_the_default_model_charges_cached_prompt_tokens_half_its_input_price():
+    assert _builtin()[DEFAULT_MODEL_ID].default_price == Price(100_000, 200_000, 50_000)
+
+
+def test_a_models_file_entry_may_give_its_cached_input_price(tmp_path):
+    spec = _from_file(models_file(tmp_path, cached_input_usd_per_mtok="0.03"))["m"]
+    assert spec.default_price == Price(300_000, 600_000, 30_000)
+    assert _from_file(models_file(tmp_path))["m"].default_price.cached_input_micro_per_mtok == 150_000
+
+
+@pytest.mark.parametrize("cached", ["0.31", "-0.01", "0.0000001", "cheap"])
+def test_a_cached_input_price_above_the_input_price_or_not_an_amount_is_refused(tmp_path, cached):
+    with pytest.raises(ImproperlyConfigured, match="MODELS_FILE"):
+        _from_file(models_file(tmp_path, cached_input_usd_per_mtok=cached))
+
+
+@pytest.mark.django_db
+def test_the_price_row_keeps_a_default_cached_price_as_blank_and_a_given_one_as_given():
+    assert price_get(model_id="half", default=Price(300_000, 600_000)) == Price(300_000, 600_000, 150_000)
+    assert ModelPrice.objects.get(model_id="half").cached_input_micro_per_mtok is None
+    assert price_get(model_id="given", default=Price(300_000, 600_000, 30_000)) == Price(300_000, 600_000, 30_000)
+    assert ModelPrice.objects.get(model_id="given").cached_input_micro_per_mtok == 30_000
