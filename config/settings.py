@@ -11,7 +11,7 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from config.env import env_bool, env_int, env_list, env_str
+from config.env import env_bool, env_choice, env_float, env_int, env_list, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(env_str("DATA_DIR", str(BASE_DIR / "var")))
@@ -238,8 +238,23 @@ SPECTACULAR_SETTINGS = {
 MODEL_CACHE_DIR = Path(env_str("MODEL_CACHE_DIR", str(DATA_DIR / "models")))
 MODELS_FILE = env_str("MODELS_FILE")
 INFERENCE_DEVICE = env_str("INFERENCE_DEVICE", "cpu")
-# Memory the engine reserves for its KV cache (in-process, and per worker unless --kv-cache-mb says otherwise).
+# Memory the engine reserves for its KV cache on the CPU (in-process, and per worker unless --kv-cache-mb says
+# otherwise). On a GPU the cache takes what INFERENCE_GPU_MEMORY_UTILIZATION leaves after the weights.
 INFERENCE_KV_CACHE_MB = env_int("INFERENCE_KV_CACHE_MB", 1024, minimum=16)
+INFERENCE_GPU_MEMORY_UTILIZATION = env_float("INFERENCE_GPU_MEMORY_UTILIZATION", 0.9, minimum=0.05, maximum=1.0)
+# Weights and KV cache precision. auto: bfloat16 on GPUs (float16 on those without bf16); on CPUs with bf16
+# instructions bfloat16 activations with int8 weights, elsewhere float32. A model's "dtype" and
+# "quantization" in MODELS_FILE win.
+INFERENCE_DTYPE = env_choice("INFERENCE_DTYPE", "auto", ("auto", "bfloat16", "float16", "float32"))
+INFERENCE_QUANTIZATION = env_choice("INFERENCE_QUANTIZATION", "auto", ("auto", "none", "int8"))
+# Reuse the KV cache of prompt prefixes seen before (a session's earlier turns, a shared system prompt),
+# within one organization.
+INFERENCE_PREFIX_CACHE = env_bool("INFERENCE_PREFIX_CACHE", True)
+# auto: flex_attention on GPUs; on the CPU a compiled paged decode kernel and flex_attention for prefills.
+# sdpa needs no compiler (the eager reference).
+INFERENCE_ATTENTION_BACKEND = env_choice("INFERENCE_ATTENTION_BACKEND", "auto", ("auto", "flex", "inductor", "sdpa"))
+# No CUDA graphs for decode steps (they are captured at start-up otherwise).
+INFERENCE_ENFORCE_EAGER = env_bool("INFERENCE_ENFORCE_EAGER", False)
 # Dedicated inference workers (`manage.py inference_worker`) fed through Redis Streams: set by
 # default whenever REDIS_URL is. Unset (and no REDIS_URL): the engine runs inside the web process.
 INFERENCE_QUEUE_URL = env_str("INFERENCE_QUEUE_URL", REDIS_URL)

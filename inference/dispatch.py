@@ -49,8 +49,9 @@ class LocalBackend:
                 from inference.engine.engine import Engine  # torch is imported only when a model is needed
 
                 try:
-                    engine = Engine(str(spec.path), device=self._device,
-                                    config=EngineConfig(kv_cache_bytes=settings.INFERENCE_KV_CACHE_MB << 20))
+                    config = EngineConfig(kv_cache_bytes=settings.INFERENCE_KV_CACHE_MB << 20,
+                                          enable_prefix_caching=settings.INFERENCE_PREFIX_CACHE)
+                    engine = Engine(str(spec.path), device=self._device, config=config, **spec.engine_options())
                 except Exception as exc:
                     log.exception("could not load %s from %s", spec.id, spec.path)
                     raise ModelUnavailable(f"model {spec.id} could not be loaded") from exc

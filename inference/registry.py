@@ -5,7 +5,9 @@ into MODEL_CACHE_DIR. More models can be listed in a JSON file named by
 MODELS_FILE: {"model-id": {"path": "/dir", "input_usd_per_mtok": "0.1",
 "output_usd_per_mtok": "0.2", "owned_by": "me"}}, and optionally
 "cached_input_usd_per_mtok" (prompt tokens served from the prefix cache; half
-the input price when absent).
+the input price when absent), "dtype" (auto, bfloat16, float16, float32) and
+"quantization" (auto, none, int8), which win over INFERENCE_DTYPE and
+INFERENCE_QUANTIZATION for that model.
 """
 import json
 from dataclasses import dataclass
@@ -30,6 +32,18 @@ class ModelSpec:
     default_price: Price
     owned_by: str = "platform"
     created: int = 1735689600  # 2025-01-01, when the model was added to the catalogue
+    dtype: str | None = None  # None: INFERENCE_DTYPE
+    quantization: str | None = None  # None: INFERENCE_QUANTIZATION
+
+    def engine_options(self) -> dict:
+        """How an engine runs this model here: its own choices, else the settings'."""
+        return {
+            "dtype": self.dtype or settings.INFERENCE_DTYPE,
+            "quantization": self.quantization or settings.INFERENCE_QUANTIZATION,
+            "attention_backend": settings.INFERENCE_ATTENTION_BACKEND,
+            "enforce_eager": settings.INFERENCE_ENFORCE_EAGER,
+            "gpu_memory_utilization": settings.INFERENCE_GPU_MEMORY_UTILIZATION,
+        }
 
     @property
     def is_prepared(self) -> bool:
@@ -73,6 +87,17 @@ def _price(entry: dict) -> Price:
     return price
 
 
+DTYPES = ("auto", "bfloat16", "float16", "float32")
+QUANTIZATIONS = ("auto", "none", "int8")
+
+
+def _choice(entry: dict, key: str, choices: tuple[str, ...]) -> str | None:
+    value = entry.get(key)
+    if value is not None and value not in choices:
+        raise ValueError(f"{key} must be one of {', '.join(choices)}, not {value!r}")
+    return value
+
+
 def _from_file(path: str) -> dict[str, ModelSpec]:
     try:
         entries = json.loads(Path(path).read_text())
@@ -82,6 +107,8 @@ def _from_file(path: str) -> dict[str, ModelSpec]:
                 path=Path(entry["path"]),
                 default_price=_price(entry),
                 owned_by=entry.get("owned_by", "platform"),
+                dtype=_choice(entry, "dtype", DTYPES),
+                quantization=_choice(entry, "quantization", QUANTIZATIONS),
             )
             for model_id, entry in entries.items()
         }

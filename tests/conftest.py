@@ -10,6 +10,9 @@ def pytest_configure(config):
     # Argon2 is deliberately slow; tests log in hundreds of times. The one test about how passwords are
     # stored puts the project's hashers back.
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    # The tiny model's answers are compared across requests run in different batches: float32 keeps each
+    # answer independent of its neighbours (bf16 and int8 kernels round differently by batch size).
+    settings.INFERENCE_DTYPE = "float32"
 
 
 @pytest.fixture(scope="session")

@@ -113,6 +113,11 @@ async def start_chat(body: dict, caller: Caller, *, request_id: str, started: fl
         raise
 
 
+def _cache_salt(organization: Organization) -> str:
+    # The creation time too: a deleted organization's id may be given to a new one.
+    return f"org:{organization.pk}:{organization.created_at.isoformat()}"
+
+
 async def _pay_and_queue(caller: Caller, backend, spec, chat: ChatRequest, prepared: PreparedChat, session, *,
                          request_id: str, started: float, limits: RequestLimits) -> Call:
     try:
@@ -120,8 +125,11 @@ async def _pay_and_queue(caller: Caller, backend, spec, chat: ChatRequest, prepa
     except ModelUnavailable as exc:
         raise _unavailable(exc) from None
     hold = await _hold(caller, spec, prepared, chat, request_id)
+    # Prefix-cache blocks are shared only within the organization: another tenant's timing
+    # cannot reveal whether a prompt was seen before.
     generation_request = GenerationRequest(request_id, prepared.prompt_ids, prepared.params,
-                                           constraint=prepared.constraint)
+                                           constraint=prepared.constraint,
+                                           cache_salt=_cache_salt(caller.organization))
     try:
         await backend.enqueue(spec, generation_request)  # queued only once it is paid for
     except BaseException as exc:

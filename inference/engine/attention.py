@@ -1,32 +1,45 @@
-"""Paged attention plugged into transformers' attention interface.
+"""Paged attention for one packed step: decodes first, then prefill chunks, all layers alike.
 
-transformers keeps the model definitions (Llama, Qwen2, Qwen3, Mistral, ...):
-projections, norms, rotary embeddings and MLPs all run as written there, on a
-packed batch `[1, T]` holding every scheduled token of the step. Only the
-attention call is ours: it writes the step's keys and values into the block
-KV cache and attends each token to its own sequence's cache.
+Per layer: the step's new keys and values are written at their cache slots
+(one index_copy_ each), then the queries attend, reading every sequence's KV
+blocks where they lie.
 
-Decode tokens (one per sequence) are attended together in one batched call;
-prefill chunks are attended one sequence at a time, causally.
+Backends (chosen once per engine, see `choose_backend`):
+  flex      flex_attention for both parts: decodes as a batch of one-query
+            sequences, prefill chunks as one packed variable-length call, both
+            through block masks built from the block tables (block_masks.py).
+            The GPU default.
+  inductor  decodes through a kernel that torch.compile generates from
+            `_decode_math`: the block-table lookup happens inside its
+            reduction loops, so blocks are read in place and lengths bound the
+            loop (no gathered copy, no mask tensor); prefill chunks as in flex.
+            The CPU default: several times faster than flex or SDPA there for
+            one-query rows (bench/attention.py).
+  sdpa      the eager reference: each decode sequence's blocks gathered into a
+            buffer and attended with a padding mask, one SDPA call per prefill
+            chunk. No compiler needed; the tests check the others against it.
+
+The model definitions stay transformers' own: `paged_attention_forward` is
+registered as an attention implementation for models the lean decoder
+(decoder.py) does not cover.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from transformers import AttentionInterface
 
+from .block_masks import PrefillSegment
+from .kv_cache import KVCache
+
+log = logging.getLogger(__name__)
+
 ATTN_IMPLEMENTATION = "engine_paged"
-
-
-@dataclass
-class PrefillSegment:
-    q_start: int  # first row of this chunk in the packed batch
-    q_len: int
-    kv_index: torch.Tensor  # [start + q_len] cache slots of positions 0 .. start+q_len-1
-    start: int  # positions already cached before this chunk
+BACKENDS = ("auto", "flex", "inductor", "sdpa")
 
 
 @dataclass
@@ -35,98 +48,197 @@ class StepMetadata:
 
     slot_mapping: torch.Tensor  # [T] cache slot that receives each token's key/value
     num_decode: int  # the first num_decode packed tokens are single-token decodes
-    decode_blocks: torch.Tensor | None = None  # [num_decode * nb] each decode sequence's block table, padded to nb
-    decode_mask: torch.Tensor | None = None  # [num_decode, 1, 1, nb * block_size] True where a position exists
-    prefills: list[PrefillSegment] = field(default_factory=list)
+    decode_tables: torch.Tensor | None = None  # [nd, W] long, each decode sequence's blocks, padded with the sink
+    decode_lens: torch.Tensor | None = None  # [nd] long, its length including this step's token
+    decode_mask: object | None = None  # flex BlockMask over decode_tables
+    prefill_mask: object | None = None  # flex BlockMask of the packed prefill rows
+    prefill_rows: int = 0  # flex: the prefill rows padded to the mask's fixed size
+    prefills: list[PrefillSegment] = field(default_factory=list)  # the same chunks, for the sdpa backend
 
 
-class KVCache:
-    """Per layer, keys and values of `num_blocks * block_size` token slots.
+class Attention:
+    """One backend's kernels; `__call__` runs a layer's attention for the step."""
 
-    Head-major (`[Hkv, slots, D]`): gathering a batch's blocks then yields each
-    head's keys already laid out `[B, L, D]`, in a single copy.
-    """
+    def __init__(self, backend: str, cache: KVCache):
+        if backend not in BACKENDS[1:]:
+            raise ValueError(f"unknown attention backend {backend!r}; expected one of {BACKENDS}")
+        self.backend = backend
+        self.cache = cache
+        self.block_size = cache.block_size
+        if backend == "sdpa":
+            self._decode, self._prefill = _decode_sdpa, _prefill_sdpa
+        else:
+            _allow_recompiles()  # dynamo's settings are per thread: set them on the one that runs the engine
+            flex = _compiled_flex()
+            self._prefill = lambda q, k, v, meta, scale, bs: _prefill_flex(flex, q, k, v, meta, scale, bs)
+            if backend == "flex":
+                self._decode = lambda q, k, v, meta, scale, bs: _decode_flex(flex, q, k, v, meta, scale)
+            else:
+                self._decode = _compiled_decode()
 
-    def __init__(self, *, num_layers: int, num_blocks: int, block_size: int, num_kv_heads: int, head_dim: int,
-                 dtype: torch.dtype, device: torch.device):
-        self.block_size = block_size
-        self.num_blocks = num_blocks
-        shape = (num_kv_heads, num_blocks * block_size, head_dim)
-        self.k = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(num_layers)]  # [Hkv, S, D] each
-        self.v = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(num_layers)]
-        # Decode gathers reuse two buffers across layers and steps: allocating tens of
-        # megabytes anew each time costs more (page faults) than the copy itself.
-        self._gather_buffers: dict[str, torch.Tensor] = {}
+    @property
+    def uses_flex(self) -> bool:
+        return self.backend != "sdpa"
 
-    def gather_blocks(self, cache: torch.Tensor, blocks: torch.Tensor, name: str) -> torch.Tensor:
-        """cache [Hkv, S, D] → its blocks at `blocks` [N], as [Hkv, N * block_size, D] (a reused buffer)."""
-        heads, _, dim = cache.shape
-        shape = (heads, blocks.numel(), self.block_size, dim)
-        size = heads * blocks.numel() * self.block_size * dim
-        buffer = self._gather_buffers.get(name)
-        if buffer is None or buffer.numel() < size:
-            buffer = self._gather_buffers[name] = torch.empty(int(size * 1.25), dtype=cache.dtype, device=cache.device)
-        out = buffer[:size].view(shape)
-        torch.index_select(cache.view(heads, self.num_blocks, self.block_size, dim), 1, blocks, out=out)
-        return out.view(heads, -1, dim)
+    def __call__(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layer: int, meta: StepMetadata,
+                 scale: float) -> torch.Tensor:
+        """q [T, Hq, D], k and v [T, Hkv, D] (rotary applied) -> [T, Hq, D]."""
+        k_cache, v_cache = self.cache.k[layer], self.cache.v[layer]  # [Hkv, S, D]
+        k_cache.index_copy_(1, meta.slot_mapping, k.transpose(0, 1))
+        v_cache.index_copy_(1, meta.slot_mapping, v.transpose(0, 1))
+        nd = meta.num_decode
+        if nd == q.shape[0]:
+            return self._decode(q, k_cache, v_cache, meta, scale, self.block_size)
+        if nd == 0:
+            return self._prefill(q, k_cache, v_cache, meta, scale, self.block_size)
+        return torch.cat([self._decode(q[:nd], k_cache, v_cache, meta, scale, self.block_size),
+                          self._prefill(q[nd:], k_cache, v_cache, meta, scale, self.block_size)])
 
-    def copy_blocks(self, copies: list[tuple[int, int]]) -> None:
-        """Duplicate whole blocks (a forked sequence's partially filled last block)."""
-        bs = self.block_size
-        for src, dst in copies:
-            for cache in (*self.k, *self.v):
-                cache[:, dst * bs:(dst + 1) * bs] = cache[:, src * bs:(src + 1) * bs]
 
-    @staticmethod
-    def bytes_per_block(*, num_layers: int, block_size: int, num_kv_heads: int, head_dim: int,
-                        dtype: torch.dtype) -> int:
-        return 2 * num_layers * block_size * num_kv_heads * head_dim * torch.finfo(dtype).bits // 8
+def choose_backend(name: str, device: torch.device) -> str:
+    if name == "auto":
+        name = "flex" if device.type == "cuda" else "inductor"
+    if name != "sdpa" and not compiler_available():
+        log.warning("torch.compile is unavailable here: attention falls back to the eager sdpa backend")
+        return "sdpa"
+    return name
+
+
+def compiler_available() -> bool:
+    try:
+        from torch._inductor import cpp_builder  # noqa: F401  (a C++ compiler is found lazily)
+    except Exception:
+        return False
+    return True
+
+
+# -- decode -------------------------------------------------------------------------------------
+
+
+def _decode_math(q, k_cache, v_cache, tables, lens, scale: float, block_size: int):
+    # q [B, Hq, D]; k_cache, v_cache [Hkv, S, D]; tables [B, W]; lens [B]
+    batch, width = tables.shape
+    kv_heads, _, dim = k_cache.shape
+    group = q.shape[1] // kv_heads
+    pos = torch.arange(width * block_size, device=q.device)  # [L]
+    slots = tables[:, pos // block_size] * block_size + pos % block_size  # [B, L]
+    keys = k_cache[:, slots].float()  # [Hkv, B, L, D]: compiled, an index inside the loop, never a buffer
+    values = v_cache[:, slots].float()
+    qg = q.view(batch, kv_heads, group, dim).transpose(0, 1).float()  # [Hkv, B, G, D]
+    scores = (qg.unsqueeze(3) * keys.unsqueeze(2)).sum(-1) * scale  # [Hkv, B, G, L]
+    scores = scores.masked_fill((pos.unsqueeze(0) >= lens.unsqueeze(1))[None, :, None, :], float("-inf"))
+    probs = torch.softmax(scores, dim=-1)
+    out = (probs.unsqueeze(-1) * values.unsqueeze(2)).sum(3)  # [Hkv, B, G, D]
+    return out.transpose(0, 1).reshape(batch, kv_heads * group, dim).to(q.dtype)
+
+
+_compiled: dict[str, object] = {}
+# Shapes a compiled kernel may be specialised for before dynamo gives up: one per padded batch size,
+# per cache size and per model in this process (tests build many engines).
+RECOMPILE_LIMIT = 256
+
+
+def _allow_recompiles() -> None:
+    import torch._dynamo
+    import torch.fx.experimental._config as fx_config
+
+    config = torch._dynamo.config
+    config.recompile_limit = max(config.recompile_limit, RECOMPILE_LIMIT)
+    config.accumulated_recompile_limit = max(config.accumulated_recompile_limit, 4 * RECOMPILE_LIMIT)
+    # Sizes that happen to be equal at the first call (a table width of 2 and the cache's k/v
+    # axis) must not be assumed equal forever: each such guess costs a recompile mid-request.
+    fx_config.use_duck_shape = False
+
+
+def _compiled_decode():
+    if "decode" not in _compiled:
+        kernel = torch.compile(_decode_math, dynamic=True, fullgraph=True)
+        _compiled["decode"] = lambda q, k, v, meta, scale, bs: kernel(q, k, v, meta.decode_tables, meta.decode_lens,
+                                                                      scale, bs)
+    return _compiled["decode"]
+
+
+def _compiled_flex():
+    if "flex" not in _compiled:
+        from torch.nn.attention.flex_attention import flex_attention
+
+        # Static shapes: the callers pad to a few sizes (inductor's CPU template miscompiles dynamic ones).
+        _compiled["flex"] = torch.compile(flex_attention, dynamic=False, fullgraph=True)
+    return _compiled["flex"]
+
+
+def _decode_flex(flex, q, k_cache, v_cache, meta: StepMetadata, scale):
+    batch, padded = q.shape[0], meta.decode_tables.shape[0]  # the tables are padded to a bucket
+    keys = k_cache.unsqueeze(0).expand(padded, -1, -1, -1)  # [B', Hkv, S, D], a view
+    values = v_cache.unsqueeze(0).expand(padded, -1, -1, -1)
+    out = flex(_pad_rows(q, padded).unsqueeze(2), keys, values, block_mask=meta.decode_mask, scale=scale,
+               enable_gqa=True)
+    return out[:batch].squeeze(2)  # [B, Hq, D]
+
+
+def _pad_rows(x: torch.Tensor, rows: int) -> torch.Tensor:
+    if x.shape[0] == rows:
+        return x
+    out = x.new_zeros((rows, *x.shape[1:]))
+    out[:x.shape[0]] = x
+    return out
+
+
+def _decode_sdpa(q, k_cache, v_cache, meta: StepMetadata, scale, block_size):
+    tables, lens = meta.decode_tables, meta.decode_lens
+    batch, width = tables.shape
+    heads, _, dim = k_cache.shape
+    slots = (tables.unsqueeze(2) * block_size + torch.arange(block_size, device=q.device)).view(-1)  # [B*L]
+    keys = k_cache.index_select(1, slots).view(heads, batch, -1, dim).transpose(0, 1)  # [B, Hkv, L, D]
+    values = v_cache.index_select(1, slots).view(heads, batch, -1, dim).transpose(0, 1)
+    mask = torch.arange(width * block_size, device=q.device).unsqueeze(0) < lens.unsqueeze(1)  # [B, L]
+    out = F.scaled_dot_product_attention(q.unsqueeze(2), keys, values, attn_mask=mask[:, None, None, :],
+                                         scale=scale, enable_gqa=True)  # [B, Hq, 1, D]
+    return out.squeeze(2)
+
+
+# -- prefill ------------------------------------------------------------------------------------
+
+
+def _prefill_flex(flex, q, k_cache, v_cache, meta: StepMetadata, scale, block_size):
+    rows = q.shape[0]
+    query = _pad_rows(q, meta.prefill_rows).transpose(0, 1).unsqueeze(0)  # [1, Hq, P, D]
+    out = flex(query, k_cache.unsqueeze(0), v_cache.unsqueeze(0), block_mask=meta.prefill_mask, scale=scale,
+               enable_gqa=True)
+    return out[0, :, :rows].transpose(0, 1)  # [Tp, Hq, D]
+
+
+def _prefill_sdpa(q, k_cache, v_cache, meta: StepMetadata, scale, block_size):
+    out, row = [], 0
+    offsets = torch.arange(block_size, device=q.device)
+    for seg in meta.prefills:
+        n, start = seg.num, seg.start
+        table = torch.tensor(seg.table, dtype=torch.long, device=q.device)
+        slots = (table.unsqueeze(1) * block_size + offsets).view(-1)[:start + n]
+        keys = k_cache.index_select(1, slots).unsqueeze(0)  # [1, Hkv, start+n, D]
+        values = v_cache.index_select(1, slots).unsqueeze(0)
+        query = q[row:row + n].transpose(0, 1).unsqueeze(0)  # [1, Hq, n, D]
+        if start == 0:
+            o = F.scaled_dot_product_attention(query, keys, values, is_causal=True, scale=scale, enable_gqa=True)
+        else:
+            rows = torch.arange(n, device=q.device).unsqueeze(1) + start
+            mask = torch.arange(start + n, device=q.device).unsqueeze(0) <= rows
+            o = F.scaled_dot_product_attention(query, keys, values, attn_mask=mask, scale=scale, enable_gqa=True)
+        out.append(o[0].transpose(0, 1))
+        row += n
+    return torch.cat(out)
+
+
+# -- transformers' attention interface ----------------------------------------------------------
 
 
 def paged_attention_forward(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
     # query: [1, Hq, T, D]; key, value: [1, Hkv, T, D] (rotary already applied by the model)
+    attention: Attention = kwargs["engine_attention"]
     meta: StepMetadata = kwargs["engine_step"]
-    cache: KVCache = kwargs["engine_cache"]
-    layer = module.layer_idx
-    k_cache, v_cache = cache.k[layer], cache.v[layer]  # [Hkv, S, D]
-    k_cache.index_copy_(1, meta.slot_mapping, key[0])
-    v_cache.index_copy_(1, meta.slot_mapping, value[0])
-
-    q = query[0].transpose(0, 1)  # [T, Hq, D]
-    out = torch.empty_like(q)  # [T, Hq, D]
-    nd = meta.num_decode
-    if nd:
-        out[:nd] = _decode_attention(q[:nd], k_cache, v_cache, meta, cache, scaling)
-    for seg in meta.prefills:
-        out[seg.q_start:seg.q_start + seg.q_len] = _prefill_attention(
-            q[seg.q_start:seg.q_start + seg.q_len], k_cache, v_cache, seg, scaling)
+    out = attention(query[0].transpose(0, 1), key[0].transpose(0, 1), value[0].transpose(0, 1), module.layer_idx,
+                    meta, scaling)
     return out.unsqueeze(0), None  # [1, T, Hq, D]
-
-
-def _decode_attention(q, k_cache, v_cache, meta: StepMetadata, cache: KVCache, scaling):
-    # q: [B, Hq, D]; every sequence attends to its own blocks (padded to the longest table, masked).
-    heads, _, dim = k_cache.shape
-    batch = q.shape[0]
-    keys = cache.gather_blocks(k_cache, meta.decode_blocks, "k").view(heads, batch, -1, dim)  # [Hkv, B, L, D]
-    values = cache.gather_blocks(v_cache, meta.decode_blocks, "v").view(heads, batch, -1, dim)
-    out = F.scaled_dot_product_attention(q.unsqueeze(2), keys.transpose(0, 1), values.transpose(0, 1),
-                                         attn_mask=meta.decode_mask, scale=scaling, enable_gqa=True)  # [B, Hq, 1, D]
-    return out.squeeze(2)
-
-
-def _prefill_attention(q, k_cache, v_cache, seg: PrefillSegment, scaling):
-    # q: [t, Hq, D] for positions start .. start+t-1, attending causally to positions 0 .. start+t-1.
-    keys = k_cache.index_select(1, seg.kv_index).unsqueeze(0)  # [1, Hkv, start+t, D]
-    values = v_cache.index_select(1, seg.kv_index).unsqueeze(0)
-    query = q.transpose(0, 1).unsqueeze(0)  # [1, Hq, t, D]
-    if seg.start == 0:
-        out = F.scaled_dot_product_attention(query, keys, values, is_causal=True, scale=scaling, enable_gqa=True)
-    else:
-        rows = torch.arange(seg.q_len, device=q.device).unsqueeze(1) + seg.start  # [t, 1]
-        cols = torch.arange(seg.start + seg.q_len, device=q.device).unsqueeze(0)  # [1, start+t]
-        out = F.scaled_dot_product_attention(query, keys, values, attn_mask=cols <= rows, scale=scaling,
-                                             enable_gqa=True)
-    return out[0].transpose(0, 1)  # [t, Hq, D]
 
 
 AttentionInterface.register(ATTN_IMPLEMENTATION, paged_attention_forward)

@@ -13,10 +13,12 @@ from dataclasses import dataclass
 class EngineConfig:
     block_size: int = 16
     num_blocks: int = 0  # 0 => the runner sizes it from kv_cache_bytes and fills it in before the Scheduler is built
-    kv_cache_bytes: int = 1 << 30
+    # None: on a GPU, what the weights and a profiling step leave of gpu_memory_utilization; on the CPU, 1 GiB.
+    kv_cache_bytes: int | None = None
     max_num_seqs: int = 64  # running sequences at most
     max_num_batched_tokens: int = 1024  # token budget of one step (decode tokens + prefill chunk tokens)
     max_model_len: int = 2048  # context window; prompt + output never exceeds it
+    enable_prefix_caching: bool = True  # reuse the KV of full blocks whose token prefix was computed before
 
     def __post_init__(self) -> None:
         # Fail at construction rather than as a hang or a ZeroDivisionError
@@ -26,5 +28,5 @@ class EngineConfig:
                 raise ValueError(f"{name} must be >= 1")
         if self.num_blocks < 0:
             raise ValueError("num_blocks must be >= 0 (0 => sized by the runner)")
-        if self.kv_cache_bytes < 0:
+        if self.kv_cache_bytes is not None and self.kv_cache_bytes < 0:
             raise ValueError("kv_cache_bytes must be >= 0")

@@ -3,11 +3,13 @@
 Decoding token by token is wrong twice over: a byte-level token can hold half
 of a UTF-8 character (it decodes to "\\ufffd" until the next token completes
 it), and some tokenizers change how a token renders depending on what came
-before it (leading-space handling).  So we keep a small window of already
-emitted tokens and decode "window + new tokens", emitting only the text past
-the window, and only once it no longer ends in a replacement character.
+before it (leading-space handling).  So the text of each new token is decoded
+once against a small window of already emitted tokens, and emitted only once
+it no longer ends in a replacement character.
 
-No torch and no transformers here: the decode function is injected.
+Two sources do that: the tokenizers library's native DecodeStream, where the
+model has a fast tokenizer (the engine's case), and a window over an injected
+`decode(ids)` function otherwise (no torch, no transformers needed).
 """
 
 from __future__ import annotations
@@ -18,6 +20,77 @@ REPLACEMENT_CHAR = "\ufffd"
 # Enough previous tokens for the tokenizer to render the next one as it would
 # inside the full text; the same bound vLLM uses.
 CONTEXT_TOKENS = 5
+
+
+class _NativeStream:
+    """tokenizers' DecodeStream: each token decoded once, in native code."""
+
+    def __init__(self, tokenizer, context_ids: Sequence[int], skip_special_tokens: bool,
+                 decode: Callable[[list[int]], str]):
+        from tokenizers.decoders import DecodeStream
+
+        self._tokenizer = tokenizer
+        self._decode = decode
+        context = list(context_ids)[-CONTEXT_TOKENS:]
+        if context and REPLACEMENT_CHAR in decode(context):
+            context = []  # a context cut mid-character would misalign the stream
+        self._stream = DecodeStream(context, skip_special_tokens=skip_special_tokens) if context else \
+            DecodeStream(skip_special_tokens=skip_special_tokens)
+        self._pending: list[int] = []  # tokens of a character not yet complete
+
+    def step(self, token_id: int) -> str:
+        chunk = self._stream.step(self._tokenizer, token_id)
+        if chunk is None:
+            self._pending.append(token_id)
+            return ""
+        self._pending.clear()
+        return chunk
+
+    def finish(self) -> str:
+        # A character the generation never completed: as a full decode renders it.
+        text = self._decode(self._pending) if self._pending else ""
+        self._pending = []
+        return text
+
+
+class _Window:
+    """The same over a plain decode(ids) function, re-decoding a window of recent tokens."""
+
+    def __init__(self, decode: Callable[[list[int]], str], context_ids: Sequence[int]):
+        self._decode = decode
+        self._ids: list[int] = list(context_ids)[-CONTEXT_TOKENS:]
+        if self._ids and REPLACEMENT_CHAR in decode(self._ids):
+            # A context cut mid-character would misalign the offsets below.
+            self._ids = []
+        # ids[prefix:read] were already emitted and only serve as context;
+        # ids[read:] are decoded but not emitted yet (incomplete UTF-8).
+        self._prefix = 0
+        self._read = len(self._ids)
+
+    def step(self, token_id: int) -> str:
+        self._ids.append(token_id)
+        return self._take(final=False)
+
+    def finish(self) -> str:
+        return self._take(final=True)
+
+    def _take(self, *, final: bool) -> str:
+        if self._read == len(self._ids):
+            return ""
+        prefix_text = self._decode(self._ids[self._prefix : self._read])
+        full_text = self._decode(self._ids[self._prefix :])
+        if not final and (len(full_text) <= len(prefix_text) or full_text.endswith(REPLACEMENT_CHAR)):
+            # Either a token that renders as nothing yet, or a character that
+            # the next token may still complete: wait for more.
+            return ""
+        self._prefix, self._read = self._read, len(self._ids)
+        # Keep the window small: only the last few emitted tokens serve as context.
+        if self._prefix > CONTEXT_TOKENS:
+            cut = self._prefix - CONTEXT_TOKENS
+            del self._ids[:cut]
+            self._prefix -= cut
+            self._read -= cut
+        return full_text[len(prefix_text) :]
 
 
 class IncrementalDetokenizer:
@@ -35,18 +108,18 @@ class IncrementalDetokenizer:
         stop: Sequence[str] = (),
         context_ids: Sequence[int] = (),
         include_stop: bool = False,
+        *,
+        native_tokenizer=None,
+        skip_special_tokens: bool = True,
     ) -> None:
-        self._decode = decode
+        """native_tokenizer: a `tokenizers.Tokenizer` to stream with (decode must then skip special
+        tokens exactly when skip_special_tokens says so)."""
+        if native_tokenizer is not None:
+            self._source = _NativeStream(native_tokenizer, context_ids, skip_special_tokens, decode)
+        else:
+            self._source = _Window(decode, context_ids)
         self._stop = tuple(s for s in stop if s)
         self._include_stop = include_stop  # emit the stop string itself, then stop
-        self._ids: list[int] = list(context_ids)[-CONTEXT_TOKENS:]
-        if self._ids and REPLACEMENT_CHAR in decode(self._ids):
-            # A context cut mid-character would misalign the offsets below.
-            self._ids = []
-        # ids[prefix:read] were already emitted and only serve as context;
-        # ids[read:] are decoded but not emitted yet (incomplete UTF-8).
-        self._prefix = 0
-        self._read = len(self._ids)
         self._held = ""  # text that may be the start of a stop string
         self.stopped = False  # a stop string was completed; nothing more is emitted
         self.text = ""  # everything emitted so far
@@ -55,26 +128,13 @@ class IncrementalDetokenizer:
         """Add one generated token; return the text that is now safe to emit."""
         if self.stopped:
             return ""
-        self._ids.append(token_id)
-        return self._apply_stop(self._take_decoded(final=False), final=False)
+        return self._apply_stop(self._source.step(token_id), final=False)
 
     def flush(self) -> str:
         """At the end of generation: release held text, partial characters included."""
         if self.stopped:
             return ""
-        return self._apply_stop(self._take_decoded(final=True), final=True)
-
-    def _take_decoded(self, *, final: bool) -> str:
-        if self._read == len(self._ids):
-            return ""
-        prefix_text = self._decode(self._ids[self._prefix : self._read])
-        full_text = self._decode(self._ids[self._prefix :])
-        if not final and (len(full_text) <= len(prefix_text) or full_text.endswith(REPLACEMENT_CHAR)):
-            # Either a token that renders as nothing yet, or a character that
-            # the next token may still complete: wait for more.
-            return ""
-        self._prefix, self._read = self._read, len(self._ids)
-        return full_text[len(prefix_text) :]
+        return self._apply_stop(self._source.finish(), final=True)
 
     def _apply_stop(self, delta: str, *, final: bool) -> str:
         buf = self._held + delta

@@ -30,13 +30,42 @@ EventCallback = Callable[[TokenEvent], None]
 
 
 class Engine:
-    def __init__(self, model_path: str, *, device: str = "cpu", dtype: str = "float32",
+    def __init__(self, model_path: str, *, device: str = "cpu", dtype: str = "auto", quantization: str = "auto",
+                 attention_backend: str = "auto", enforce_eager: bool = False, gpu_memory_utilization: float = 0.9,
                  config: EngineConfig | None = None) -> None:
+        """dtype: auto | bfloat16 | float16 | float32 (precision.py says what auto picks);
+        quantization: auto | none | int8 (weight-only); attention_backend: auto | flex | inductor | sdpa;
+        enforce_eager: no CUDA graphs; gpu_memory_utilization: share of the GPU this engine may fill
+        (the KV cache gets what the weights and a profiling step leave)."""
         self.tokenizer = ChatTokenizer.from_pretrained(model_path)
         self.config = config or EngineConfig()
         self.config.max_model_len = min(self.config.max_model_len or self.tokenizer.context_window,
                                         self.tokenizer.context_window)
-        self.runner = ModelRunner(model_path, self.config, device=device, dtype=dtype)
+        self._cond = threading.Condition()
+        self._started = self._stopping = False
+        self._loaded, self._ready = threading.Event(), threading.Event()  # runner built; engine built
+        # Every torch call happens on this one thread, model loading and warm-up included:
+        # OpenMP keeps a thread team per calling thread, and a second team on the same cores
+        # made each CPU decode step about 40% slower.
+        loaded: dict = {}
+        self._thread = threading.Thread(target=self._main, name="inference-engine", daemon=True, args=(loaded, lambda: (
+            ModelRunner(model_path, self.config, device=device, dtype=dtype, quantization=quantization,
+                        attention_backend=attention_backend, enforce_eager=enforce_eager,
+                        gpu_memory_utilization=gpu_memory_utilization, max_positions=self.config.max_model_len))))
+        self._thread.start()
+        self._loaded.wait()
+        if "error" in loaded:
+            raise loaded["error"]
+        self.runner: ModelRunner = loaded["runner"]
+        try:
+            self._setup(device)
+        except BaseException:
+            with self._cond:
+                self._stopping = True
+            self._ready.set()  # the thread sees _stopping and ends without touching the engine
+            raise
+
+    def _setup(self, device: str) -> None:
         if self.runner.sliding_window and self.runner.sliding_window < self.config.max_model_len:
             log.warning("context window capped at the model's sliding window of %d tokens", self.runner.sliding_window)
             self.config.max_model_len = self.runner.sliding_window
@@ -48,14 +77,12 @@ class Engine:
         self.tokenizer.context_window = self.config.max_model_len
         self.scheduler = Scheduler(self.config)
         self.sampler = Sampler(self.runner.vocab_size, device=device)
-        self._cond = threading.Condition()
         self._inbox: deque = deque()
         self._requests: dict[str, RequestState] = {}
         self._choices: dict[int, tuple[RequestState, Choice]] = {}  # seq_id ->
-        self._stopping = False
-        self._thread: threading.Thread | None = None
         self._grammar: GrammarCompiler | None = None  # built on the first constrained request
         self._grammar_lock = threading.Lock()
+        self._ready.set()
 
     # -- any thread ---------------------------------------------------------
 
@@ -63,9 +90,8 @@ class Engine:
         with self._cond:
             if self._stopping:
                 raise RuntimeError("engine has been shut down")
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._loop, name="inference-engine", daemon=True)
-                self._thread.start()
+            self._started = True
+            self._cond.notify_all()
 
     def prepare(self, request: GenerationRequest) -> None:
         """Compile request.constraint into request.token_mask_factory (no-op without one).
@@ -110,15 +136,27 @@ class Engine:
     def shutdown(self, timeout: float | None = None) -> None:
         with self._cond:
             self._stopping = True
-            thread = self._thread
             self._cond.notify_all()
-        if thread is None:
-            self._drain_inbox()
-            self._cancel_all()
-        elif thread is not threading.current_thread():
-            thread.join(timeout)
+        if self._thread is not threading.current_thread():
+            self._thread.join(timeout)
 
     # -- engine thread --------------------------------------------------------
+
+    def _main(self, loaded: dict, build) -> None:
+        try:
+            loaded["runner"] = build()
+        except BaseException as exc:  # raised again by __init__, in the caller's thread
+            loaded["error"] = exc
+            self._loaded.set()
+            return
+        self._loaded.set()
+        with self._cond:
+            while not self._started and not self._stopping:
+                self._cond.wait()
+        self._ready.wait()  # the rest of __init__, or its failure (then _stopping is set)
+        if not hasattr(self, "_inbox"):
+            return
+        self._loop()
 
     def _loop(self) -> None:
         while True:
@@ -164,7 +202,8 @@ class Engine:
         if not self.scheduler.can_ever_fit(min(len(prompt) + params.max_tokens, self.config.max_model_len)):
             return self._close(state, FINISH_ERROR, "the request does not fit the KV cache")
         self._requests[request.request_id] = state
-        self._add_choice(state, Sequence(request.request_id, list(prompt), params, index=0))
+        self._add_choice(state, Sequence(request.request_id, list(prompt), params, index=0,
+                                         cache_salt=request.cache_salt))
         self.scheduler.add(state.choices[0].seq)
 
     def _add_choice(self, state: RequestState, seq: Sequence) -> Choice:
@@ -174,13 +213,20 @@ class Engine:
         choice = Choice(
             seq=seq,
             detok=IncrementalDetokenizer(self._decoder(params), params.stop, context_ids=seq.prompt_token_ids,
-                                         include_stop=params.include_stop_str_in_output),
+                                         include_stop=params.include_stop_str_in_output,
+                                         native_tokenizer=self._native_tokenizer,
+                                         skip_special_tokens=params.skip_special_tokens),
             generator=None if seed is None else self.sampler.make_generator(seed),
             mask=factory() if factory is not None else None,
         )
         state.choices.append(choice)
         self._choices[seq.seq_id] = (state, choice)
         return choice
+
+    @property
+    def _native_tokenizer(self):
+        # The tokenizers library object behind a fast tokenizer (what the detokenizer streams with).
+        return getattr(self.tokenizer.hf_tokenizer, "_tokenizer", None)
 
     def _decoder(self, params):
         if params.skip_special_tokens:
@@ -201,6 +247,7 @@ class Engine:
                 group += self._fork(state, choice)
             for c in group:
                 targets.append((state, c))
+                # The sequence's own lists, not copies: a step costs nothing per token held.
                 rows.append(SamplingRow(c.seq.params, c.seq.prompt_token_ids, c.seq.output_token_ids,
                                         c.generator, self.tokenizer.eos_token_ids, c.mask))
                 logit_rows.append(i)
@@ -219,7 +266,8 @@ class Engine:
     def _fork(self, state: RequestState, parent: Choice) -> list[Choice]:
         children = []
         for index in range(1, parent.seq.params.n):
-            child = Sequence(state.request_id, list(parent.seq.prompt_token_ids), parent.seq.params, index=index)
+            child = Sequence(state.request_id, list(parent.seq.prompt_token_ids), parent.seq.params, index=index,
+                             cache_salt=parent.seq.cache_salt)
             self.scheduler.fork(parent.seq, child)
             children.append(self._add_choice(state, child))
         return children

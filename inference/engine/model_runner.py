@@ -1,106 +1,277 @@
 """Runs one scheduled step of a continuous batch on the model.
 
-The model is transformers' own definition, loaded with our paged attention
-(see attention.py). A step packs every scheduled token of every sequence into
-one `[1, T]` forward; logits are computed only for the rows that are sampled.
+A step packs every scheduled token of every sequence into one `[T]` batch,
+single-token decodes first, then prefill chunks; logits are computed only for
+the rows that are sampled. Llama-family models run the lean decoder
+(decoder.py); others run transformers' own modules with our paged attention
+plugged in. Step inputs are written into persistent buffers (one host-to-device
+copy each); on CUDA, decode-only steps replay a graph captured at start-up for
+the smallest bucket that holds the batch (cuda_graphs.py).
 """
 
 from __future__ import annotations
 
 import logging
 
+import numpy as np
 import torch
 from transformers import AutoModelForCausalLM
 
-from .attention import ATTN_IMPLEMENTATION, KVCache, PrefillSegment, StepMetadata
+from .attention import ATTN_IMPLEMENTATION, Attention, StepMetadata, choose_backend
+from .block_masks import PrefillMaskBuilder, PrefillSegment, bucket, decode_block_mask
 from .config import EngineConfig
+from .decoder import LeanDecoder, unsupported_reason
+from .kv_cache import KVCache
+from .memory import size_kv_cache
+from .precision import resolve_dtype, resolve_quantization
 from .scheduler import SchedulerOutput
 
 log = logging.getLogger(__name__)
 
-DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
-          "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
+# Packed prefill rows per flex_attention query tile: the fastest of 32/64/128 on the CPU.
+PREFILL_Q_BLOCK = {"cpu": 32, "cuda": 64}
+CPU_KV_CACHE_BYTES = 1 << 30
+# Decode tables are at least this wide: a width of 1 would be one more specialisation to compile.
+MIN_TABLE_WIDTH = 2
+# Int8 layers switch to a dense matmul of the same weights above this many rows (bench/linear.py).
+INT8_DENSE_ABOVE = 8
 
 
 class ModelRunner:
-    def __init__(self, model_path: str, config: EngineConfig, *, device: str = "cpu", dtype: str = "float32"):
-        if dtype not in DTYPES:
-            raise ValueError(f"unsupported dtype {dtype!r}; expected one of {sorted(DTYPES)}")
+    def __init__(self, model_path: str, config: EngineConfig, *, device: str = "cpu", dtype: str = "auto",
+                 quantization: str = "auto", attention_backend: str = "auto", enforce_eager: bool = False,
+                 gpu_memory_utilization: float = 0.9, max_positions: int | None = None):
         self.device = torch.device(device)
-        self.dtype = DTYPES[dtype]
+        self.dtype = resolve_dtype(dtype, self.device)
+        self.quantization = resolve_quantization(quantization, self.device, self.dtype)
+        self.config = config
         model = AutoModelForCausalLM.from_pretrained(str(model_path), local_files_only=True, dtype=self.dtype,
                                                      attn_implementation=ATTN_IMPLEMENTATION)
         self.model = model.to(self.device).eval()
-        self.decoder = self.model.get_decoder()
-        self.lm_head = self.model.get_output_embeddings()
-        self.vocab_size = int(self.lm_head.weight.shape[0])
         text_config = self.model.config.get_text_config()
         self.num_layers = text_config.num_hidden_layers
+        self.vocab_size = int(self.model.get_output_embeddings().weight.shape[0])
         # Our attention is full-context; a sliding-window model is exact only within its window.
         window = getattr(text_config, "sliding_window", None)
         if getattr(text_config, "use_sliding_window", True) is False or not isinstance(window, int) or window <= 0:
             window = None
         self.sliding_window = window
-        num_kv_heads = getattr(text_config, "num_key_value_heads", None) or text_config.num_attention_heads
-        head_dim = getattr(text_config, "head_dim", None) or text_config.hidden_size // text_config.num_attention_heads
-        per_block = KVCache.bytes_per_block(num_layers=self.num_layers, block_size=config.block_size,
-                                            num_kv_heads=num_kv_heads, head_dim=head_dim, dtype=self.dtype)
-        if config.num_blocks <= 0:
-            config.num_blocks = max(1, config.kv_cache_bytes // per_block)
+        self.num_kv_heads = getattr(text_config, "num_key_value_heads", None) or text_config.num_attention_heads
+        self.head_dim = getattr(text_config, "head_dim", None) or \
+            text_config.hidden_size // text_config.num_attention_heads
         self.block_size = config.block_size
-        self.cache = KVCache(num_layers=self.num_layers, num_blocks=config.num_blocks, block_size=config.block_size,
-                             num_kv_heads=num_kv_heads, head_dim=head_dim, dtype=self.dtype, device=self.device)
-        log.info("KV cache: %d blocks of %d tokens (%.2f GiB)", config.num_blocks, config.block_size,
-                 config.num_blocks * per_block / 2**30)
+        self.max_positions = max_positions or config.max_model_len
+        self.backend = choose_backend(attention_backend, self.device)
+        reason = unsupported_reason(self.model)
+        if reason is not None and self.quantization != "none":
+            log.warning("int8 weights need the lean decoder, which does not run %s: dense weights", reason)
+            self.quantization = "none"
+        self.lean_reason = reason
+
+        # A small cache first: the profiling step (CUDA) runs on it; then the real one.
+        self._build(num_blocks=config.max_num_batched_tokens // config.block_size + 2)
+        if config.num_blocks <= 0:
+            per_block = KVCache.bytes_per_block(num_layers=self.num_layers, block_size=config.block_size,
+                                                num_kv_heads=self.num_kv_heads, head_dim=self.head_dim,
+                                                dtype=self.dtype)
+            if config.kv_cache_bytes is not None:
+                budget = config.kv_cache_bytes
+            elif self.device.type == "cuda":
+                budget = size_kv_cache(self, gpu_memory_utilization)
+            else:
+                budget = CPU_KV_CACHE_BYTES
+            config.num_blocks = max(1, budget // per_block)
+        self._build(num_blocks=config.num_blocks)
+        log.info("KV cache: %d blocks of %d tokens = %d tokens (%.2f GiB, %s); weights %s%s; attention %s; %s",
+                 config.num_blocks, config.block_size, config.num_blocks * config.block_size,
+                 self.cache._storage.numel() * self.cache._storage.element_size() / 2**30, self.dtype,
+                 self.dtype, " int8" if self.quantization == "int8" else "", self.backend,
+                 "lean decoder" if reason is None else f"transformers modules ({reason})")
+        self.graphs = None
+        if self.device.type == "cuda" and not enforce_eager:
+            from .cuda_graphs import DecodeGraphs
+
+            self.graphs = DecodeGraphs(self, max_batch=config.max_num_seqs)
+        self.warm_up()
+
+    # -- construction -------------------------------------------------------------------------
+
+    def _build(self, *, num_blocks: int) -> None:
+        """(Re)allocate the cache, the attention over it and the step buffers."""
+        self.cache = None  # free the old one first
+        self.cache = KVCache(num_layers=self.num_layers, num_blocks=num_blocks, block_size=self.block_size,
+                             num_kv_heads=self.num_kv_heads, head_dim=self.head_dim, dtype=self.dtype,
+                             device=self.device)
+        self.attention = Attention(self.backend, self.cache)
+        if self.lean_reason is None:
+            if getattr(self, "decoder", None) is None:
+                dense_above = INT8_DENSE_ABOVE if self.quantization == "int8" else None
+                self.decoder = LeanDecoder(self.model, self.attention, quantization=self.quantization,
+                                           max_positions=self.max_positions, dense_above=dense_above)
+            self.decoder.attention = self.attention
+        else:
+            self.decoder = None
+        tokens = self.config.max_num_batched_tokens
+        self.max_table = -(-self.max_positions // self.block_size)
+        pad_width = self.device.type == "cpu"  # the CPU flex kernel wants index rows spanning the cache
+        self.prefill_masks = PrefillMaskBuilder(num_blocks=num_blocks, block_size=self.block_size,
+                                                num_slots=self.cache.num_slots,
+                                                q_block=PREFILL_Q_BLOCK.get(self.device.type, 64),
+                                                max_tokens=tokens, max_seqs=self.config.max_num_seqs,
+                                                max_table=self.max_table, device=self.device, pad_width=pad_width)
+        pinned = self.device.type == "cuda"
+        # Persistent step inputs: [ids, positions, slots, decode lengths] in one host buffer and
+        # one device buffer, so a step costs one copy; decode tables in a second pair.
+        tokens = max(tokens, bucket(self.config.max_num_seqs, 1))
+        self._host = torch.zeros(4, tokens, dtype=torch.long, pin_memory=pinned)
+        self._buf = torch.zeros(4, tokens, dtype=torch.long, device=self.device)
+        self._host_tables = torch.zeros(tokens, self.max_table, dtype=torch.long, pin_memory=pinned)
+        self._tables = torch.zeros(tokens, self.max_table, dtype=torch.long, device=self.device)
+
+    def warm_up(self) -> None:
+        """Compile the kernels before the first request needs them: a prefill, decodes of 1 and of 2 rows."""
+        sink = self.cache.sink_block
+        for rows, length in ((0, 3), (1, 1), (2, 1)):
+            self._forward_dummy(rows, length, sink)
+        if self.graphs is not None:
+            self.graphs.capture()
+
+    @torch.inference_mode()
+    def _forward_dummy(self, decodes: int, prefill: int, sink: int) -> None:
+        bs = self.block_size
+        n = decodes or prefill
+        host = self._host.numpy()
+        host[0, :n] = 0
+        host[1, :n] = np.arange(n) if not decodes else 0
+        host[2, :n] = sink * bs + host[1, :n]
+        host[3, :n] = 1
+        self._host_tables[:n, :MIN_TABLE_WIDTH] = sink
+        meta = self._upload(n, decodes, self.max_table if self.attention.backend == "flex" else MIN_TABLE_WIDTH)
+        if not decodes:
+            self._add_prefills(meta, [PrefillSegment(table=[sink], start=0, num=n)])
+        self._forward(self._buf[0, :n], self._buf[1, :n], meta)
+
+    @torch.inference_mode()
+    def profile_step(self) -> None:
+        """The largest step: one prefill of max_num_batched_tokens, logits for max_num_seqs rows."""
+        tokens = min(self.config.max_num_batched_tokens, self.max_positions)
+        table = list(range(-(-tokens // self.block_size)))
+        host = self._host.numpy()
+        host[0, :tokens] = 0
+        host[1, :tokens] = np.arange(tokens)
+        host[2, :tokens] = np.arange(tokens)  # blocks 0.. in order: slot == position
+        meta = self._upload(tokens, 0, 1)
+        self._add_prefills(meta, [PrefillSegment(table=table, start=0, num=tokens)])
+        rows = list(range(max(0, tokens - self.config.max_num_seqs), tokens))
+        self._forward(self._buf[0, :tokens], self._buf[1, :tokens], meta, rows)
+
+    # -- a step -------------------------------------------------------------------------------
 
     @torch.inference_mode()
     def run(self, output: SchedulerOutput) -> torch.Tensor:
         """Logits `[S, V]` for the scheduled sequences that sample, in scheduling order."""
         if output.block_copies:
             self.cache.copy_blocks(output.block_copies)
-        input_ids, positions, meta, sample_rows = self._prepare(output)
-        hidden = self.decoder(input_ids=input_ids.unsqueeze(0), position_ids=positions.unsqueeze(0),
-                              use_cache=False, engine_step=meta, engine_cache=self.cache).last_hidden_state  # [1, T, H]
-        return self.lm_head(hidden[0, sample_rows]).float()  # [S, V]
-
-    def _prepare(self, output: SchedulerOutput):
-        # Single-token steps (decodes) go first so they form one batched attention call.
+        # Single-token items go first so they form the decode batch.
         items = sorted(output.scheduled, key=lambda s: s.num_new_tokens != 1)
+        num_decode = sum(1 for s in items if s.num_new_tokens == 1)
+        if num_decode == len(items) and self.graphs is not None and self.graphs.fits(num_decode):
+            self._stage_decodes(items)
+            logits = self.graphs.replay(num_decode)
+            return self._in_schedule_order(logits, items, output)
+        total, width = self._stage(items, num_decode)
+        meta = self._upload(total, num_decode, width)
+        if num_decode < len(items):
+            self._add_prefills(meta, [PrefillSegment(table=s.seq.block_table, start=s.start, num=s.num_new_tokens)
+                                      for s in items[num_decode:]])
+        rows = self._sample_rows(items)
+        hidden = self._forward(self._buf[0, :total], self._buf[1, :total], meta, rows)
+        return self._in_schedule_order(hidden, items, output)
+
+    def _stage_decodes(self, items) -> None:
+        """Write a decode batch's inputs into the host buffers (no upload)."""
+        self._stage(items, len(items), width=self.max_table)
+
+    def _stage(self, items, num_decode: int, width: int | None = None) -> tuple[int, int]:
         bs = self.block_size
-        ids, positions, slots = [], [], []
-        sample_row = {}  # id(item) -> its last packed row
-        decode_starts, decode_tables, prefills = [], [], []
+        host = self._host.numpy()
+        tables = self._host_tables.numpy()
+        if width is None:  # flex compiles per shape: its tables are always full width
+            width = self.max_table if self.attention.backend == "flex" else \
+                max(MIN_TABLE_WIDTH, max((len(s.seq.block_table) for s in items[:num_decode]), default=1))
         row = 0
-        for item in items:
+        for i, item in enumerate(items):
             seq, start, n = item.seq, item.start, item.num_new_tokens
             table = seq.block_table
-            ids.extend(seq.token_ids[start:start + n])
-            span = range(start, start + n)
-            positions.extend(span)
-            slots.extend(table[p // bs] * bs + p % bs for p in span)
             if n == 1:
-                decode_starts.append(start)
-                decode_tables.append(table)
+                host[0, row] = seq.token_ids[start]
+                host[1, row] = start
+                host[2, row] = table[start // bs] * bs + start % bs
+                host[3, i] = start + 1
+                tables[i, :len(table)] = table
+                tables[i, len(table):width] = self.cache.sink_block
             else:
-                kv = torch.tensor([table[p // bs] * bs + p % bs for p in range(start + n)], dtype=torch.long)
-                prefills.append(PrefillSegment(q_start=row, q_len=n, kv_index=kv.to(self.device), start=start))
+                span = np.arange(start, start + n)
+                host[0, row:row + n] = seq.token_ids[start:start + n]
+                host[1, row:row + n] = span
+                host[2, row:row + n] = np.asarray(table)[span // bs] * bs + span % bs
             row += n
+        return row, width
+
+    def _upload(self, total: int, num_decode: int, width: int) -> StepMetadata:
+        rows = num_decode
+        if num_decode and self.attention.backend == "flex":
+            # flex compiles per shape: the decode batch is padded to a power of two with
+            # one-token rows in the sink block.
+            rows = bucket(num_decode, 1)
+            self._host[3, num_decode:rows] = 1
+            self._host_tables[num_decode:rows, :width] = self.cache.sink_block
+        cols = max(total, rows)
+        self._buf[:, :cols].copy_(self._host[:, :cols], non_blocking=True)
+        meta = StepMetadata(slot_mapping=self._buf[2, :total], num_decode=num_decode)
+        if num_decode:
+            self._tables[:rows, :width].copy_(self._host_tables[:rows, :width], non_blocking=True)
+            meta.decode_tables = self._tables[:rows, :width]
+            meta.decode_lens = self._buf[3, :rows]
+            if self.attention.backend == "flex":
+                meta.decode_mask = decode_block_mask(meta.decode_tables, meta.decode_lens, block_size=self.block_size,
+                                                     num_slots=self.cache.num_slots,
+                                                     pad_width=self.device.type == "cpu")
+        return meta
+
+    def _add_prefills(self, meta: StepMetadata, segments: list[PrefillSegment]) -> None:
+        meta.prefills = segments
+        if self.attention.uses_flex:
+            meta.prefill_mask, meta.prefill_rows = self.prefill_masks.build(segments)
+
+    def _sample_rows(self, items) -> list[int]:
+        rows, row = [], 0
+        for item in items:
+            row += item.num_new_tokens
             if item.samples:
-                sample_row[id(item)] = row - 1
-        meta = StepMetadata(slot_mapping=self._tensor(slots), num_decode=len(decode_starts), prefills=prefills)
-        if decode_starts:
-            meta.decode_blocks, meta.decode_mask = self._decode_index(decode_starts, decode_tables)
-        # The sampled rows come back in the scheduler's order, not the packed order.
-        rows = [sample_row[id(item)] for item in output.scheduled if item.samples]
-        return self._tensor(ids), self._tensor(positions), meta, self._tensor(rows)
+                rows.append(row - 1)
+        return rows
 
-    def _decode_index(self, starts: list[int], tables: list[list[int]]):
-        width = max(len(t) for t in tables)
-        # Padding blocks point at block 0; the mask hides them.
-        blocks = torch.tensor([b for t in tables for b in t + [0] * (width - len(t))], dtype=torch.long)  # [B*nb]
-        pos = torch.arange(width * self.block_size)  # [L]
-        mask = pos.unsqueeze(0) <= torch.tensor(starts).unsqueeze(1)  # [B, L]
-        return blocks.to(self.device), mask[:, None, None, :].to(self.device)  # [B*nb], [B, 1, 1, L]
+    def _forward(self, input_ids: torch.Tensor, positions: torch.Tensor, meta: StepMetadata,
+                 rows: list[int] | None = None) -> torch.Tensor:
+        """Logits [S, V] of the packed rows `rows` (all rows when None)."""
+        if self.decoder is not None:
+            hidden = self.decoder.forward(input_ids, positions, meta)  # [T, H]
+        else:
+            hidden = self.model.get_decoder()(input_ids=input_ids.unsqueeze(0), position_ids=positions.unsqueeze(0),
+                                              use_cache=False, engine_step=meta,
+                                              engine_attention=self.attention).last_hidden_state[0]
+        if rows is not None and len(rows) != hidden.shape[0]:
+            hidden = hidden[torch.tensor(rows, dtype=torch.long, device=hidden.device)]
+        if self.decoder is not None:
+            return self.decoder.logits(hidden).float()
+        return self.model.get_output_embeddings()(hidden).float()
 
-    def _tensor(self, values: list[int]) -> torch.Tensor:
-        return torch.tensor(values, dtype=torch.long, device=self.device)
+    def _in_schedule_order(self, logits: torch.Tensor, items, output: SchedulerOutput) -> torch.Tensor:
+        """Rows come out in packed order; the engine reads them in the scheduler's."""
+        packed = [id(s) for s in items if s.samples]
+        wanted = [id(s) for s in output.scheduled if s.samples]
+        if packed == wanted:
+            return logits
+        where = {key: i for i, key in enumerate(packed)}
+        return logits[torch.tensor([where[key] for key in wanted], dtype=torch.long, device=logits.device)]

@@ -44,6 +44,11 @@ class RequestState:
     def request_id(self) -> str:
         return self.request.request_id
 
+    @property
+    def cached_tokens(self) -> int:
+        """Prompt tokens the first choice found in the prefix cache when first admitted."""
+        return (self.choices[0].seq.num_cached_tokens or 0) if self.choices else 0
+
     def events(self, changed: list[Choice], *, error: str | None = None) -> list[TokenEvent]:
         """Events for the choices that changed this step; the last one closes the request if all choices ended."""
         pending = [c for c in changed if c.text or c.token_ids or c.finished]
@@ -62,6 +67,7 @@ class RequestState:
                 finish_reason=choice.finish_reason if last else None,
                 prompt_tokens=len(self.request.prompt_token_ids),
                 completion_tokens=self.completion_tokens,
+                cached_tokens=self.cached_tokens,
                 error=error if last and choice.finish_reason == FINISH_ERROR else None,
             ))
             choice.text, choice.token_ids, choice.logprobs = "", [], []
@@ -71,7 +77,7 @@ class RequestState:
             reason = self.choices[-1].finish_reason if self.choices else FINISH_ERROR
             events.append(TokenEvent(request_id=self.request_id, finished=True, finish_reason=reason,
                                      prompt_tokens=len(self.request.prompt_token_ids),
-                                     completion_tokens=self.completion_tokens,
+                                     completion_tokens=self.completion_tokens, cached_tokens=self.cached_tokens,
                                      error=error if reason == FINISH_ERROR else None))
             self.done = True
         return events

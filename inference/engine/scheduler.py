@@ -54,7 +54,8 @@ class Scheduler:
         if config.num_blocks < 1:
             raise ValueError("config.num_blocks must be > 0 (the runner sizes it before building the scheduler)")
         self.config = config
-        self.block_manager = BlockManager(config.num_blocks, config.block_size)
+        self.block_manager = BlockManager(config.num_blocks, config.block_size,
+                                          enable_prefix_caching=config.enable_prefix_caching)
         self.waiting: deque[Sequence] = deque()
         self.running: list[Sequence] = []
         # Copies from forks, delivered with the next non-empty output (the
@@ -146,7 +147,7 @@ class Scheduler:
 
         # 2b. Admit waiting sequences, FCFS without overtaking.  A sequence is
         # admitted only with blocks for all its tokens, so its own prefill can
-        # never run out of memory halfway.
+        # never run out of memory halfway.  It starts past its cached prefix.
         bm = self.block_manager
         preempted_now = {s.seq_id for s in out.preempted}
         while self.waiting and budget > 0 and len(self.running) < cfg.max_num_seqs:
@@ -171,6 +172,7 @@ class Scheduler:
             if seq.num_computed_tokens != item.start:
                 raise RuntimeError(f"sequence {seq.seq_id} was updated twice or changed since it was scheduled")
             seq.num_computed_tokens += item.num_new_tokens
+            self.block_manager.cache_computed(seq)
 
     # -- internals ----------------------------------------------------------
 

@@ -120,6 +120,9 @@ class GenerationRequest:
     token_mask_factory: object | None = None
     # A grammar the engine compiles into token_mask_factory (ignored when a factory is given).
     constraint: Constraint | None = None
+    # Requests share prefix-cache blocks only with requests of the same salt (the API uses the
+    # organization): one tenant's timing cannot reveal another's prompts.
+    cache_salt: str | None = None
 
 
 @dataclass(frozen=True)

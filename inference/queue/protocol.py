@@ -160,6 +160,8 @@ def encode_request(request: GenerationRequest) -> str:
     }
     if request.constraint is not None:  # compiled by the worker, against its own tokenizer
         data["constraint"] = {"kind": request.constraint.kind, "source": request.constraint.source}
+    if request.cache_salt is not None:
+        data["cache_salt"] = request.cache_salt
     return _dumps(data)
 
 
@@ -170,8 +172,11 @@ def decode_request(raw: str | bytes) -> GenerationRequest:
     ids = data.get("prompt_token_ids")
     if not isinstance(ids, list) or not all(isinstance(t, int) and not isinstance(t, bool) for t in ids):
         raise ValueError("prompt_token_ids must be a list of integers")
+    salt = data.get("cache_salt")
+    if salt is not None and not isinstance(salt, str):
+        raise ValueError("cache_salt must be a string")
     return GenerationRequest(data["request_id"], ids, decode_params(data.get("params", {})),
-                             constraint=decode_constraint(data.get("constraint")))
+                             constraint=decode_constraint(data.get("constraint")), cache_salt=salt)
 
 
 def decode_constraint(data) -> Constraint | None:

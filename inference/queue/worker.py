@@ -50,11 +50,16 @@ log = logging.getLogger(__name__)
 STALE_GRACE_MS = 5000  # an entry older than its claim timeout plus this was given up by its API process
 
 
-def load_engine(model_path: str, device: str, kv_cache_bytes: int = 1 << 30):
+def load_engine(model_path: str, device: str, kv_cache_bytes: int | None = 1 << 30, *, max_num_seqs: int = 64,
+                enable_prefix_caching: bool = True, **engine_options):
+    """engine_options: dtype, quantization, attention_backend, enforce_eager, gpu_memory_utilization
+    (see Engine). kv_cache_bytes None: the GPU's free memory sizes the cache (the CPU's default is 1 GiB)."""
     from inference.engine.config import EngineConfig
     from inference.engine.engine import Engine  # torch is imported only here
 
-    return Engine(model_path, device=device, config=EngineConfig(kv_cache_bytes=kv_cache_bytes))
+    config = EngineConfig(kv_cache_bytes=kv_cache_bytes, max_num_seqs=max_num_seqs,
+                          enable_prefix_caching=enable_prefix_caching)
+    return Engine(model_path, device=device, config=config, **engine_options)
 
 
 def new_worker_id() -> str:

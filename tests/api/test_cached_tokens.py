@@ -6,6 +6,7 @@ is on.
 """
 import dataclasses
 import json
+import uuid
 
 import pytest
 
@@ -13,6 +14,7 @@ from inference.api import pipeline
 from inference.dispatch import get_backend
 from tests.api.conftest import TINY, tiny_cost, wait_for_usage
 from tests.api.test_completions import HELLO, charge_of
+from tests.factories import make_key, make_org
 
 pytestmark = pytest.mark.money
 
@@ -58,12 +60,41 @@ def sse_payloads(response) -> list[dict]:
     return [json.loads(line) for line in lines[:-1]]
 
 
+def unique_messages(text: str) -> list[dict]:
+    return [{"role": "user", "content": f"{text} {uuid.uuid4().hex}"}]
+
+
 def test_usage_always_has_prompt_tokens_details_with_cached_tokens_zero_when_none(http, alice_secret):
-    usage = ask(http, alice_secret).json()["usage"]
+    usage = ask(http, alice_secret, messages=unique_messages("first")).json()["usage"]
     assert usage["prompt_tokens_details"] == {"cached_tokens": 0}
     assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
-    final = sse_payloads(ask(http, alice_secret, stream=True, stream_options={"include_usage": True}))[-1]
+    final = sse_payloads(ask(http, alice_secret, messages=unique_messages("second"), stream=True,
+                             stream_options={"include_usage": True}))[-1]
     assert final["choices"] == [] and final["usage"]["prompt_tokens_details"] == {"cached_tokens": 0}
+
+
+def test_a_repeated_prompt_is_served_from_the_prefix_cache_and_charged_less(http, alice, alice_secret):
+    # A long shared system prompt, as a few-shot preamble would be: several full cache blocks.
+    system = {"role": "system", "content": "You answer in one word. " * 12 + uuid.uuid4().hex}
+    first = ask(http, alice_secret, messages=[system, {"role": "user", "content": "Say hello."}]).json()
+    assert first["usage"]["prompt_tokens_details"] == {"cached_tokens": 0}
+    spent = charge_of(alice)
+    second = ask(http, alice_secret, messages=[system, {"role": "user", "content": "Say goodbye."}]).json()
+    usage = second["usage"]
+    cached = usage["prompt_tokens_details"]["cached_tokens"]
+    assert 0 < cached < usage["prompt_tokens"] and cached % 16 == 0  # whole blocks of the shared prefix
+    record = wait_for_usage(second["id"])
+    assert record.cached_tokens == cached
+    assert record.cost_micro == charge_of(alice) - spent == tiny_cost(usage["prompt_tokens"],
+                                                                      usage["completion_tokens"], cached)
+
+
+def test_organizations_never_share_cached_prompts(http, alice_secret):
+    bob_secret = make_key(make_org("bob", credit_micro=1_000_000))[1]
+    messages = unique_messages("You answer in one word. " * 12)
+    ask(http, alice_secret, messages=messages)
+    assert ask(http, alice_secret, messages=messages).json()["usage"]["prompt_tokens_details"]["cached_tokens"] > 0
+    assert ask(http, bob_secret, messages=messages).json()["usage"]["prompt_tokens_details"] == {"cached_tokens": 0}
 
 
 def test_a_completion_reports_its_cached_tokens_and_is_charged_the_cached_price(engine_reports, http, alice,

@@ -60,7 +60,10 @@ def test_a_stream_carries_the_same_answer_and_usage(client, alice):
     assert finals == [whole.choices[0].finish_reason]
     assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == whole.usage.completion_tokens
     assert all(c.usage is None for c in chunks[:-1])
-    assert charge_of(alice) - before == whole.usage.prompt_tokens + 2 * whole.usage.completion_tokens
+    # The same prompt again: its full blocks come from the prefix cache, at half the input price.
+    cached = chunks[-1].usage.prompt_tokens_details.cached_tokens
+    assert whole.usage.prompt_tokens_details.cached_tokens == 0 < cached < whole.usage.prompt_tokens
+    assert charge_of(alice) - before == tiny_cost(whole.usage.prompt_tokens, whole.usage.completion_tokens, cached)
 
 
 def test_a_stream_without_include_usage_has_no_usage_chunk(client):

@@ -29,7 +29,7 @@ def hf_model(tiny_model_path):
 def engine(tiny_model_path):
     from inference.engine.engine import Engine
 
-    eng = Engine(tiny_model_path)
+    eng = Engine(tiny_model_path, dtype="float32")
     eng.start()
     yield eng
     eng.shutdown(timeout=TIMEOUT)

@@ -17,7 +17,7 @@ GREEDY = SamplingParams(max_tokens=24, temperature=0, ignore_eos=True)
 @pytest.fixture(scope="module")
 def batch_engine(tiny_model_path):
     # A small token budget forces chunked prefills to share steps with decodes.
-    eng = Engine(tiny_model_path, config=EngineConfig(kv_cache_bytes=32 << 20, max_num_batched_tokens=48))
+    eng = Engine(tiny_model_path, dtype="float32", config=EngineConfig(kv_cache_bytes=32 << 20, max_num_batched_tokens=48))
     eng.start()
     yield eng
     eng.shutdown(timeout=TIMEOUT)
@@ -110,8 +110,10 @@ def test_n_choices_share_one_prefill_and_are_counted_together(batch_engine, prom
     assert all(len(o) == 10 for o in outputs)
     assert len({tuple(o) for o in outputs}) > 1, "choices sample independently"
     assert c.final.completion_tokens == 40
-    # The prompt is computed once, then each choice decodes its own 9 further tokens.
-    assert sum(computed) == len(prompt) + 4 * 9
+    # The prompt is computed once (less what the prefix cache held from the earlier tests),
+    # then each choice decodes its own 9 further tokens.
+    assert sum(computed) == len(prompt) - c.final.cached_tokens + 4 * 9
+    assert c.final.cached_tokens % batch_engine.config.block_size == 0
     assert [e.choice_finish_reason for e in c.events if e.choice_finish_reason] == ["length"] * 4
 
 
@@ -180,7 +182,7 @@ def test_cancelling_frees_the_cache_at_once_with_exact_counts(batch_engine, prom
 
 def test_a_cache_too_small_for_the_load_queues_and_preempts_but_finishes_everything(tiny_model_path, hf_model):
     # Room for about three sequences of 100 tokens at a time, twelve requests.
-    eng = Engine(tiny_model_path, config=EngineConfig(num_blocks=24, block_size=16, max_num_batched_tokens=64,
+    eng = Engine(tiny_model_path, dtype="float32", config=EngineConfig(num_blocks=24, block_size=16, max_num_batched_tokens=64,
                                                      max_model_len=256))
     eng.start()
     try:

@@ -209,7 +209,7 @@ def test_invalid_prompt_ends_with_error_and_engine_keeps_serving(run_request, pr
 
 
 def test_shutdown_cancels_running_and_pending_requests(tiny_model_path, prompt_ids):
-    eng = Engine(tiny_model_path)
+    eng = Engine(tiny_model_path, dtype="float32")
     eng.tokenizer.eos_token_ids = frozenset()
     eng.start()
     started, release = threading.Event(), threading.Event()
@@ -236,7 +236,7 @@ def test_shutdown_cancels_running_and_pending_requests(tiny_model_path, prompt_i
 
 
 def test_shutdown_before_start_cancels_queued_requests(tiny_model_path, prompt_ids):
-    eng = Engine(tiny_model_path)
+    eng = Engine(tiny_model_path, dtype="float32")
     c = Collector()
     eng.submit(GenerationRequest("never-run", prompt_ids, GREEDY), c)
     eng.shutdown()

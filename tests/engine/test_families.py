@@ -16,7 +16,7 @@ def test_greedy_batch_equals_transformers_for_each_family(family, tmp_path):
     path = build_tiny_model(tmp_path / family, family=family)
     reference = AutoModelForCausalLM.from_pretrained(path, local_files_only=True).eval()
     assert reference.config.model_type == family
-    engine = Engine(str(path), config=EngineConfig(kv_cache_bytes=16 << 20, max_num_batched_tokens=40))
+    engine = Engine(str(path), dtype="float32", config=EngineConfig(kv_cache_bytes=16 << 20, max_num_batched_tokens=40))
     engine.start()
     try:
         prompts = [engine.tokenizer.encode_chat([{"role": "user", "content": "wave " * k}]) for k in (1, 7, 15)]

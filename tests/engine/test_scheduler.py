@@ -193,8 +193,9 @@ def test_add_rejects_what_can_never_run():
 # -- preemption ----------------------------------------------------------------
 
 
-def test_decode_preempts_newest_which_resumes_first_with_same_tokens():
-    sched = make_sched(num_blocks=4)
+@pytest.mark.parametrize("prefix_caching", [False, True])
+def test_decode_preempts_newest_which_resumes_first_with_same_tokens(prefix_caching):
+    sched = make_sched(num_blocks=4, enable_prefix_caching=prefix_caching)
     old, new = make_seq(4), make_seq(4)
     sched.add(old)
     sched.add(new)
@@ -218,8 +219,13 @@ def test_decode_preempts_newest_which_resumes_first_with_same_tokens():
     old.append_token(4)
     sched.finish(old)
     out = step(sched)
-    # It recomputes prompt + generated tokens as one prefill, then samples.
-    assert [(i.seq, i.start, i.num_new_tokens, i.samples) for i in out.scheduled][0] == (new, 0, 9, True)
+    if prefix_caching:
+        # Both its full blocks are still cached: only the last token is computed again.
+        assert [(i.seq, i.start, i.num_new_tokens, i.samples) for i in out.scheduled][0] == (new, 8, 1, True)
+    else:
+        # It recomputes prompt + generated tokens as one prefill, then samples.
+        assert [(i.seq, i.start, i.num_new_tokens, i.samples) for i in out.scheduled][0] == (new, 0, 9, True)
+    assert new.num_cached_tokens == 0  # what its client is told: nothing was cached at first admission
     assert new.token_ids[:9] == tokens_before
 
 

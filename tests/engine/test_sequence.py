@@ -61,7 +61,9 @@ def test_is_finished_follows_status():
 def test_engine_config_defaults_and_validation():
     cfg = EngineConfig()
     assert (cfg.block_size, cfg.num_blocks, cfg.max_num_seqs) == (16, 0, 64)
-    assert cfg.max_num_batched_tokens == 1024 and cfg.max_model_len == 2048 and cfg.kv_cache_bytes == 1 << 30
+    # No cache size: the runner sizes it (1 GiB on the CPU, free memory on a GPU). Prefix caching is on.
+    assert cfg.max_num_batched_tokens == 1024 and cfg.max_model_len == 2048 and cfg.kv_cache_bytes is None
+    assert cfg.enable_prefix_caching
     with pytest.raises(ValueError):
         EngineConfig(block_size=0)
     with pytest.raises(ValueError):

@@ -22,7 +22,7 @@ TIMEOUT = 120
 def engine(request, tool_model_paths):
     from inference.engine.engine import Engine
 
-    eng = Engine(tool_model_paths[request.param])
+    eng = Engine(tool_model_paths[request.param], dtype="float32")
     eng.start()
     yield eng
     eng.shutdown(timeout=30)

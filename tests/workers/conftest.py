@@ -112,6 +112,7 @@ class WorkerPool:
             "MODELS_FILE": models_file,
             "DATA_DIR": str(folder / "data"),
             "HF_HUB_OFFLINE": "1",
+            "INFERENCE_DTYPE": "float32",
             "OMP_NUM_THREADS": "1",
             "MKL_NUM_THREADS": "1",
             "PYTHONUNBUFFERED": "1",

@@ -5,7 +5,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from inference.queue.protocol import HEARTBEAT_INTERVAL_S, HEARTBEAT_TTL_MS
-from inference.registry import all_models, get_model
+from inference.registry import DTYPES, QUANTIZATIONS, all_models, get_model
 
 
 class Command(BaseCommand):
@@ -27,18 +27,42 @@ class Command(BaseCommand):
         parser.add_argument("--device", default=None, metavar="DEVICE",
                             help="torch device, e.g. cuda:0 or cpu (default: the INFERENCE_DEVICE setting)")
         parser.add_argument("--kv-cache-mb", type=int, default=None, metavar="MB",
-                            help="memory for the KV cache (default: the INFERENCE_KV_CACHE_MB setting)")
+                            help="memory for the KV cache (default: on a GPU, what --gpu-memory-utilization leaves "
+                                 "after the weights and a profiling step; on the CPU, the INFERENCE_KV_CACHE_MB "
+                                 "setting); the worker logs how many tokens fit")
+        parser.add_argument("--gpu-memory-utilization", type=float, default=None, metavar="F",
+                            help="share of the GPU's memory this worker may use, 0-1 (default: the "
+                                 "INFERENCE_GPU_MEMORY_UTILIZATION setting, 0.9)")
+        parser.add_argument("--dtype", choices=DTYPES, default=None,
+                            help="weights and KV cache precision (default: the model's dtype in MODELS_FILE, else "
+                                 "the INFERENCE_DTYPE setting; auto: bfloat16 on GPUs that support it, float16 on "
+                                 "older ones, bfloat16 with int8 weights on CPUs with bf16 instructions)")
+        parser.add_argument("--quantization", choices=QUANTIZATIONS, default=None,
+                            help="int8: weight-only int8 linear layers (default: the model's quantization in "
+                                 "MODELS_FILE, else INFERENCE_QUANTIZATION; auto: int8 on the CPU with bfloat16)")
+        parser.add_argument("--attention-backend", choices=("auto", "flex", "inductor", "sdpa"), default=None,
+                            help="paged attention kernels (default: INFERENCE_ATTENTION_BACKEND; auto: "
+                                 "flex_attention on GPUs, a compiled decode kernel and flex_attention on the CPU)")
+        parser.add_argument("--enforce-eager", action="store_true", default=None,
+                            help="no CUDA graphs for decode steps (default: captured at start-up on GPUs)")
+        parser.add_argument("--no-prefix-cache", action="store_true",
+                            help="compute every prompt in full (default: reuse the KV cache of prefixes seen "
+                                 "before, within one organization)")
         parser.add_argument("--max-running", type=int, default=64, metavar="N",
-                            help="take new requests only while fewer than N run on this worker (default: 64)")
+                            help="take new requests only while fewer than N run on this worker, and batch up to "
+                                 "N sequences per step (default: 64)")
         parser.add_argument("--worker-id", default=None, metavar="NAME",
                             help="name in heartbeats and logs (default: host-pid-random; must be unique)")
 
-    def handle(self, *args, model, device, max_running, worker_id, kv_cache_mb, **options):
+    def handle(self, *args, model, device, max_running, worker_id, kv_cache_mb, gpu_memory_utilization, dtype,
+               quantization, attention_backend, enforce_eager, no_prefix_cache, **options):
         url = getattr(settings, "INFERENCE_QUEUE_URL", None)
         if not url:
             raise CommandError("No inference queue is configured: set INFERENCE_QUEUE_URL (or REDIS_URL).")
         if max_running < 1:
             raise CommandError("--max-running must be at least 1.")
+        if gpu_memory_utilization is not None and not 0 < gpu_memory_utilization <= 1:
+            raise CommandError("--gpu-memory-utilization must be in (0, 1].")
         spec = get_model(model)
         if spec is None:
             known = ", ".join(sorted(all_models())) or "none"
@@ -50,13 +74,21 @@ class Command(BaseCommand):
             )
         from inference.queue.worker import load_engine, run_worker  # Django-free; torch is imported when the model loads
 
-        kv_cache_mb = kv_cache_mb or settings.INFERENCE_KV_CACHE_MB
-        if kv_cache_mb < 16:
+        if kv_cache_mb is not None and kv_cache_mb < 16:
             raise CommandError("--kv-cache-mb must be at least 16.")
-
-        status = run_worker(redis_url=url, model_id=spec.id, model_path=str(spec.path),
-                            device=device or settings.INFERENCE_DEVICE, max_running=max_running,
-                            worker_id=worker_id,
-                            engine_factory=partial(load_engine, kv_cache_bytes=kv_cache_mb << 20))
+        device = device or settings.INFERENCE_DEVICE
+        if kv_cache_mb is None and not device.startswith("cuda"):
+            kv_cache_mb = settings.INFERENCE_KV_CACHE_MB
+        options = spec.engine_options()
+        for key, value in (("dtype", dtype), ("quantization", quantization), ("attention_backend", attention_backend),
+                           ("enforce_eager", enforce_eager), ("gpu_memory_utilization", gpu_memory_utilization)):
+            if value is not None:
+                options[key] = value
+        status = run_worker(redis_url=url, model_id=spec.id, model_path=str(spec.path), device=device,
+                            max_running=max_running, worker_id=worker_id,
+                            engine_factory=partial(load_engine, kv_cache_bytes=None if kv_cache_mb is None
+                                                   else kv_cache_mb << 20, max_num_seqs=max_running,
+                                                   enable_prefix_caching=settings.INFERENCE_PREFIX_CACHE
+                                                   and not no_prefix_cache, **options))
         if status:
             sys.exit(status)
