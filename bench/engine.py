@@ -1,13 +1,17 @@
-"""Engine throughput and latency against transformers, on one workload, in one run.
+"""Engine throughput and latency against transformers' continuous batching, at several concurrencies, in one run.
 
-    .venv/bin/python bench/engine.py                       # CPU, the default model (make run prepares it)
-    .venv/bin/python bench/engine.py --device cuda --dtype bfloat16 --qwen05b   # GPU, Qwen2.5-0.5B's config, random weights
+    .venv/bin/python bench/engine.py                      # CPU, the default model (make run prepares it)
+    .venv/bin/python bench/engine.py --device cuda --qwen05b   # GPU: Qwen2.5-0.5B's configuration, random weights
 
-Runs the same requests (random prompt lengths, fixed output length, EOS ignored)
-through (a) transformers `generate`, one request at a time, (b) transformers'
-continuous batching (`generate_batch`), (c) this engine, and prints output
-tokens/s, time to first token p50/p99 and inter-token latency p50 for each,
-with our ratio to (b). All requests arrive at t=0.
+For each concurrency N (default 1, 16 and 64; 256 too on a GPU), N requests with
+random prompt lengths and a fixed output length (EOS ignored) arrive at t=0 and
+run through (a) transformers' continuous batching (`generate_batch`), in its
+fastest dtype here (float32 on the CPU, where its bfloat16 matmuls repack the
+weights on every call), and (b) this engine in its default precision (`auto`:
+bfloat16 with int4 weights on a CPU with bf16 instructions, bfloat16 on a GPU),
+plus (c) this engine in float32 for a like-for-like row on the CPU. Each runs in
+a fresh process. Printed: output tokens/s, time to first token p50/p99,
+inter-token latency p50, and our ratio to (a).
 """
 import argparse
 import json
@@ -33,6 +37,7 @@ QWEN25_05B = dict(  # Qwen2.5-0.5B-Instruct's config.json, weights random
     num_attention_heads=14, num_key_value_heads=2, vocab_size=151936, max_position_embeddings=32768,
     rope_theta=1000000.0, rms_norm_eps=1e-6, tie_word_embeddings=True, hidden_act="silu", sliding_window=None,
     use_sliding_window=False, bos_token_id=151643, eos_token_id=151645)
+SIDES = {"hf": "transformers continuous batching", "ours": "this engine", "ours-fp32": "this engine, float32"}
 
 
 def percentile(values, q):
@@ -42,33 +47,16 @@ def percentile(values, q):
     return values[min(len(values) - 1, int(round(q / 100 * (len(values) - 1))))]
 
 
-def summary(name, tokens, seconds, ttfts, itls):
+def summary(name, tokens, seconds, ttfts, itls, **extra):
     return {"name": name, "tokens": tokens, "seconds": seconds, "tok_s": tokens / seconds,
             "ttft_p50": percentile(ttfts, 50), "ttft_p99": percentile(ttfts, 99),
-            "itl_p50": statistics.median(itls) if itls else float("nan")}
-
-
-def run_generate(model, prompts, new_tokens, device):
-    tokens, ttfts, itls = 0, [], []
-    start = time.perf_counter()
-    for prompt in prompts:
-        t0 = time.perf_counter()
-        out = model.generate(torch.tensor([prompt], device=device), max_new_tokens=1, min_new_tokens=1,
-                             do_sample=False, pad_token_id=0)
-        ttfts.append(time.perf_counter() - start)  # queued behind the earlier requests, as a server would be
-        first = time.perf_counter() - t0
-        t1 = time.perf_counter()
-        out = model.generate(torch.tensor([prompt], device=device), max_new_tokens=new_tokens,
-                             min_new_tokens=new_tokens, do_sample=False, pad_token_id=0)
-        whole = time.perf_counter() - t1
-        n = out.shape[1] - len(prompt)
-        tokens += n
-        itls.append(max(whole - first, 0) / max(n - 1, 1))
-    return summary("transformers generate (one at a time)", tokens, time.perf_counter() - start, ttfts, itls)
+            "itl_p50": statistics.median(itls) if itls else float("nan"), **extra}
 
 
 def run_generate_batch(model, prompts, new_tokens):
     config = GenerationConfig(max_new_tokens=new_tokens, do_sample=False, eos_token_id=None, pad_token_id=0)
+    model.generate_batch(prompts[:1], generation_config=GenerationConfig(max_new_tokens=2, do_sample=False,
+                                                                         eos_token_id=None, pad_token_id=0))
     start = time.perf_counter()
     outputs = model.generate_batch(prompts, generation_config=config, record_timestamps=True)
     seconds = time.perf_counter() - start
@@ -79,20 +67,20 @@ def run_generate_batch(model, prompts, new_tokens):
         if stamps:
             ttfts.append(stamps[0] - start)
             itls.extend(b - a for a, b in zip(stamps, stamps[1:]))
-    return summary("transformers continuous batching", tokens, seconds, ttfts, itls)
+    return summary(SIDES["hf"], tokens, seconds, ttfts, itls, dtype=str(model.dtype).replace("torch.", ""))
 
 
-def run_engine(model_path, prompts, new_tokens, device, dtype, kv_cache_gb):
+def run_engine(name, model_path, prompts, new_tokens, device, dtype, kv_cache_gb):
     from inference.engine.config import EngineConfig
     from inference.engine.engine import Engine
     from inference.engine.types import GenerationRequest, SamplingParams
 
-    config = EngineConfig(kv_cache_bytes=int(kv_cache_gb * 2**30), max_num_seqs=max(len(prompts), 1))
+    kv = None if device.startswith("cuda") else int(kv_cache_gb * 2**30)
+    config = EngineConfig(kv_cache_bytes=kv, max_num_seqs=max(len(prompts), 1), enable_prefix_caching=False)
     engine = Engine(str(model_path), device=device, dtype=dtype, config=config)
     engine.start()
     params = SamplingParams(max_tokens=new_tokens, temperature=0, ignore_eos=True)
-    # Warm-up: the first forward pays one-off allocation costs on every backend.
-    done = threading.Event()
+    done = threading.Event()  # warm-up: the first step pays one-off costs on every backend
     engine.submit(GenerationRequest("warmup", prompts[0], SamplingParams(max_tokens=2, temperature=0)),
                   lambda e: e.finished and done.set())
     done.wait()
@@ -118,7 +106,9 @@ def run_engine(model_path, prompts, new_tokens, device, dtype, kv_cache_gb):
     engine.shutdown()
     ttfts = [s[0] - start for s in stamps.values() if s]
     itls = [b - a for s in stamps.values() for a, b in zip(s, s[1:]) if b > a]
-    return summary("this engine", sum(counts.values()), seconds, ttfts, itls)
+    runner = engine.runner
+    return summary(name, sum(counts.values()), seconds, ttfts, itls, dtype=str(runner.dtype).replace("torch.", ""),
+                   weights=runner.quantization, attention=runner.backend)
 
 
 def random_qwen_model(dtype) -> Path:
@@ -138,71 +128,76 @@ def parse_args():
     parser.add_argument("--model", type=Path, default=DEFAULT_MODEL)
     parser.add_argument("--qwen05b", action="store_true", help="random weights in Qwen2.5-0.5B's configuration")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--dtype", default="float32")
-    parser.add_argument("--requests", type=int, default=64)
+    parser.add_argument("--concurrency", default=None, help="comma list (default: 1,16,64; 1,16,64,256 on cuda)")
     parser.add_argument("--min-prompt", type=int, default=32)
     parser.add_argument("--max-prompt", type=int, default=512)
     parser.add_argument("--output", type=int, default=128, help="output tokens per request")
-    parser.add_argument("--sequential", type=int, default=4,
-                        help="how many of the requests (a) runs one at a time (its tokens/s is per its own count)")
-    parser.add_argument("--kv-cache-gb", type=float, default=2.0)
-    parser.add_argument("--skip", default="", help="comma list of a,b,c to skip")
+    parser.add_argument("--kv-cache-gb", type=float, default=2.0, help="CPU only; a GPU sizes it from free memory")
+    parser.add_argument("--sides", default=None, help="comma list of hf,ours,ours-fp32 (default: all on the CPU, "
+                                                      "hf,ours on a GPU)")
     parser.add_argument("--json", type=Path, help="also write the results here")
-    parser.add_argument("--only", choices=["a", "b", "c"], help=argparse.SUPPRESS)  # one side, in a child process
+    parser.add_argument("--only", choices=sorted(SIDES), help=argparse.SUPPRESS)  # one side, in a child process
+    parser.add_argument("--n", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--model-dir", type=Path, help=argparse.SUPPRESS)
     return parser.parse_args()
 
 
-def run_one(args):
-    """One side of the comparison, alone in this process, its result as JSON on the last line."""
-    torch.manual_seed(0)
+def make_prompts(args, path, count):
     rng = random.Random(0)
-    dtype = getattr(torch, args.dtype)
-    path = args.model_dir
     vocab = AutoConfig.from_pretrained(path, local_files_only=True).vocab_size
-    prompts = [[rng.randrange(100, min(vocab, 30000)) for _ in range(rng.randint(args.min_prompt, args.max_prompt))]
-               for _ in range(args.requests)]
-    if args.only == "c":
-        result = run_engine(path, prompts, args.output, args.device, args.dtype, args.kv_cache_gb)
+    return [[rng.randrange(100, min(vocab, 30000)) for _ in range(rng.randint(args.min_prompt, args.max_prompt))]
+            for _ in range(count)]
+
+
+def run_one(args):
+    """One side at one concurrency, alone in this process, its result as JSON on the last line."""
+    torch.manual_seed(0)
+    prompts = make_prompts(args, args.model_dir, args.n)
+    cuda = args.device.startswith("cuda")
+    if args.only == "hf":
+        dtype = torch.bfloat16 if cuda else torch.float32
+        model = AutoModelForCausalLM.from_pretrained(args.model_dir, local_files_only=True, dtype=dtype)
+        result = run_generate_batch(model.to(args.device).eval(), prompts, args.output)
     else:
-        model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=dtype).to(args.device).eval()
-        if args.only == "a":
-            result = run_generate(model, prompts[:args.sequential], args.output, args.device)
-        else:
-            result = run_generate_batch(model, prompts, args.output)
-    print(json.dumps(result))
+        dtype = "float32" if args.only == "ours-fp32" else "auto"
+        result = run_engine(SIDES[args.only], args.model_dir, prompts, args.output, args.device, dtype,
+                            args.kv_cache_gb)
+    print(json.dumps({**result, "concurrency": args.n}))
 
 
 def main():
     args = parse_args()
     if args.only:
         return run_one(args)
-    path = random_qwen_model(getattr(torch, args.dtype)) if args.qwen05b else args.model
-    print(f"workload: {args.requests} requests, prompts {args.min_prompt}-{args.max_prompt} tokens, "
-          f"{args.output} output tokens each, EOS ignored; device {args.device} {args.dtype}; "
-          f"torch threads {torch.get_num_threads()}; each side in a fresh process", flush=True)
+    cuda = args.device.startswith("cuda")
+    levels = [int(n) for n in (args.concurrency or ("1,16,64,256" if cuda else "1,16,64")).split(",")]
+    sides = (args.sides or ("hf,ours" if cuda else "hf,ours,ours-fp32")).split(",")
+    path = random_qwen_model(torch.bfloat16) if args.qwen05b else args.model
+    print(f"workload: N requests at t=0, prompts {args.min_prompt}-{args.max_prompt} tokens, {args.output} output "
+          f"tokens each, EOS ignored; device {args.device}; torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads; each side in a fresh process", flush=True)
     results = []
-    for side in "abc":
-        if side in args.skip.split(","):
-            continue
-        # A fresh interpreter per side: one library's threads and caches must not slow the next.
-        argv = [a for a in sys.argv[1:] if a != "--qwen05b"]
-        child = subprocess.run([sys.executable, __file__, *argv, "--only", side, "--model-dir", str(path)],
-                               capture_output=True, text=True)
-        if child.returncode:
-            print(child.stderr[-3000:], file=sys.stderr)
-            raise SystemExit(f"side {side} failed")
-        results.append(json.loads(child.stdout.strip().splitlines()[-1]))
-        print(results[-1], flush=True)
+    for n in levels:
+        for side in sides:
+            argv = [a for a in sys.argv[1:] if a != "--qwen05b"]
+            child = subprocess.run([sys.executable, __file__, *argv, "--only", side, "--n", str(n),
+                                    "--model-dir", str(path)], capture_output=True, text=True)
+            if child.returncode:
+                print(child.stderr[-3000:], file=sys.stderr)
+                raise SystemExit(f"{side} at {n} failed")
+            results.append(json.loads(child.stdout.strip().splitlines()[-1]))
+            print(results[-1], flush=True)
 
-    print(f"\n{'':40} {'tok/s':>9} {'TTFT p50':>9} {'TTFT p99':>9} {'ITL p50':>9} {'tokens':>7}")
-    for r in results:
-        print(f"{r['name']:40} {r['tok_s']:9.1f} {r['ttft_p50']:8.2f}s {r['ttft_p99']:8.2f}s "
-              f"{r['itl_p50'] * 1000:7.1f}ms {r['tokens']:7d}")
-    by_name = {r["name"]: r for r in results}
-    ours, theirs = by_name.get("this engine"), by_name.get("transformers continuous batching")
-    if ours and theirs:
-        print(f"\nthis engine / transformers continuous batching: {ours['tok_s'] / theirs['tok_s']:.2f}x output tokens/s")
+    print(f"\n{'N':>4} {'':34} {'precision':>16} {'tok/s':>9} {'TTFT p50':>9} {'TTFT p99':>9} {'ITL p50':>9} "
+          f"{'vs hf':>7}")
+    for n in levels:
+        rows = [r for r in results if r["concurrency"] == n]
+        base = next((r for r in rows if r["name"] == SIDES["hf"]), None)
+        for r in rows:
+            precision = r["dtype"] + ("" if r.get("weights", "none") == "none" else f"+{r['weights']}")
+            ratio = f"{r['tok_s'] / base['tok_s']:6.2f}x" if base else ""
+            print(f"{n:>4} {r['name']:34} {precision:>16} {r['tok_s']:9.1f} {r['ttft_p50']:8.2f}s "
+                  f"{r['ttft_p99']:8.2f}s {r['itl_p50'] * 1000:7.1f}ms {ratio:>7}")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
 

@@ -243,10 +243,10 @@ INFERENCE_DEVICE = env_str("INFERENCE_DEVICE", "cpu")
 INFERENCE_KV_CACHE_MB = env_int("INFERENCE_KV_CACHE_MB", 1024, minimum=16)
 INFERENCE_GPU_MEMORY_UTILIZATION = env_float("INFERENCE_GPU_MEMORY_UTILIZATION", 0.9, minimum=0.05, maximum=1.0)
 # Weights and KV cache precision. auto: bfloat16 on GPUs (float16 on those without bf16); on CPUs with bf16
-# instructions bfloat16 activations with int8 weights, elsewhere float32. A model's "dtype" and
+# instructions bfloat16 activations with int4 weights, elsewhere float32. A model's "dtype" and
 # "quantization" in MODELS_FILE win.
 INFERENCE_DTYPE = env_choice("INFERENCE_DTYPE", "auto", ("auto", "bfloat16", "float16", "float32"))
-INFERENCE_QUANTIZATION = env_choice("INFERENCE_QUANTIZATION", "auto", ("auto", "none", "int8"))
+INFERENCE_QUANTIZATION = env_choice("INFERENCE_QUANTIZATION", "auto", ("auto", "none", "int8", "int4"))
 # Reuse the KV cache of prompt prefixes seen before (a session's earlier turns, a shared system prompt),
 # within one organization.
 INFERENCE_PREFIX_CACHE = env_bool("INFERENCE_PREFIX_CACHE", True)

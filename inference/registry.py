@@ -6,7 +6,7 @@ MODELS_FILE: {"model-id": {"path": "/dir", "input_usd_per_mtok": "0.1",
 "output_usd_per_mtok": "0.2", "owned_by": "me"}}, and optionally
 "cached_input_usd_per_mtok" (prompt tokens served from the prefix cache; half
 the input price when absent), "dtype" (auto, bfloat16, float16, float32) and
-"quantization" (auto, none, int8), which win over INFERENCE_DTYPE and
+"quantization" (auto, none, int8, int4), which win over INFERENCE_DTYPE and
 INFERENCE_QUANTIZATION for that model.
 """
 import json
@@ -88,7 +88,7 @@ def _price(entry: dict) -> Price:
 
 
 DTYPES = ("auto", "bfloat16", "float16", "float32")
-QUANTIZATIONS = ("auto", "none", "int8")
+QUANTIZATIONS = ("auto", "none", "int8", "int4")
 
 
 def _choice(entry: dict, key: str, choices: tuple[str, ...]) -> str | None:

@@ -33,8 +33,8 @@ PREFILL_Q_BLOCK = {"cpu": 32, "cuda": 64}
 CPU_KV_CACHE_BYTES = 1 << 30
 # Decode tables are at least this wide: a width of 1 would be one more specialisation to compile.
 MIN_TABLE_WIDTH = 2
-# Int8 layers switch to a dense matmul of the same weights above this many rows (bench/linear.py).
-INT8_DENSE_ABOVE = 8
+# Quantized layers switch to a dense matmul of the same weights above this many rows (bench/linear.py).
+QUANTIZED_DENSE_ABOVE = 16
 
 
 class ModelRunner:
@@ -64,7 +64,7 @@ class ModelRunner:
         self.backend = choose_backend(attention_backend, self.device)
         reason = unsupported_reason(self.model)
         if reason is not None and self.quantization != "none":
-            log.warning("int8 weights need the lean decoder, which does not run %s: dense weights", reason)
+            log.warning("quantized weights need the lean decoder, which does not run %s: dense weights", reason)
             self.quantization = "none"
         self.lean_reason = reason
 
@@ -85,7 +85,7 @@ class ModelRunner:
         log.info("KV cache: %d blocks of %d tokens = %d tokens (%.2f GiB, %s); weights %s%s; attention %s; %s",
                  config.num_blocks, config.block_size, config.num_blocks * config.block_size,
                  self.cache._storage.numel() * self.cache._storage.element_size() / 2**30, self.dtype,
-                 self.dtype, " int8" if self.quantization == "int8" else "", self.backend,
+                 self.dtype, "" if self.quantization == "none" else f" {self.quantization}", self.backend,
                  "lean decoder" if reason is None else f"transformers modules ({reason})")
         self.graphs = None
         if self.device.type == "cuda" and not enforce_eager:
@@ -105,7 +105,7 @@ class ModelRunner:
         self.attention = Attention(self.backend, self.cache)
         if self.lean_reason is None:
             if getattr(self, "decoder", None) is None:
-                dense_above = INT8_DENSE_ABOVE if self.quantization == "int8" else None
+                dense_above = QUANTIZED_DENSE_ABOVE if self.quantization != "none" else None
                 self.decoder = LeanDecoder(self.model, self.attention, quantization=self.quantization,
                                            max_positions=self.max_positions, dense_above=dense_above)
             self.decoder.attention = self.attention

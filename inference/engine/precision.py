@@ -2,9 +2,9 @@
 
 `auto` resolves to what measured fastest (bench/engine.py, bench/linear.py):
   CUDA  bfloat16 where the GPU supports it, float16 on older GPUs; dense weights.
-  CPU   bfloat16 with int8 weights where the CPU has bf16 instructions (AVX512-BF16,
-        AMX): a one-sequence decode step reads a quarter of float32's bytes;
-        float32 and dense weights elsewhere.
+  CPU   bfloat16 with int4 weights (groups of 32) where the CPU has bf16 instructions
+        (AVX512-BF16, AMX): a one-sequence decode step reads an eighth of float32's
+        bytes; float32 and dense weights elsewhere.
 """
 
 from __future__ import annotations
@@ -39,5 +39,7 @@ def resolve_quantization(name: str, device: torch.device, dtype: torch.dtype) ->
     if name not in QUANTIZATIONS:
         raise ValueError(f"unsupported quantization {name!r}; expected one of {', '.join(QUANTIZATIONS)}")
     if name == "auto":
-        return "int8" if device.type == "cpu" and dtype == torch.bfloat16 else "none"
+        return "int4" if device.type == "cpu" and dtype == torch.bfloat16 else "none"
+    if name == "int4" and device.type != "cpu":
+        raise ValueError("int4 weights run on the CPU only; use none or int8 on a GPU")
     return name

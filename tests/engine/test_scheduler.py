@@ -495,3 +495,37 @@ def test_random_cycles_with_cancels_keep_invariants():
     assert all(seq.is_finished and seq.block_table == [] for seq in eng.seqs)
     assert len(eng.results) + eng.cancelled == len(eng.seqs)
     assert eng.sched.block_manager.num_free_blocks == cfg.num_blocks
+
+
+def make_shared_prefix_requests(seed, count, max_len, prefixes=3):
+    """Prompts that share leading tokens: a few system prompts, each followed by a different question."""
+    rng = random.Random(seed)
+    heads = [[rng.randrange(1, 1000) for _ in range(rng.randint(8, max_len // 2))] for _ in range(prefixes)]
+    reqs = []
+    for r in range(count):
+        head = heads[r % prefixes]
+        tail = [rng.randrange(1, 1000) for _ in range(rng.randint(1, max_len - len(head) - 1))]
+        reqs.append((f"s{r}", head + tail, max_len, rng.choice([1, 1, 2])))
+    return reqs
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_the_prefix_cache_changes_no_output_and_saves_prefill_work(seed):
+    max_len, bs = 64, 4
+    reqs = make_shared_prefix_requests(seed, 24, max_len)
+
+    def run(prefix_caching, num_blocks, budget):
+        cfg = EngineConfig(block_size=bs, num_blocks=num_blocks, max_model_len=max_len,
+                           max_num_batched_tokens=budget, enable_prefix_caching=prefix_caching)
+        eng = FakeEngine(cfg, seed=seed)
+        eng.run(reqs, arrivals_per_step=2)
+        computed = sum(s.num_prompt_tokens - (s.num_cached_tokens or 0) for s in eng.seqs if s.index == 0)
+        return eng, computed
+
+    plain, computed_plain = run(False, 512, 4096)
+    cached, computed_cached = run(True, 512, 4096)
+    # A cache for two max-length sequences: evictions and preemptions while blocks are shared.
+    tight, _ = run(True, 2 * max_len // bs + 2, 24)
+    assert cached.results == plain.results == tight.results
+    assert computed_cached < computed_plain
+    assert cached.sched.block_manager.hit_tokens > 0 and tight.preemptions > 0

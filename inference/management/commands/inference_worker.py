@@ -36,10 +36,11 @@ class Command(BaseCommand):
         parser.add_argument("--dtype", choices=DTYPES, default=None,
                             help="weights and KV cache precision (default: the model's dtype in MODELS_FILE, else "
                                  "the INFERENCE_DTYPE setting; auto: bfloat16 on GPUs that support it, float16 on "
-                                 "older ones, bfloat16 with int8 weights on CPUs with bf16 instructions)")
+                                 "older ones, bfloat16 with int4 weights on CPUs with bf16 instructions)")
         parser.add_argument("--quantization", choices=QUANTIZATIONS, default=None,
-                            help="int8: weight-only int8 linear layers (default: the model's quantization in "
-                                 "MODELS_FILE, else INFERENCE_QUANTIZATION; auto: int8 on the CPU with bfloat16)")
+                            help="weight-only int8 or int4 linear layers, int4 on the CPU only (default: the "
+                                 "model's quantization in MODELS_FILE, else INFERENCE_QUANTIZATION; auto: int4 on "
+                                 "the CPU with bfloat16, none on GPUs)")
         parser.add_argument("--attention-backend", choices=("auto", "flex", "inductor", "sdpa"), default=None,
                             help="paged attention kernels (default: INFERENCE_ATTENTION_BACKEND; auto: "
                                  "flex_attention on GPUs, a compiled decode kernel and flex_attention on the CPU)")
