@@ -1,12 +1,16 @@
 # make run   - install into .venv, migrate, prepare the default model, print a demo API key, serve
 # make test  - install, prepare the default model, then run the whole test suite (PostgreSQL pass included when it is installed)
+# make bench-peer - ours against llama.cpp's OpenAI-compatible server on the same GGUF (llama-cpp-python[server] is
+#                   compiled into .venv-peer once, ~12 minutes on 2 cores); BENCH_ARGS="--concurrency 1,4 ..." passes flags
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 PORT   ?= 8000
 HOST   ?= 127.0.0.1
+PEER   := .venv-peer
+BENCH_ARGS ?=
 
-.PHONY: install run test migrate model clean
+.PHONY: install run test migrate model clean bench-peer
 
 $(BIN)/.installed: requirements.txt requirements-dev.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "Python 3.11 is required (set PYTHON=...)")'
@@ -34,6 +38,17 @@ run: migrate model
 
 test: model
 	HF_HUB_OFFLINE=1 bash tests/run.sh
+
+# The stamp also marks a .venv-peer built by hand: it is made as soon as the server imports at the pinned version.
+$(PEER)/.installed:
+	test -x $(PEER)/bin/python || $(PYTHON) -m venv $(PEER)
+	$(PEER)/bin/python -c 'import sys, llama_cpp.server.app as _, llama_cpp; sys.exit(llama_cpp.__version__ != "0.3.36")' 2>/dev/null \
+	  || { echo "Compiling llama.cpp into $(PEER) (once, ~12 minutes on 2 cores)"; \
+	       $(PEER)/bin/pip install --quiet 'llama-cpp-python[server]==0.3.36'; }
+	touch $@
+
+bench-peer: model $(PEER)/.installed
+	HF_HUB_OFFLINE=1 $(BIN)/python bench/peer_llamacpp.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) var
