@@ -80,12 +80,11 @@ class Attention:
     def uses_flex(self) -> bool:
         return self.backend != "sdpa"
 
-    def __call__(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layer: int, meta: StepMetadata,
+    def __call__(self, q: torch.Tensor, kv: torch.Tensor, layer: int, meta: StepMetadata,
                  scale: float) -> torch.Tensor:
-        """q [T, Hq, D], k and v [T, Hkv, D] (rotary applied) -> [T, Hq, D]."""
+        """q [T, Hq, D], kv [T, 2, Hkv, D] (the step's keys and values, rotary applied) -> [T, Hq, D]."""
+        self.cache.write(layer, kv, meta.slot_mapping)
         k_cache, v_cache = self.cache.k[layer], self.cache.v[layer]  # [Hkv, S, D]
-        k_cache.index_copy_(1, meta.slot_mapping, k.transpose(0, 1))
-        v_cache.index_copy_(1, meta.slot_mapping, v.transpose(0, 1))
         nd = meta.num_decode
         if nd == q.shape[0]:
             return self._decode(q, k_cache, v_cache, meta, scale, self.block_size)
@@ -236,8 +235,8 @@ def paged_attention_forward(module, query, key, value, attention_mask, scaling=N
     # query: [1, Hq, T, D]; key, value: [1, Hkv, T, D] (rotary already applied by the model)
     attention: Attention = kwargs["engine_attention"]
     meta: StepMetadata = kwargs["engine_step"]
-    out = attention(query[0].transpose(0, 1), key[0].transpose(0, 1), value[0].transpose(0, 1), module.layer_idx,
-                    meta, scaling)
+    kv = torch.stack((key[0], value[0]), dim=1).transpose(0, 2)  # [T, 2, Hkv, D]
+    out = attention(query[0].transpose(0, 1), kv, module.layer_idx, meta, scaling)
     return out.unsqueeze(0), None  # [1, T, Hq, D]
 
 

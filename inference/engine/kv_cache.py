@@ -28,6 +28,10 @@ class KVCache:
         self.k = list(self._storage[0].unbind(0))  # [Hkv, slots, D] each
         self.v = list(self._storage[1].unbind(0))
 
+    def write(self, layer: int, kv: torch.Tensor, slots: torch.Tensor) -> None:
+        """Store a step's keys and values, kv [T, 2, Hkv, D], at their slots [T]: one copy for both."""
+        self._storage[:, layer].index_copy_(2, slots, kv.permute(1, 2, 0, 3))
+
     def copy_blocks(self, copies: list[tuple[int, int]]) -> None:
         """Duplicate whole blocks (a forked sequence's partially filled last block)."""
         bs = self.block_size

@@ -85,7 +85,7 @@ def test_decodes_of_uneven_lengths_read_their_own_blocks(cache, backend):
     q = torch.randn(len(lengths), HQ, D, generator=gen)
     new_k = torch.stack([k[n - 1] for (_, k, _), n in zip(world.seqs, lengths)])
     new_v = torch.stack([v[n - 1] for (_, _, v), n in zip(world.seqs, lengths)])
-    out = Attention(backend, cache)(q, new_k, new_v, 0, decode_meta(world, lengths, backend), SCALE)
+    out = Attention(backend, cache)(q, torch.stack((new_k, new_v), 1), 0, decode_meta(world, lengths, backend), SCALE)
     for i, ((_, k, v), n) in enumerate(zip(world.seqs, lengths)):
         expected = reference(q[i:i + 1], k[:n], v[:n], n - 1)
         torch.testing.assert_close(out[i:i + 1], expected, atol=2e-5, rtol=1e-4)
@@ -111,7 +111,7 @@ def test_prefill_chunks_of_several_sequences_after_cached_prefixes_are_one_call(
                                      max_tokens=256, max_seqs=8, max_table=16, device=torch.device("cpu"),
                                      pad_width=True)
         meta.prefill_mask, meta.prefill_rows = builder.build(segments)
-    out = Attention(backend, cache)(q, new_k, new_v, 0, meta, SCALE)
+    out = Attention(backend, cache)(q, torch.stack((new_k, new_v), 1), 0, meta, SCALE)
     row = 0
     for (_, k, v), (start, n) in zip(world.seqs, plan):
         expected = reference(q[row:row + n], k[:start + n], v[:start + n], start)
@@ -136,7 +136,7 @@ def test_a_step_with_decodes_and_prefills_writes_every_new_key_once(cache):
                                  max_tokens=256, max_seqs=8, max_table=16, device=torch.device("cpu"), pad_width=True)
     meta.prefills = [PrefillSegment(table=world.seqs[2][0], start=0, num=25)]
     meta.prefill_mask, meta.prefill_rows = builder.build(meta.prefills)
-    out = Attention("inductor", cache)(q, new_k, new_v, 0, meta, SCALE)
+    out = Attention("inductor", cache)(q, torch.stack((new_k, new_v), 1), 0, meta, SCALE)
     row = 0
     for (table, k, v), (start, n) in zip(world.seqs, plan):
         torch.testing.assert_close(out[row:row + n], reference(q[row:row + n], k[:start + n], v[:start + n], start),
