@@ -112,14 +112,17 @@ def run_engine(name, model_path, prompts, new_tokens, device, dtype, kv_cache_gb
 
 
 def random_qwen_model(dtype) -> Path:
-    from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
+    """Qwen2.5-0.5B's architecture with random weights, and a small ChatML tokenizer built here: nothing is
+    downloaded, nothing needs converting (the GPU host of bench/gpu.sh has neither network nor model)."""
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    from inference.engine.tiny import build_tokenizer
 
     folder = Path(tempfile.mkdtemp(prefix="qwen05b-random-"))
     torch.manual_seed(0)
     model = Qwen2ForCausalLM(Qwen2Config(**QWEN25_05B)).to(dtype)
     model.save_pretrained(folder)
-    # The engine needs a tokenizer with a chat template; ids are what is measured, so any will do.
-    AutoTokenizer.from_pretrained(DEFAULT_MODEL, local_files_only=True).save_pretrained(folder)
+    build_tokenizer().save_pretrained(folder)  # ids are what is measured: any tokenizer with a template will do
     return folder
 
 

@@ -32,10 +32,12 @@ TOPICS = ["lighthouses", "tides", "sailing ships", "coral reefs", "harbour citie
           "submarines", "beaches"]
 
 
-def paragraph(topic: str, sentences: int) -> str:
-    """Deterministic filler text about a topic, about 12 tokens a sentence."""
-    parts = [f"Fact {i + 1} about {topic}: it has been studied for many years by people who love the sea."
-             for i in range(sentences)]
+def paragraph(tokenizer, topic: str, tokens: int) -> str:
+    """Deterministic filler text about a topic, about `tokens` tokens long in this tokenizer."""
+    parts = []
+    while len(tokenizer.encode(" ".join(parts))) < tokens:
+        parts.append(f"Fact {len(parts) + 1} about {topic}: it has been studied for many years by people who "
+                     "love the sea.")
     return " ".join(parts)
 
 
@@ -78,15 +80,17 @@ def run_side(args) -> list[dict]:
     client = Client(engine)
     client.ask([{"role": "user", "content": "Warm up."}], 2)
     rows = []
-    history = [{"role": "system", "content": "You are a patient teacher. " + paragraph("the sea", 8)}]
+    tok = engine.tokenizer
+    history = [{"role": "system", "content": "You are a patient teacher. " + paragraph(tok, "the sea", 100)}]
     for turn in range(1, 5):
+        # Each turn adds ~250 tokens of question and the answer: turn 4's prompt is ~1,500 tokens.
         history.append({"role": "user", "content": f"Turn {turn}. Tell me about {TOPICS[turn]}. "
-                                                   + paragraph(TOPICS[turn], 20)})
+                                                   + paragraph(tok, TOPICS[turn], 250)})
         prompt, cached, ttft, answer = client.ask(history, args.answer_tokens)
         history.append({"role": "assistant", "content": answer})
         rows.append({"workload": "session", "request": f"turn {turn}", "prompt": prompt, "cached": cached,
                      "ttft": ttft})
-    system = {"role": "system", "content": "Answer like a ship's captain. " + paragraph("seamanship", 80)}
+    system = {"role": "system", "content": "Answer like a ship's captain. " + paragraph(tok, "seamanship", 1000)}
     for i, topic in enumerate(TOPICS):
         prompt, cached, ttft, _ = client.ask([system, {"role": "user", "content": f"What about {topic}?"}], 8)
         rows.append({"workload": "shared", "request": f"#{i + 1}", "prompt": prompt, "cached": cached,
@@ -98,6 +102,8 @@ def run_side(args) -> list[dict]:
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, default=DEFAULT_MODEL)
+    parser.add_argument("--qwen05b", action="store_true", help="random weights in Qwen2.5-0.5B's configuration "
+                                                               "(bench/engine.py's; for a GPU host without models)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--answer-tokens", type=int, default=100, help="tokens the model answers each turn")
     parser.add_argument("--json", type=Path, help="also write the results here")
@@ -107,8 +113,15 @@ def main():
         print(json.dumps(run_side(args)))
         return
     results = {}
+    argv = [a for a in sys.argv[1:] if a != "--qwen05b"]
+    if args.qwen05b:
+        import torch
+
+        from bench.engine import random_qwen_model
+
+        argv += ["--model", str(random_qwen_model(torch.bfloat16))]
     for side in ("off", "on"):
-        child = subprocess.run([sys.executable, __file__, *sys.argv[1:], "--cache", side], capture_output=True,
+        child = subprocess.run([sys.executable, __file__, *argv, "--cache", side], capture_output=True,
                                text=True)
         if child.returncode:
             print(child.stderr[-3000:], file=sys.stderr)

@@ -202,8 +202,10 @@ def _decode_sdpa(q, k_cache, v_cache, meta: StepMetadata, scale, block_size):
 def _prefill_flex(flex, q, k_cache, v_cache, meta: StepMetadata, scale, block_size):
     rows = q.shape[0]
     query = _pad_rows(q, meta.prefill_rows).transpose(0, 1).unsqueeze(0)  # [1, Hq, P, D]
+    # On a GPU the kernel's key tile must fit in a cache block (the block mask's granularity).
+    options = {"BLOCK_M": 64, "BLOCK_N": block_size} if q.is_cuda else None
     out = flex(query, k_cache.unsqueeze(0), v_cache.unsqueeze(0), block_mask=meta.prefill_mask, scale=scale,
-               enable_gqa=True)
+               enable_gqa=True, kernel_options=options)
     return out[0, :, :rows].transpose(0, 1)  # [Tp, Hq, D]
 
 

@@ -37,6 +37,10 @@ class PrefillSegment:
     num: int
 
 
+# One query per sequence sits in one query tile of this size; the GPU kernels want tiles of 16 or more.
+DECODE_Q_BLOCK = 128
+
+
 def decode_block_mask(tables: torch.Tensor, lens: torch.Tensor, *, block_size: int, num_slots: int,
                       pad_width: bool) -> BlockMask:
     """tables [B, W] (long, padded), lens [B] (long, >= 1) -> a mask for queries [B, H, 1, D].
@@ -62,7 +66,8 @@ def decode_block_mask(tables: torch.Tensor, lens: torch.Tensor, *, block_size: i
     return BlockMask.from_kv_blocks(
         ones, partial_indices.view(batch, 1, 1, -1),
         (num_blocks - 1).to(torch.int32).view(batch, 1, 1), full_indices.view(batch, 1, 1, -1),
-        BLOCK_SIZE=(1, block_size), mask_mod=mask_mod, seq_lengths=(1, num_slots), compute_q_blocks=False)
+        BLOCK_SIZE=(DECODE_Q_BLOCK, block_size), mask_mod=mask_mod, seq_lengths=(1, num_slots),
+        compute_q_blocks=False)
 
 
 def bucket(n: int, smallest: int) -> int:

@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 # Packed prefill rows per flex_attention query tile: the fastest of 32/64/128 on the CPU.
 PREFILL_Q_BLOCK = {"cpu": 32, "cuda": 64}
 CPU_KV_CACHE_BYTES = 1 << 30
+# The block manager's bookkeeping is per block, in Python: 4M tokens is more than 256 sequences of 16k.
+MAX_BLOCKS = 1 << 18
 # Decode tables are at least this wide: a width of 1 would be one more specialisation to compile.
 MIN_TABLE_WIDTH = 2
 # Quantized layers switch to a dense matmul of the same weights above this many rows (bench/linear.py).
@@ -80,7 +82,7 @@ class ModelRunner:
                 budget = size_kv_cache(self, gpu_memory_utilization)
             else:
                 budget = CPU_KV_CACHE_BYTES
-            config.num_blocks = max(1, budget // per_block)
+            config.num_blocks = max(1, min(budget // per_block, MAX_BLOCKS))
         self._build(num_blocks=config.num_blocks)
         log.info("KV cache: %d blocks of %d tokens = %d tokens (%.2f GiB, %s); weights %s%s; attention %s; %s",
                  config.num_blocks, config.block_size, config.num_blocks * config.block_size,
@@ -129,10 +131,23 @@ class ModelRunner:
         self._tables = torch.zeros(tokens, self.max_table, dtype=torch.long, device=self.device)
 
     def warm_up(self) -> None:
-        """Compile the kernels before the first request needs them: a prefill, decodes of 1 and of 2 rows."""
+        """Compile the kernels before the first request needs them: a prefill, decodes of 1 and of 2 rows.
+
+        Kernels that do not compile here (a compiler missing, a torch too old for flex_attention on this
+        device) give way to the eager sdpa backend rather than an engine that cannot start.
+        """
         sink = self.cache.sink_block
-        for rows, length in ((0, 3), (1, 1), (2, 1)):
-            self._forward_dummy(rows, length, sink)
+        try:
+            for rows, length in ((0, 3), (1, 1), (2, 1)):
+                self._forward_dummy(rows, length, sink)
+        except Exception:
+            if self.backend == "sdpa":
+                raise
+            log.exception("the %s attention kernels failed to compile: falling back to sdpa", self.backend)
+            self.backend = "sdpa"
+            self._build(num_blocks=self.config.num_blocks)
+            for rows, length in ((0, 3), (1, 1), (2, 1)):
+                self._forward_dummy(rows, length, sink)
         if self.graphs is not None:
             self.graphs.capture()
 
