@@ -80,11 +80,12 @@ class LeanDecoder:
         self.norm = decoder.norm.weight
         self.dtype = self.embed.dtype
 
-        def linear(*modules):
+        def linear(*modules, output=False):
             weight = torch.cat([m.weight for m in modules]) if len(modules) > 1 else modules[0].weight
             biases = [m.bias for m in modules]
             bias = None if biases[0] is None else torch.cat(biases) if len(biases) > 1 else biases[0]
-            return make_linear(weight.detach(), None if bias is None else bias.detach(), quantization, dense_above)
+            return make_linear(weight.detach(), None if bias is None else bias.detach(), quantization, dense_above,
+                               output=output)
 
         self.layers = []
         for hf in decoder.layers:
@@ -100,7 +101,7 @@ class LeanDecoder:
             layer.down = linear(mlp.down_proj)
             self.layers.append(layer)
         head = model.get_output_embeddings()
-        self.lm_head = linear(head)
+        self.lm_head = linear(head, output=True)  # int4: a RefinedHead (see linear.py)
         self.vocab_size = int(head.weight.shape[0])
 
         # Rotary tables for every position, from transformers' own rotary module.

@@ -11,7 +11,10 @@ against 30 us for a 576x1536 layer, so the kernels are called directly.)
 
 int4 is asymmetric with a scale and a minimum per group of 32 weights along
 the input: the same grid as GGUF's Q4_1, so the default model, which ships as
-Q4_1, gets its own weights back exactly (up to bf16 scales).
+Q4_1, gets its own weights back exactly (up to bf16 scales). The output layer
+is not on such a grid (Q4 GGUFs keep it in 6 or 8 bits) and its rounding decides
+the argmax directly: `RefinedHead` scores the whole vocabulary in int4, then the
+64 best candidates again with the dense weights (bf16 agreement at int4 speed).
 
 Those kernels are matrix-vector kernels: past a few rows a bf16 matmul wins
 (64 rows: 61 ms dense against 134 ms int4), so with `dense_above` set, steps
@@ -70,8 +73,7 @@ class Int4Linear:
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None = None, *, dense_above: int | None = None):
         n, k = weight.shape
         groups = weight.detach().float().view(n, k // INT4_GROUP, INT4_GROUP)
-        low, high = groups.amin(-1), groups.amax(-1)  # [N, K/g]
-        scale = ((high - low) / 15).clamp(min=1e-12)
+        low, scale = _grid(groups)  # [N, K/g] each
         q = torch.round((groups - low.unsqueeze(-1)) / scale.unsqueeze(-1)).clamp_(0, 15)
         self.packed = torch._convert_weight_to_int4pack_for_cpu(q.view(n, k).to(torch.int32), 1)
         # The kernel computes (q - 8) * scale + zero: zero = low + 8 * scale gives q * scale + low.
@@ -89,13 +91,61 @@ class Int4Linear:
         return out if self.bias is None else out + self.bias
 
 
+class RefinedHead:
+    """An output layer: int4 logits for the vocabulary, exact ones for its CANDIDATES most likely tokens.
+
+    Greedy picks and the top logprobs are those of the dense layer (unless the dense argmax is not
+    among int4's 64 best, which takes a far larger error than int4's); the tail keeps int4 values.
+    """
+
+    CANDIDATES = 64
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None = None, *, dense_above: int | None = None):
+        self.coarse = Int4Linear(weight, bias, dense_above=None)
+        self.weight, self.bias = weight, bias  # [V, H]
+        self.dense_above = dense_above if dense_above is not None else 0
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[0] > self.dense_above:
+            return F.linear(x, self.weight, self.bias)
+        logits = self.coarse(x)  # [M, V]
+        top = logits.topk(min(self.CANDIDATES, logits.shape[1]), dim=-1).indices  # [M, K]
+        exact = torch.bmm(self.weight[top], x.unsqueeze(2)).squeeze(2)  # [M, K, H] @ [M, H, 1] -> [M, K]
+        if self.bias is not None:
+            exact = exact + self.bias[top]
+        return logits.scatter_(1, top, exact.to(logits.dtype))
+
+
+def _grid(groups: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Minimum and step of each group's 16-level grid: [N, G, 32] -> [N, G], [N, G].
+
+    Weights that already lie on a 4-bit grid (a Q4 GGUF's, dequantized) keep theirs exactly, even
+    when a group leaves its top or bottom levels unused; others get (max - min) / 15.
+    """
+    low, high = groups.amin(-1), groups.amax(-1)
+    ordered = groups.sort(-1).values
+    steps = ordered.diff(dim=-1)
+    step = torch.where(steps > (high - low).unsqueeze(-1) * 1e-4, steps, torch.inf).amin(-1)  # smallest gap
+    levels = (groups - low.unsqueeze(-1)) / step.unsqueeze(-1)
+    on_grid = ((levels - levels.round()).abs().amax(-1) < 1e-3) & (levels.amax(-1).round() <= 15)
+    scale = torch.where(on_grid & torch.isfinite(step), step, (high - low) / 15)
+    return low, scale.clamp(min=1e-12)
+
+
 def make_linear(weight: torch.Tensor, bias: torch.Tensor | None, quantization: str,
-                dense_above: int | None = None):
+                dense_above: int | None = None, *, output: bool = False):
+    """output: the layer that makes the logits (int4 becomes a RefinedHead)."""
+    if quantization == "int4" and output and _int4_fits(weight):
+        return RefinedHead(weight, bias, dense_above=dense_above)
     if quantization == "int4":
-        n, k = weight.shape
-        if k % INT4_GROUP == 0 and n % 16 == 0 and weight.device.type == "cpu":  # what the packing takes
+        if _int4_fits(weight):
             return Int4Linear(weight, bias, dense_above=dense_above)
         quantization = "int8"  # a layer the int4 kernel cannot take
     if quantization == "int8":
         return Int8Linear(weight, bias, dense_above=dense_above)
     return DenseLinear(weight, bias)
+
+
+def _int4_fits(weight: torch.Tensor) -> bool:
+    n, k = weight.shape
+    return k % INT4_GROUP == 0 and n % 16 == 0 and weight.device.type == "cpu"  # what the packing takes

@@ -183,7 +183,8 @@ def top_p_threshold(
             top = torch.sort(w, dim=-1, descending=True).values  # [P, V]
         cum = top.cumsum(dim=-1)  # [P, k]
         keep = (cum - top) < need[pending].unsqueeze(1)  # [P, k], a prefix: mass before < top_p
-        n_keep = keep.sum(dim=-1, keepdim=True)  # [P, 1], >= 1
+        # >= 1 for any real distribution; clamped so that a row of NaN weights cannot fail the whole step.
+        n_keep = keep.sum(dim=-1, keepdim=True).clamp_(min=1)  # [P, 1]
         # Found when some candidate is dropped; with all V candidates it is final.
         found = (n_keep < k).flatten() if k < vocab else torch.ones_like(pending, dtype=torch.bool)  # [P]
         thresholds[pending[found]] = top.gather(1, n_keep - 1)[found]

@@ -110,6 +110,7 @@ class Sampler:
         if work:
             scores = self._load(raw, work)  # [W, V] float32, owned
             self._process(scores, [rows[i] for i in work], [masks.get(i) for i in work], vocab)
+            self._revive(scores, raw, work, masks, vocab)
             n_sampled = len(sampled)
             if work_greedy:
                 tokens[work_greedy] = scores[n_sampled:].argmax(dim=-1)
@@ -117,6 +118,19 @@ class Sampler:
                 tokens[sampled] = self._sample(scores[:n_sampled], [rows[i] for i in sampled], vocab)
         self._prompt_ids.end_call()
         return _results(raw, rows, tokens)
+
+    def _revive(self, scores: torch.Tensor, raw: torch.Tensor, work: list[int], masks: dict, vocab: int) -> None:
+        """Rows whose constraints left no token at all (a grammar that only allows EOS while
+        min_tokens forbids it) keep the grammar's choice: their raw logits under the token mask
+        alone, or the raw logits if even that allows nothing. A row with no finite score would
+        otherwise sample from NaN weights and fail the whole step."""
+        dead = (~torch.isfinite(scores.amax(dim=-1))).nonzero().flatten().tolist()
+        for j in dead:
+            scores[j] = raw[work[j]].float()
+            if masks.get(work[j]) is not None:
+                apply_token_masks(scores[j:j + 1], [(0, masks[work[j]])], vocab)
+                if not torch.isfinite(scores[j].amax()):
+                    scores[j] = raw[work[j]].float()
 
     def _load(self, raw: torch.Tensor, work: list[int]) -> torch.Tensor:
         """Rows `work` of raw [B, V] as float32 in the reused workspace -> [W, V]."""

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 
-from config.env import env_bool, env_int, env_list
+from config.env import env_bool, env_choice, env_float, env_int, env_list
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -70,3 +70,22 @@ def test_database_url_selects_postgresql(tmp_path):
 def test_a_malformed_debug_value_stops_start_up(tmp_path):
     result = load_settings(tmp_path, DEBUG="sure")
     assert result.returncode != 0 and "DEBUG='sure'" in result.stderr
+
+
+def test_choices_and_numbers_in_ranges_are_checked(monkeypatch):
+    monkeypatch.setenv("X_KIND", "int4")
+    assert env_choice("X_KIND", "auto", ("auto", "int4")) == "int4"
+    monkeypatch.setenv("X_KIND", "int3")
+    with pytest.raises(ImproperlyConfigured, match="X_KIND='int3' is not one of auto, int4"):
+        env_choice("X_KIND", "auto", ("auto", "int4"))
+    monkeypatch.setenv("X_SHARE", "0.5")
+    assert env_float("X_SHARE", 0.9, minimum=0.05, maximum=1.0) == 0.5
+    for bad in ("1.5", "half"):
+        monkeypatch.setenv("X_SHARE", bad)
+        with pytest.raises(ImproperlyConfigured, match="X_SHARE"):
+            env_float("X_SHARE", 0.9, minimum=0.05, maximum=1.0)
+
+
+def test_a_misspelt_inference_precision_stops_start_up(tmp_path):
+    result = load_settings(tmp_path, INFERENCE_DTYPE="bf16x")
+    assert result.returncode != 0 and "INFERENCE_DTYPE='bf16x'" in result.stderr

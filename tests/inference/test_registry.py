@@ -41,3 +41,17 @@ def test_the_price_row_keeps_a_default_cached_price_as_blank_and_a_given_one_as_
     assert ModelPrice.objects.get(model_id="half").cached_input_micro_per_mtok is None
     assert price_get(model_id="given", default=Price(300_000, 600_000, 30_000)) == Price(300_000, 600_000, 30_000)
     assert ModelPrice.objects.get(model_id="given").cached_input_micro_per_mtok == 30_000
+
+
+def test_a_models_file_entry_may_choose_its_precision_over_the_settings(tmp_path, settings):
+    settings.INFERENCE_DTYPE, settings.INFERENCE_QUANTIZATION = "float32", "none"
+    spec = _from_file(models_file(tmp_path, dtype="bfloat16", quantization="int8"))["m"]
+    assert (spec.engine_options()["dtype"], spec.engine_options()["quantization"]) == ("bfloat16", "int8")
+    plain = _from_file(models_file(tmp_path))["m"]
+    assert (plain.engine_options()["dtype"], plain.engine_options()["quantization"]) == ("float32", "none")
+
+
+@pytest.mark.parametrize("entry", [{"dtype": "fp8"}, {"quantization": "int2"}])
+def test_an_unknown_precision_in_the_models_file_is_refused(tmp_path, entry):
+    with pytest.raises(ImproperlyConfigured, match="MODELS_FILE"):
+        _from_file(models_file(tmp_path, **entry))

@@ -21,7 +21,7 @@ from inference.dispatch import NoCapacity
 from inference.engine.types import GenerationRequest, SamplingParams, TokenEvent, TokenLogprob
 from inference.queue import protocol
 from inference.queue.backend import RedisBackend
-from tests.api.conftest import TINY, TINY_GREEDY, stream_then_disconnect, wait_for_usage
+from tests.api.conftest import TINY, TINY_GREEDY, stream_then_disconnect, tiny_cost, wait_for_usage
 from tests.workers.conftest import ROOT, wait_until
 
 LONG = [{"role": "user", "content": "Tell me a long story about the sea and the ships."}]
@@ -43,8 +43,10 @@ def assert_settled_exactly(org, records):
     assert account.held_micro == 0
     assert CREDIT - account.balance_micro == sum(r.cost_micro for r in records)
     for r in records:
-        billed_prompt = 0 if r.status == "failed" else r.prompt_tokens
-        assert r.cost_micro == billed_prompt * 1 + r.completion_tokens * 2, r
+        if r.status == "failed":  # the prompt, cached part included, is not charged
+            assert r.cost_micro == r.completion_tokens * 2, r
+        else:  # prompt tokens the worker's prefix cache held cost half
+            assert r.cost_micro == tiny_cost(r.prompt_tokens, r.completion_tokens, r.cached_tokens), r
 
 
 def claimed_by(rds, request_id: str, timeout: float = 30) -> str:

@@ -1,0 +1,53 @@
+"""`manage.py inference_worker`: its engine options reach the engine, and bad values stop it before it loads."""
+import pytest
+from django.core.management import CommandError, call_command
+
+from inference.queue import worker
+
+
+@pytest.fixture
+def captured(monkeypatch, settings, tiny_model_path, tmp_path):
+    """Run the command up to the point where a worker would start; return what it would start it with."""
+    import json
+
+    models = tmp_path / "models.json"
+    models.write_text(json.dumps({"tiny": {"path": tiny_model_path, "input_usd_per_mtok": "1",
+                                           "output_usd_per_mtok": "2", "dtype": "float32"}}))
+    settings.MODELS_FILE = str(models)
+    settings.INFERENCE_QUEUE_URL = "redis://127.0.0.1:1/0"
+    from inference import registry
+
+    registry._catalogue.cache_clear()
+    seen = {}
+    monkeypatch.setattr(worker, "run_worker", lambda **kwargs: seen.update(kwargs) or 0)
+    yield seen
+    registry._catalogue.cache_clear()
+
+
+def test_flags_win_over_the_model_file_and_the_settings(captured):
+    call_command("inference_worker", "--model", "tiny", "--quantization", "int8", "--no-prefix-cache",
+                 "--max-running", "8", "--enforce-eager", "--gpu-memory-utilization", "0.5")
+    factory = captured["engine_factory"]
+    assert factory.keywords["dtype"] == "float32"  # the model's own choice, no flag given
+    assert factory.keywords["quantization"] == "int8"
+    assert factory.keywords["enable_prefix_caching"] is False and factory.keywords["max_num_seqs"] == 8
+    assert factory.keywords["enforce_eager"] is True and factory.keywords["gpu_memory_utilization"] == 0.5
+    assert factory.keywords["kv_cache_bytes"] == 1024 << 20  # the CPU keeps INFERENCE_KV_CACHE_MB
+
+
+def test_on_a_gpu_the_cache_is_sized_from_free_memory_unless_given(captured):
+    call_command("inference_worker", "--model", "tiny", "--device", "cuda:0")
+    assert captured["engine_factory"].keywords["kv_cache_bytes"] is None
+    call_command("inference_worker", "--model", "tiny", "--device", "cuda:0", "--kv-cache-mb", "512")
+    assert captured["engine_factory"].keywords["kv_cache_bytes"] == 512 << 20
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--gpu-memory-utilization", "1.5"], "--gpu-memory-utilization"),
+    (["--kv-cache-mb", "4"], "--kv-cache-mb"),
+    (["--max-running", "0"], "--max-running"),
+])
+def test_bad_values_stop_the_worker_before_it_loads_anything(captured, args, message):
+    with pytest.raises(CommandError, match=message):
+        call_command("inference_worker", "--model", "tiny", *args)
+    assert not captured
