@@ -12,12 +12,16 @@ Backends (chosen once per engine, see `choose_backend`):
   inductor  decodes through a kernel that torch.compile generates from
             `_decode_math`: the block-table lookup happens inside its
             reduction loops, so blocks are read in place and lengths bound the
-            loop (no gathered copy, no mask tensor); prefill chunks as in flex.
+            loop (no gathered copy, no mask tensor); prefill chunks as in sdpa.
             The CPU default: several times faster than flex or SDPA there for
-            one-query rows (bench/attention.py).
+            one-query rows (bench/attention.py), and SDPA's CPU flash kernel
+            is 2.5x faster than flex's CPU template for prefill chunks (a
+            299-token chunk after 1,216 cached tokens: 290 against 765 ms
+            over the default model's 30 layers).
   sdpa      the eager reference: each decode sequence's blocks gathered into a
             buffer and attended with a padding mask, one SDPA call per prefill
-            chunk. No compiler needed; the tests check the others against it.
+            chunk (its keys gathered once per step, for all layers). No
+            compiler needed; the tests check the others against it.
 
 The model definitions stay transformers' own: `paged_attention_forward` is
 registered as an attention implementation for models the lean decoder
@@ -54,6 +58,23 @@ class StepMetadata:
     prefill_mask: object | None = None  # flex BlockMask of the packed prefill rows
     prefill_rows: int = 0  # flex: the prefill rows padded to the mask's fixed size
     prefills: list[PrefillSegment] = field(default_factory=list)  # the same chunks, for the sdpa backend
+    _gathers: list | None = None  # per chunk: (its keys' cache slots, its mask or None), built by the first layer
+
+    def prefill_gathers(self, block_size: int, device: torch.device) -> list:
+        """Per prefill chunk, the slots of every key it attends to and its causal mask (None: from 0)."""
+        if self._gathers is None:
+            offsets = torch.arange(block_size, device=device)
+            self._gathers = []
+            for seg in self.prefills:
+                n, start = seg.num, seg.start
+                table = torch.tensor(seg.table, dtype=torch.long, device=device)
+                slots = (table.unsqueeze(1) * block_size + offsets).view(-1)[:start + n]
+                mask = None
+                if start:  # rows at positions start.. see keys up to their own position
+                    rows = torch.arange(n, device=device).unsqueeze(1) + start
+                    mask = torch.arange(start + n, device=device).unsqueeze(0) <= rows
+                self._gathers.append((slots, mask))
+        return self._gathers
 
 
 class Attention:
@@ -69,16 +90,17 @@ class Attention:
             self._decode, self._prefill = _decode_sdpa, _prefill_sdpa
         else:
             _allow_recompiles()  # dynamo's settings are per thread: set them on the one that runs the engine
-            flex = _compiled_flex()
-            self._prefill = lambda q, k, v, meta, scale, bs: _prefill_flex(flex, q, k, v, meta, scale, bs)
             if backend == "flex":
+                flex = _compiled_flex()
+                self._prefill = lambda q, k, v, meta, scale, bs: _prefill_flex(flex, q, k, v, meta, scale, bs)
                 self._decode = lambda q, k, v, meta, scale, bs: _decode_flex(flex, q, k, v, meta, scale)
             else:
-                self._decode = _compiled_decode()
+                self._decode, self._prefill = _compiled_decode(), _prefill_sdpa
 
     @property
     def uses_flex(self) -> bool:
-        return self.backend != "sdpa"
+        """Whether prefill chunks need a flex block mask."""
+        return self.backend == "flex"
 
     def __call__(self, q: torch.Tensor, kv: torch.Tensor, layer: int, meta: StepMetadata,
                  scale: float) -> torch.Tensor:
@@ -211,20 +233,13 @@ def _prefill_flex(flex, q, k_cache, v_cache, meta: StepMetadata, scale, block_si
 
 def _prefill_sdpa(q, k_cache, v_cache, meta: StepMetadata, scale, block_size):
     out, row = [], 0
-    offsets = torch.arange(block_size, device=q.device)
-    for seg in meta.prefills:
-        n, start = seg.num, seg.start
-        table = torch.tensor(seg.table, dtype=torch.long, device=q.device)
-        slots = (table.unsqueeze(1) * block_size + offsets).view(-1)[:start + n]
+    for seg, (slots, mask) in zip(meta.prefills, meta.prefill_gathers(block_size, q.device)):
+        n = seg.num
         keys = k_cache.index_select(1, slots).unsqueeze(0)  # [1, Hkv, start+n, D]
         values = v_cache.index_select(1, slots).unsqueeze(0)
         query = q[row:row + n].transpose(0, 1).unsqueeze(0)  # [1, Hq, n, D]
-        if start == 0:
-            o = F.scaled_dot_product_attention(query, keys, values, is_causal=True, scale=scale, enable_gqa=True)
-        else:
-            rows = torch.arange(n, device=q.device).unsqueeze(1) + start
-            mask = torch.arange(start + n, device=q.device).unsqueeze(0) <= rows
-            o = F.scaled_dot_product_attention(query, keys, values, attn_mask=mask, scale=scale, enable_gqa=True)
+        o = F.scaled_dot_product_attention(query, keys, values, attn_mask=mask, is_causal=mask is None, scale=scale,
+                                           enable_gqa=True)
         out.append(o[0].transpose(0, 1))
         row += n
     return torch.cat(out)
