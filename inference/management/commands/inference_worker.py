@@ -43,7 +43,7 @@ class Command(BaseCommand):
                                  "the CPU with bfloat16, none on GPUs)")
         parser.add_argument("--attention-backend", choices=("auto", "flex", "inductor", "sdpa"), default=None,
                             help="paged attention kernels (default: INFERENCE_ATTENTION_BACKEND; auto: "
-                                 "flex_attention on GPUs, a compiled decode kernel and flex_attention on the CPU)")
+                                 "flex_attention on GPUs, a compiled decode kernel and SDPA prefills on the CPU)")
         parser.add_argument("--enforce-eager", action="store_true", default=None,
                             help="no CUDA graphs for decode steps (default: captured at start-up on GPUs)")
         parser.add_argument("--no-prefix-cache", action="store_true",
