@@ -1,7 +1,8 @@
 """API keys pages: the organization's keys for every member; creating, limiting and revoking them for managers.
 
-A new key's secret is kept in the user's session only from its creation to the next page view, which
-shows it once and forgets it: a reload, or the back button, cannot show it again.
+A new key's secret is shown once, in the answer to the POST that created it, and stored nowhere (only its
+digest is kept): that answer is not cached, and the page replaces its address with the list's, so a reload
+shows the list without it.
 """
 from django.contrib import messages
 from django.http import Http404
@@ -16,9 +17,6 @@ from accounts.web.decorators import manager_required, member_required
 from accounts.web.key_forms import KeyCreateForm, KeyLimitsForm
 from billing.api.fields import usd
 
-NEW_SECRET = "dashboard_new_key"  # session entry: {"id": key id, "secret": the secret}, until shown once
-
-
 def key_limits(key: APIKey) -> list[str]:
     """The key's own limits in words, e.g. ["60 requests/min", "25.00 USD per month"]; empty for none."""
     limits = []
@@ -31,31 +29,34 @@ def key_limits(key: APIKey) -> list[str]:
     return limits
 
 
-@require_safe
-@never_cache
-@member_required
-def key_list(request):
+def _keys(organization) -> list[APIKey]:
     now = timezone.now()
-    keys = list(APIKey.objects.filter(organization=request.organization)
+    keys = list(APIKey.objects.filter(organization=organization)
                 .select_related("created_by").order_by("-created_at", "-pk"))
     for key in keys:
         key.status = key.status_at(now)
         key.limits = key_limits(key)
-    new_key = request.session.pop(NEW_SECRET, None)
-    if new_key is not None and not any(key.pk == new_key.get("id") for key in keys):
-        new_key = None  # made in another organization than the one now current: not this page's to show
-    return render(request, "dashboard/keys/list.html", {"keys": keys, "new_key": new_key})
+    return keys
+
+
+@require_safe
+@never_cache
+@member_required
+def key_list(request):
+    return render(request, "dashboard/keys/list.html", {"keys": _keys(request.organization)})
 
 
 @require_http_methods(["GET", "POST"])
+@never_cache
 @manager_required
 def key_create(request):
     form = KeyCreateForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         key, secret = api_key_create(organization=request.organization, created_by=request.user,
                                      **form.service_arguments())
-        request.session[NEW_SECRET] = {"id": key.pk, "name": key.name, "secret": secret}
-        return redirect("keys")
+        new_key = {"name": key.name, "secret": secret}
+        return render(request, "dashboard/keys/list.html", {"keys": _keys(request.organization), "new_key": new_key},
+                      status=201)
     return render(request, "dashboard/keys/create.html", {"form": form})
 
 

@@ -3,6 +3,7 @@ import re
 from datetime import timedelta
 
 import pytest
+from django.contrib.sessions.models import Session
 from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
@@ -42,15 +43,16 @@ def test_the_secret_is_shown_once_and_works_with_every_setting():
     response = owner.post(reverse("key-create"), valid(
         name="ci runner", expires_at=expiry, allowed_models=[DEFAULT_MODEL_ID], spend_cap_usd="12.345678",
         spend_cap_window="week", rate_limit_rpm="60", rate_limit_tpm="100000"))
-    assert response.status_code == 302 and response.url == reverse("keys")
+    assert response.status_code == 201 and "no-store" in response["Cache-Control"]
 
-    page = owner.get(reverse("keys")).content.decode()
+    page = response.content.decode()  # the answer to the POST shows it; nothing else ever does
     shown = SECRET.findall(page)
     assert len(shown) == 1
     secret = shown[0]
     assert f'<code id="new-key-secret" data-testid="new-key-secret">{secret}</code>' in page
     assert 'data-copy="#new-key-secret"' in page
     assert "only time it is shown" in page
+    assert f'data-replace-url="{reverse("keys")}"' in page  # a reload asks for the list, not the POST again
 
     key = api_key_authenticate(secret)
     assert key.organization == alice and key.name == "ci runner"
@@ -64,6 +66,16 @@ def test_the_secret_is_shown_once_and_works_with_every_setting():
     again = owner.get(reverse("keys")).content.decode()
     assert secret not in again and "new-key-secret" not in again
     assert f"{secret[:11]}…" in again  # the visible prefix stays in the table
+
+
+def test_a_new_secret_is_stored_in_no_session():
+    owner = login(make_org("alice"))
+    created = owner.post(reverse("key-create"), valid(name="ci"))
+    owner.get(reverse("usage"))  # a page other than the list: the secret must not wait in the session for it
+    stored = [f"{row.session_data} {row.get_decoded()}" for row in Session.objects.all()]
+    assert stored and not any(SECRET.search(data) for data in stored)
+    secret = SECRET.search(created.content.decode()).group(0)
+    assert secret not in owner.get(reverse("keys")).content.decode()
 
 
 def test_a_key_with_only_a_name_allows_every_model_without_limits():
@@ -149,7 +161,7 @@ def test_members_see_the_list_but_cannot_create_or_revoke():
 def test_admins_manage_keys_like_owners():
     alice = make_org("alice")
     admin = login(alice, Membership.Role.ADMIN)
-    assert admin.post(reverse("key-create"), valid(name="by admin")).status_code == 302
+    assert admin.post(reverse("key-create"), valid(name="by admin")).status_code == 201
     assert APIKey.objects.filter(organization=alice, name="by admin").exists()
 
 
@@ -174,7 +186,7 @@ def test_forms_need_the_csrf_token():
 
     form = owner.get(reverse("key-create")).content.decode()
     token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', form).group(1)
-    assert owner.post(reverse("key-create"), valid(name="real", csrfmiddlewaretoken=token)).status_code == 302
+    assert owner.post(reverse("key-create"), valid(name="real", csrfmiddlewaretoken=token)).status_code == 201
 
 
 def test_signed_out_visitors_are_sent_to_log_in():

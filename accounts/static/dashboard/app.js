@@ -1,5 +1,8 @@
 // Small progressive enhancements; every page works without them.
 document.addEventListener("DOMContentLoaded", () => {
+  // A page shown once (a new key's secret): its address becomes the list's, so a reload shows the list.
+  const replaced = document.querySelector("[data-replace-url]");
+  if (replaced) window.history.replaceState(null, "", replaced.dataset.replaceUrl);
   // Organization switcher: submit on change.
   for (const select of document.querySelectorAll("select[data-autosubmit]")) {
     select.addEventListener("change", () => select.form.submit());
