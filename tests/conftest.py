@@ -13,6 +13,9 @@ def pytest_configure(config):
     # Argon2 is deliberately slow; tests log in hundreds of times. The one test about how passwords are
     # stored puts the project's hashers back.
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    # The tests speak plain http on loopback, also where DATABASE_URL (the PostgreSQL pass) turns https-only on.
+    settings.SECURE_SSL_REDIRECT = settings.SESSION_COOKIE_SECURE = settings.CSRF_COOKIE_SECURE = False
+    settings.SECURE_HSTS_SECONDS = 0
     # The tiny model's answers are compared across requests run in different batches: float32 keeps each
     # answer independent of its neighbours (bf16 and int8 kernels round differently by batch size).
     settings.INFERENCE_DTYPE = "float32"
