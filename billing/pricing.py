@@ -1,4 +1,5 @@
 """Pure money arithmetic in integer micro-USD, and how amounts read as text."""
+import re
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
@@ -37,16 +38,56 @@ def cached_within(cached_tokens: int | None, prompt_tokens: int) -> int:
     return min(max(cached_tokens or 0, 0), max(prompt_tokens, 0))
 
 
-def usd_to_micro(usd: str | float | int) -> int:
+MAX_USD = 1_000_000_000  # far above any real amount, far below a 64-bit column of micro-USD (9.2e12 USD)
+MAX_MICRO = MAX_USD * MICRO_USD
+MAX_AMOUNT_CHARS = 40
+# Plain decimal notation with an optional exponent: no NaN or Infinity, no "1_000", no non-ASCII digits.
+_AMOUNT = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?")
+
+
+class AmountError(ValueError):
+    """Why a value is not an amount: `code` is "invalid" (not a number), "range" (out of bounds) or "places"."""
+
+    def __init__(self, code: str, message: str, **params):
+        super().__init__(message)
+        self.code, self.params = code, params
+
+
+def _usd_of(micro: int) -> Decimal:
+    return Decimal(micro).scaleb(-6)
+
+
+def parse_usd(value, *, places: int = 6, minimum_micro: int = 0, maximum_micro: int = MAX_MICRO) -> int:
+    """USD as typed ("12.50", "1e3", 12.5) as exact micro-USD within the bounds; never rounded.
+
+    The one reader of amounts for the API, the dashboard, the admin and the commands. The bounds are checked
+    by exact comparison before any arithmetic, so "1e999999" or "1e-999999" is a refusal, never a
+    decimal.Overflow, and no amount can overflow a 64-bit column.
+    """
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise AmountError("invalid", "is not an amount in USD")
+    text = str(value).strip()
+    if len(text) > MAX_AMOUNT_CHARS:
+        raise AmountError("invalid", f"is not an amount in USD (over {MAX_AMOUNT_CHARS} characters)")
+    if not _AMOUNT.fullmatch(text):
+        raise AmountError("invalid", "is not an amount in USD")
     try:
-        amount = Decimal(str(usd)) * 1_000_000
-    except InvalidOperation:
-        raise ValueError(f"{usd!r} is not an amount in USD") from None
-    if not amount.is_finite():
-        raise ValueError(f"{usd!r} is not an amount in USD")
-    if amount != amount.to_integral_value():
-        raise ValueError(f"{usd!r} has more precision than one micro-USD")
-    return int(amount)
+        amount = Decimal(text)
+    except InvalidOperation:  # an exponent past what a Decimal holds
+        raise AmountError("invalid", "is not an amount in USD") from None
+    low, high = _usd_of(minimum_micro), _usd_of(maximum_micro)
+    if not low <= amount <= high:
+        raise AmountError("range", f"must be between {usd_amount(minimum_micro)} and {usd_amount(maximum_micro)} USD",
+                          low=minimum_micro, high=maximum_micro)
+    # Within the bounds an amount has at most 16 digits before its places: quantize and scaleb are exact.
+    if amount != amount.quantize(Decimal(1).scaleb(-places)):
+        raise AmountError("places", f"must have at most {places} decimal places", places=places)
+    return int(amount.scaleb(6))
+
+
+def usd_to_micro(usd: str | float | int) -> int:
+    """A signed amount (a price, a grant) as exact micro-USD; ValueError (an AmountError) when it is not one."""
+    return parse_usd(usd, minimum_micro=-MAX_MICRO)
 
 
 def _parts(micro: int) -> tuple[str, int, str]:

@@ -1,12 +1,9 @@
 """Form fields for amounts typed in USD and kept as integer micro-USD."""
-from decimal import Decimal, InvalidOperation
-
 from django import forms
 from django.core.exceptions import ValidationError
 
 from billing.models import MICRO_USD
-from billing.pricing import usd_to_micro
-from billing.pricing import usd, usd_amount
+from billing.pricing import AmountError, parse_usd, usd, usd_amount
 
 # Far above any real correction or price; mostly it stops a typo's extra zeros.
 MAX_ABS_MICRO = 1_000_000 * MICRO_USD
@@ -35,22 +32,15 @@ class MicroUSDField(forms.Field):
             return None
         if isinstance(value, int):
             return value
-        if not _is_amount(value):
-            raise ValidationError("Enter an amount in USD, like 12.50 or -3.", code="invalid")
         try:
-            micro = usd_to_micro(value)
-        except ValueError:
-            raise ValidationError("Amounts are exact to the micro-USD: at most six decimals.",
-                                  code="too_precise") from None
-        if abs(micro) > self.max_abs_micro:
-            raise ValidationError(f"At most {usd(self.max_abs_micro)} at a time.", code="too_large")
+            micro = parse_usd(value, minimum_micro=-self.max_abs_micro, maximum_micro=self.max_abs_micro)
+        except AmountError as refused:
+            if refused.code == "range":
+                raise ValidationError(f"At most {usd(self.max_abs_micro)} at a time.", code="too_large") from None
+            if refused.code == "places":
+                raise ValidationError("Amounts are exact to the micro-USD: at most six decimals.",
+                                      code="too_precise") from None
+            raise ValidationError("Enter an amount in USD, like 12.50 or -3.", code="invalid") from None
         if self.min_micro is not None and micro < self.min_micro:
             raise ValidationError(f"Must be at least {usd(self.min_micro)}.", code="too_small")
         return micro
-
-
-def _is_amount(text: str) -> bool:
-    try:
-        return Decimal(text).is_finite()
-    except InvalidOperation:
-        return False

@@ -1,6 +1,4 @@
 """Wire shapes of /api/billing: the balance, the ledger, usage and top-ups."""
-from datetime import timedelta
-
 from django.conf import settings
 from django.core.validators import URLValidator
 from django.utils import timezone
@@ -9,10 +7,8 @@ from rest_framework import serializers
 from accounts.api.serializers import UnixTimeField
 from billing.api.fields import USD_STRING, StrictSerializer, USDField, USDReadField, cents_usd
 from billing.api.usage import GROUPS
+from billing.days import DEFAULT_DAYS, FIRST_DAY, LAST_DAY, MAX_DAYS, DayRangeError, day_range
 from billing.models import MICRO_USD, LedgerEntry, Payment
-
-USAGE_DEFAULT_DAYS = 30
-USAGE_MAX_DAYS = 366
 
 
 class BalanceSerializer(serializers.Serializer):
@@ -52,21 +48,20 @@ class LedgerQuerySerializer(serializers.Serializer):
 
 class UsageQuerySerializer(serializers.Serializer):
     start = serializers.DateField(input_formats=["%Y-%m-%d"], required=False,
-                                  help_text=f"First UTC day (YYYY-MM-DD); default {USAGE_DEFAULT_DAYS - 1} days "
-                                            "before `end`.")
+                                  help_text=f"First UTC day (YYYY-MM-DD); default {DEFAULT_DAYS - 1} days "
+                                            f"before `end`. From {FIRST_DAY} to {LAST_DAY}, at most "
+                                            f"{MAX_DAYS} days before `end`.")
     end = serializers.DateField(input_formats=["%Y-%m-%d"], required=False,
-                                help_text="Last UTC day, included (YYYY-MM-DD); default today.")
+                                help_text=f"Last UTC day, included (YYYY-MM-DD); default today. From {FIRST_DAY} "
+                                          f"to {LAST_DAY}.")
     group_by = serializers.ChoiceField(choices=list(GROUPS), default="day",
                                        help_text="day, model, key (API key) or day_model.")
 
     def validate(self, attrs):
-        today = timezone.now().date()
-        end = attrs.get("end") or max(today, attrs.get("start") or today)
-        start = attrs.get("start") or end - timedelta(days=USAGE_DEFAULT_DAYS - 1)
-        if end < start:
-            raise serializers.ValidationError({"end": ["must be on or after start."]})
-        if (end - start).days + 1 > USAGE_MAX_DAYS:
-            raise serializers.ValidationError({"start": [f"the range may span at most {USAGE_MAX_DAYS} days."]})
+        try:
+            start, end = day_range(attrs.get("start"), attrs.get("end"), today=timezone.now().date())
+        except DayRangeError as refused:
+            raise serializers.ValidationError({refused.field: [str(refused)]}) from None
         return {**attrs, "start": start, "end": end}
 
 

@@ -13,7 +13,8 @@ from rest_framework import serializers
 from accounts.models import Organization
 from billing.api.control_views import billing_settings_update
 from billing.api.fields import usd
-from billing.api.serializers import USAGE_MAX_DAYS, TopupCreateSerializer
+from billing.api.serializers import TopupCreateSerializer
+from billing.days import FIRST_DAY, LAST_DAY, MAX_DAYS, DayRangeError, day_range
 from billing.models import BillingProfile
 from billing.stripe.checkout import TopupAmountInvalid, topup_cents
 
@@ -23,9 +24,18 @@ NO_CARD = ("No card is saved yet. Make one top-up with the form above first; its
            "auto-recharge.")
 
 
+# What the page says for each refusal of billing.days.day_range.
+RANGE_WORDS = {
+    "bounds": f"Choose a day from {FIRST_DAY} to {LAST_DAY}.",
+    "order": "The last day must be on or after the first day.",
+    "span": f"A range may span at most {MAX_DAYS} days.",
+}
+
+
 def _date_field(label: str) -> forms.DateField:
+    bounds = {"min": FIRST_DAY.isoformat(), "max": LAST_DAY.isoformat()}
     return forms.DateField(label=label, required=False, input_formats=["%Y-%m-%d"],
-                           widget=forms.DateInput(attrs={"type": "date"}, format="%Y-%m-%d"),
+                           widget=forms.DateInput(attrs={"type": "date", **bounds}, format="%Y-%m-%d"),
                            error_messages={"invalid": "Enter a date as YYYY-MM-DD."})
 
 
@@ -52,10 +62,11 @@ class UsageRangeForm(forms.Form):
             self.add_error("start", "Choose the first day too.")
         if end is None and "end" not in self.errors:
             self.add_error("end", "Choose the last day too.")
-        if start and end and end < start:
-            self.add_error("end", "The last day must be on or after the first day.")
-        elif start and end and (end - start).days + 1 > USAGE_MAX_DAYS:
-            self.add_error("start", f"A range may span at most {USAGE_MAX_DAYS} days.")
+        if start or end:
+            try:
+                day_range(start, end, today=timezone.now().date())
+            except DayRangeError as refused:
+                self.add_error(refused.field, RANGE_WORDS[refused.code])
         return {**data, "range": "custom"}
 
     def window(self) -> tuple[date, date, str]:

@@ -2,7 +2,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
 from accounts.services import api_key_create, organization_get_or_create
-from billing.pricing import usd_to_micro
+from billing.pricing import AmountError, parse_usd
 from billing.services import credit_grant
 
 
@@ -22,11 +22,9 @@ class Command(BaseCommand):
         if not org or len(org) > 100:
             raise CommandError("--org must be 1 to 100 characters")
         try:
-            credit = usd_to_micro(credit_usd)
-        except ValueError as exc:
-            raise CommandError(f"--credit-usd: {exc}") from None
-        if credit < 0:
-            raise CommandError("--credit-usd must not be negative")
+            credit = parse_usd(credit_usd)
+        except AmountError as exc:
+            raise CommandError(f"--credit-usd {exc} (got {credit_usd[:40]!r})") from None
         with transaction.atomic():
             organization, _ = organization_get_or_create(name=org)
             if credit:
