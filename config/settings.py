@@ -116,13 +116,17 @@ else:
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_USER_MODEL = "accounts.User"
-# Argon2 for new passwords; the others still verify (and upgrade) older hashes.
+# Argon2id at 19 MiB per hash for new passwords; the others, and Argon2 hashes of other parameters, still
+# verify (and are upgraded at the next log-in). Each hash takes one of PASSWORD_HASH_CONCURRENCY slots of
+# the process (about 19 MiB each); a request that waits PASSWORD_HASH_WAIT seconds for one gets a 429.
 PASSWORD_HASHERS = [
-    "django.contrib.auth.hashers.Argon2PasswordHasher",
-    "django.contrib.auth.hashers.PBKDF2PasswordHasher",
-    "django.contrib.auth.hashers.PBKDF2SHA1PasswordHasher",
-    "django.contrib.auth.hashers.ScryptPasswordHasher",
+    "accounts.hashers.Argon2PasswordHasher",
+    "accounts.hashers.PBKDF2PasswordHasher",
+    "accounts.hashers.PBKDF2SHA1PasswordHasher",
+    "accounts.hashers.ScryptPasswordHasher",
 ]
+PASSWORD_HASH_CONCURRENCY = env_int("PASSWORD_HASH_CONCURRENCY", 2, minimum=1)
+PASSWORD_HASH_WAIT = env_float("PASSWORD_HASH_WAIT", 3.0, minimum=0.1, maximum=60.0)
 # How many reverse proxies in front of the app append to X-Forwarded-For (0: clients connect directly).
 # Login throttling counts failures per client address; behind proxies that address comes from the header.
 TRUSTED_PROXIES = env_int("TRUSTED_PROXIES", 0, minimum=0)
@@ -168,7 +172,9 @@ if REDIS_URL:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {"hosts": [REDIS_URL]}}}
 else:
-    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+    # Room for the log-in throttle's counters (a full cache drops its oldest entries, locks included).
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+                          "OPTIONS": {"MAX_ENTRIES": 100_000}}}
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 
 CELERY_BROKER_URL = REDIS_URL or "memory://"

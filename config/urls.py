@@ -4,6 +4,11 @@ from django.db import DatabaseError, connection
 from django.http import JsonResponse
 from django.urls import include, path
 
+from accounts.web.auth import throttled
+from accounts.web.forms import AdminLoginForm
+
+admin.site.login_form = AdminLoginForm
+
 
 def _database_ok() -> bool:
     try:
@@ -29,6 +34,8 @@ urlpatterns = [
     path("api/v1/", include("inference.urls")),  # the OpenAI-compatible endpoints again, under /api
     path("staff/billing/", include("billing.staff.urls")),  # the operators' billing overview and CSV exports
     path("billing/stripe/", include("billing.stripe.urls")),  # the Stripe webhook
+    # The admin's log-in is the dashboard's, throttled the same way (before admin.site.urls, which has one too).
+    path("admin/login/", throttled(admin.site.login)),
     path("admin/", admin.site.urls),
     # The dashboard: account pages (sign-up, organizations, team, keys, sessions), usage and billing, playground.
     path("", include("billing.web.urls")),

@@ -1,4 +1,8 @@
 """Signing up, logging in (throttled) and out, and resetting a forgotten password by email."""
+import functools
+import math
+
+from django.conf import settings
 from django.contrib.auth import get_user_model, login
 from django.contrib.auth import views as auth_views
 from django.db import IntegrityError
@@ -6,10 +10,36 @@ from django.shortcuts import redirect, render
 from django.urls import reverse_lazy
 from django.utils.http import url_has_allowed_host_and_scheme
 
+from accounts.hashers import HashingBusy
 from accounts.web import throttle
 from accounts.web.forms import LoginForm, SignupForm
 
 TEMPLATES = "dashboard/auth/"
+
+
+def throttled(view):
+    """A view that checks or sets passwords: 429 with Retry-After when its log-in form was refused by the
+    throttle, or when every password-hashing slot of the process stayed busy."""
+
+    @functools.wraps(view)
+    def wrapper(request, *args, **kwargs):
+        try:
+            response = view(request, *args, **kwargs)
+        except HashingBusy:
+            wait = max(1, math.ceil(settings.PASSWORD_HASH_WAIT))
+            response = render(request, "error.html", {
+                "title": "Busy", "detail": "The server is checking many passwords right now. "
+                                           f"Try again in {wait} seconds."}, status=429)
+            response["Retry-After"] = str(wait)
+            return response
+        form = (getattr(response, "context_data", None) or {}).get("form")
+        retry_at = getattr(form, "retry_at", None)
+        if retry_at is not None:
+            response.status_code = 429
+            response["Retry-After"] = str(max(1, math.ceil(retry_at - throttle.now())))
+        return response
+
+    return wrapper
 
 
 def safe_next(request) -> str:
@@ -21,6 +51,7 @@ def safe_next(request) -> str:
     return ""
 
 
+@throttled
 def signup(request):
     """A new account, signed in at once; then on to `next` (an invitation) or to create an organization."""
     if request.user.is_authenticated:
@@ -42,6 +73,9 @@ class LoginView(auth_views.LoginView):
     template_name = TEMPLATES + "login.html"
     authentication_form = LoginForm
     redirect_authenticated_user = True
+
+
+login_view = throttled(LoginView.as_view())
 
 
 class PasswordResetView(auth_views.PasswordResetView):
@@ -67,6 +101,9 @@ class PasswordResetConfirmView(auth_views.PasswordResetConfirmView):
         response = super().form_valid(form)
         throttle.clear_email(form.user.email)
         return response
+
+
+password_reset_confirm_view = throttled(PasswordResetConfirmView.as_view())
 
 
 class PasswordResetCompleteView(auth_views.PasswordResetCompleteView):

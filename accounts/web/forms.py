@@ -1,7 +1,9 @@
 """Forms of the account pages: sign-up, throttled log-in, inviting to the team and changing a role."""
 import math
+from datetime import datetime, timezone
 
 from django import forms
+from django.contrib.admin.forms import AdminAuthenticationForm
 from django.contrib.auth import get_user_model, password_validation
 from django.contrib.auth.forms import AuthenticationForm
 from django.core.exceptions import ValidationError
@@ -42,15 +44,46 @@ class SignupForm(forms.Form):
         return cleaned
 
 
-def throttled_message(retry_at) -> str:
-    minutes = max(1, math.ceil((retry_at.timestamp() - throttle.now()) / 60))
+def throttled_message(retry_at: float) -> str:
+    minutes = max(1, math.ceil((retry_at - throttle.now()) / 60))
     unit = "minute" if minutes == 1 else "minutes"
+    at = datetime.fromtimestamp(retry_at, tz=timezone.utc)
     return (f"Too many failed log-in attempts. Try again in {minutes} {unit} "
-            f"(after {retry_at:%H:%M} UTC), or reset your password.")
+            f"(after {at:%H:%M} UTC), or reset your password.")
 
 
-class LoginForm(AuthenticationForm):
-    """Django's log-in form, refusing every attempt while the email or the client IP is throttled."""
+class ThrottledLogin:
+    """Counts a log-in attempt before its password is checked (accounts.web.throttle); a refused one sets
+    `retry_at` and is a form error, and reaches no password hasher."""
+
+    retry_at: float | None = None
+
+    def clean(self):
+        email, password = self.cleaned_data.get("username"), self.cleaned_data.get("password")
+        if not (email and password):  # Django checks no password then: nothing to count
+            return super().clean()
+        address = throttle.client_ip(self.request) if self.request is not None else None
+        attempt = throttle.admit(email, address)
+        if attempt.refused:
+            self.retry_at = attempt.retry_at
+            raise ValidationError(throttled_message(attempt.retry_at), code="throttled")
+        try:
+            cleaned = super().clean()
+        except ValidationError as error:
+            if error.code == "invalid_login":
+                attempt.failed()
+            else:
+                attempt.cancelled()
+            raise
+        except BaseException:  # not evaluated (every hashing slot busy): the attempt does not count
+            attempt.cancelled()
+            raise
+        attempt.succeeded()
+        return cleaned
+
+
+class LoginForm(ThrottledLogin, AuthenticationForm):
+    """Django's log-in form, throttled per email and client address."""
 
     error_messages = {
         **AuthenticationForm.error_messages,
@@ -65,21 +98,9 @@ class LoginForm(AuthenticationForm):
     def clean_username(self):
         return self.cleaned_data["username"].strip().lower()
 
-    def clean(self):
-        email = self.cleaned_data.get("username") or str(self.data.get("username", ""))
-        ip = throttle.client_ip(self.request) if self.request is not None else None
-        retry_at = throttle.blocked_until(email, ip)
-        if retry_at is not None:
-            raise ValidationError(throttled_message(retry_at), code="throttled")
-        try:
-            cleaned = super().clean()
-        except ValidationError as error:
-            if error.code == "invalid_login":
-                throttle.record_failure(email, ip)
-            raise
-        if self.user_cache is not None:
-            throttle.clear_email(email)
-        return cleaned
+
+class AdminLoginForm(ThrottledLogin, AdminAuthenticationForm):
+    """The admin's log-in form, under the same throttle as the dashboard's."""
 
 
 def role_choices(actor: Membership) -> list[tuple[str, str]]:

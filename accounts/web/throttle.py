@@ -1,72 +1,175 @@
-"""Log-in throttling: failed attempts counted per email and per client IP in Django's cache.
+"""Log-in throttling: attempts counted per (email, client address) and per client address, before any password
+is checked.
 
-Each counter keeps the times of its recent failures. Once an email has `EMAIL_LIMIT` failures (or an
-IP `IP_LIMIT`) inside `WINDOW`, every attempt is refused, right password or not, until the oldest of
-those failures is `WINDOW` old. Refused attempts are not counted, so the wait never grows. A
-successful log-in clears the email's counter; the IP's counter only ages out.
+`admit` counts an attempt with one atomic increment of each of its counters in Django's cache (`add`, then
+`incr`: atomic in the in-memory default and in Redis, shared by every process) and refuses it once a counter
+is past its limit, so of any number of parallel attempts at most the limit reach the password hasher. The
+attempt then reports how it ended: a failure keeps its count, a success gives it back (and clears its
+email's counter at that address), an attempt that was never evaluated gives it back.
+
+The failure that fills a counter locks it: for LOCK seconds, twice as long for each lock that follows within
+DECAY of the one before, up to MAX_LOCK. A filled counter that is not locked yet (its last attempt is still
+being checked) refuses too. Counts of failures that did not fill a counter are forgotten WINDOW seconds
+after the first. Nothing counts per email alone: failures from other addresses never lock an email's owner
+out, and a password reset forgets the email's counters at every address.
 """
 import hashlib
+import ipaddress
+import json
+import math
+import secrets
 import time
-from dataclasses import dataclass
-from datetime import datetime, timezone
+from dataclasses import dataclass, field
 
 from django.conf import settings
 from django.core.cache import cache
 
 WINDOW = 15 * 60  # seconds
-EMAIL_LIMIT = 5
-IP_LIMIT = 20
+LOCK = 15 * 60
+MAX_LOCK = 24 * 60 * 60
+DECAY = 24 * 60 * 60
+PAIR_LIMIT = 5  # failures for one email from one address
+ADDRESS_LIMIT = 20  # failures from one address (an IPv6 /64), whatever the emails
 
 
 def now() -> float:
-    """The clock the throttle reads (replaced in tests)."""
+    """The clock the locks read (replaced in tests)."""
     return time.time()
+
+
+def _digest(*parts: str) -> str:
+    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()
+
+
+def network(address: str) -> str:
+    """The address an attempt counts against: IPv4 as is, IPv6 by its /64 (one host's usual allocation)."""
+    try:
+        parsed = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if parsed.version == 6:
+        if parsed.ipv4_mapped is not None:
+            return str(parsed.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{parsed}/64", strict=False))
+    return str(parsed)
+
+
+def _generation_key(email: str) -> str:
+    return f"login:generation:{_digest(email)}"
 
 
 @dataclass(frozen=True)
 class Counter:
-    kind: str  # "email" or "ip"
-    value: str
+    name: str
     limit: int
+    clears_on_success: bool
 
     @property
-    def key(self) -> str:
-        digest = hashlib.sha256(self.value.encode()).hexdigest()
-        return f"login-failures:{self.kind}:{digest}"
-
-    def recent(self, at: float) -> list[float]:
-        return [t for t in cache.get(self.key, []) if at - t < WINDOW]
+    def lock_key(self) -> str:
+        return f"{self.name}:lock"
 
 
-def counters(email: str, ip: str | None) -> list[Counter]:
-    found = [Counter("email", email.strip().lower(), EMAIL_LIMIT)] if email.strip() else []
-    if ip:
-        found.append(Counter("ip", ip, IP_LIMIT))
-    return found
+def counters(email: str, address: str | None) -> list[Counter]:
+    email = email.strip().lower()
+    generation = cache.get(_generation_key(email), "")
+    pair = Counter(f"login:pair:{_digest(generation, email, address or '')}", PAIR_LIMIT, True)
+    if not address:
+        return [pair]
+    return [Counter(f"login:address:{_digest(network(address))}", ADDRESS_LIMIT, False), pair]
 
 
-def blocked_until(email: str, ip: str | None) -> datetime | None:
-    """When attempts for this email and IP are allowed again; None when they are allowed now."""
+def _take(key: str) -> int:
+    while True:
+        cache.add(key, 0, timeout=WINDOW)
+        try:
+            count = cache.incr(key)
+        except ValueError:  # expired between add and incr
+            continue
+        if count == 1:  # Redis' incr recreates a key that expired after add without an expiry: set it again
+            cache.touch(key, WINDOW)
+        return count
+
+
+def _give_back(key: str) -> None:
+    try:
+        if cache.decr(key) < 0:  # the key had expired and Redis recreated it without an expiry
+            cache.delete(key)
+    except ValueError:  # expired: nothing left to give back
+        pass
+
+
+@dataclass
+class Taken:
+    counter: Counter
+    key: str
+    count: int
+    strikes: int
+
+
+@dataclass
+class Attempt:
+    """One log-in attempt: refused (retry_at says when to try again), or admitted and then reported."""
+
+    at: float
+    retry_at: float | None = None
+    taken: list[Taken] = field(default_factory=list)
+
+    @property
+    def refused(self) -> bool:
+        return self.retry_at is not None
+
+    def failed(self) -> None:
+        for taken in self.taken:
+            if taken.count >= taken.counter.limit:
+                _lock(taken, self.at)
+
+    def succeeded(self) -> None:
+        for taken in self.taken:
+            if taken.counter.clears_on_success:  # a new epoch: no strikes, counting from zero
+                cache.set(taken.counter.lock_key, {"strikes": 0, "until": 0, "epoch": secrets.token_hex(8)},
+                          timeout=2 * WINDOW)
+            else:
+                _give_back(taken.key)
+
+    def cancelled(self) -> None:
+        for taken in self.taken:
+            _give_back(taken.key)
+
+
+def _lock_for(strikes: int) -> int:
+    return min(LOCK * 2 ** min(strikes, 16), MAX_LOCK)
+
+
+def _lock(taken: Taken, at: float) -> None:
+    until = at + _lock_for(taken.strikes)
+    lock = {"strikes": taken.strikes + 1, "until": until, "epoch": secrets.token_hex(8)}
+    cache.set(taken.counter.lock_key, lock, timeout=math.ceil(until - at + DECAY))
+
+
+def admit(email: str, address: str | None) -> Attempt:
+    """Counts an attempt at email from address, or refuses it (without counting) while a counter is full."""
     at = now()
-    retry = None
-    for counter in counters(email, ip):
-        failures = counter.recent(at)
-        if len(failures) >= counter.limit:
-            free_at = failures[-counter.limit] + WINDOW
-            retry = free_at if retry is None else max(retry, free_at)
-    return None if retry is None else datetime.fromtimestamp(retry, tz=timezone.utc)
-
-
-def record_failure(email: str, ip: str | None) -> None:
-    at = now()
-    for counter in counters(email, ip):
-        failures = (counter.recent(at) + [at])[-counter.limit:]
-        cache.set(counter.key, failures, timeout=WINDOW)
+    found = counters(email, address)
+    locks = cache.get_many([counter.lock_key for counter in found])
+    locked_until = [lock["until"] for lock in locks.values() if lock["until"] > at]
+    if locked_until:
+        return Attempt(at, retry_at=max(locked_until))
+    attempt = Attempt(at)
+    for counter in found:
+        lock = locks.get(counter.lock_key)
+        strikes = lock["strikes"] if lock and at - lock["until"] < DECAY else 0
+        # Each lock (and each success that clears) starts a new epoch, whose attempts count from zero.
+        key = f"{counter.name}:count:{lock['epoch'] if lock else ''}"
+        attempt.taken.append(Taken(counter, key, _take(key), strikes))
+        if attempt.taken[-1].count > counter.limit:
+            attempt.cancelled()
+            return Attempt(at, retry_at=at + _lock_for(strikes))
+    return attempt
 
 
 def clear_email(email: str) -> None:
-    for counter in counters(email, None):
-        cache.delete(counter.key)
+    """Forgets the email's failures and locks at every address (its password changed)."""
+    cache.set(_generation_key(email.strip().lower()), secrets.token_hex(8), timeout=3 * DECAY)
 
 
 def client_ip(request) -> str | None:

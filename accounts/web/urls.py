@@ -5,7 +5,7 @@ from accounts.web import auth, invitations, keys, organizations, sessions, team
 
 urlpatterns = [
     path("", organizations.home, name="home"),
-    path("accounts/login/", auth.LoginView.as_view(), name="login"),
+    path("accounts/login/", auth.login_view, name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("organizations/new/", organizations.organization_create, name="organization-create"),
     path("organizations/switch/", organizations.organization_switch, name="organization-switch"),
@@ -20,7 +20,7 @@ urlpatterns = [
     path("accounts/signup/", auth.signup, name="signup"),
     path("accounts/password-reset/", auth.PasswordResetView.as_view(), name="password_reset"),
     path("accounts/password-reset/sent/", auth.PasswordResetDoneView.as_view(), name="password_reset_done"),
-    path("accounts/reset/<uidb64>/<token>/", auth.PasswordResetConfirmView.as_view(), name="password_reset_confirm"),
+    path("accounts/reset/<uidb64>/<token>/", auth.password_reset_confirm_view, name="password_reset_confirm"),
     path("accounts/reset/done/", auth.PasswordResetCompleteView.as_view(), name="password_reset_complete"),
     path("team/", team.team, name="team"),
     path("team/invite/", team.invite, name="team-invite"),

@@ -118,25 +118,45 @@ def test_forms_need_the_csrf_token(alice):
     assert not User.objects.filter(email="x@example.com").exists()
 
 
-def test_five_failures_lock_the_email_until_the_window_passes(client, alice, clock):
+def test_five_failures_lock_the_email_at_that_address_for_15_minutes(client, alice, clock):
     for _ in range(5):
         assert b"do not match an account" in log_in(client, "alice@example.com", "wrong").content
         clock.advance(60)
-    refused = log_in(client, "alice@example.com", PASSWORD)
-    assert not signed_in(client)
-    assert b"Too many failed log-in attempts. Try again in 10 minutes" in refused.content
-    clock.advance(9 * 60)  # 14 minutes after the first failure: still locked
+    refused = log_in(client, "alice@example.com", PASSWORD)  # one minute after the fifth failure
+    assert refused.status_code == 429 and refused["Retry-After"] == str(14 * 60) and not signed_in(client)
+    assert b"Too many failed log-in attempts. Try again in 14 minutes" in refused.content
+    clock.advance(13 * 60)
     assert b"Try again in 1 minute " in log_in(client, "alice@example.com", PASSWORD).content
     assert not signed_in(client)
-    clock.advance(60)  # the first failure is now 15 minutes old: one attempt is free again
+    clock.advance(60)  # 15 minutes after the fifth failure
     assert log_in(client, "alice@example.com", PASSWORD).status_code == 302 and signed_in(client)
+
+
+def test_each_lock_that_follows_lasts_twice_as_long(client, alice, clock):
+    for minutes in (15, 30, 60, 120):
+        for _ in range(5):
+            assert log_in(client, "alice@example.com", "wrong").status_code == 200
+        refused = log_in(client, "alice@example.com", PASSWORD)
+        assert refused.status_code == 429 and refused["Retry-After"] == str(minutes * 60)
+        clock.advance(minutes * 60)
+    assert log_in(client, "alice@example.com", PASSWORD).status_code == 302
+
+
+def test_failures_from_another_address_do_not_lock_the_owner_out(alice, clock):
+    attacker = Client(REMOTE_ADDR="203.0.113.7")
+    for _ in range(5):
+        log_in(attacker, "alice@example.com", "guess")
+    assert log_in(attacker, "alice@example.com", "guess").status_code == 429
+    owner = Client(REMOTE_ADDR="198.51.100.4")
+    assert log_in(owner, "alice@example.com", PASSWORD).status_code == 302 and signed_in(owner)
+    assert log_in(attacker, "alice@example.com", PASSWORD).status_code == 429  # the owner's log-in freed no one else
 
 
 def test_the_lock_is_per_email(client, alice, clock):
     User.objects.create_user("bob@example.com", PASSWORD)
     for _ in range(5):
         log_in(client, "alice@example.com", "wrong")
-    assert b"Too many failed" in log_in(client, "ALICE@example.com", PASSWORD).content
+    assert log_in(client, "ALICE@example.com", PASSWORD).status_code == 429
     assert log_in(client, "bob@example.com", PASSWORD).status_code == 302
 
 
@@ -155,6 +175,7 @@ def test_twenty_failures_from_one_ip_lock_that_ip(alice, clock):
     for n in range(20):  # four tries at each of five addresses: no email reaches its own limit
         log_in(attacker, f"user{n % 5}@example.com", "guess")
     refused = log_in(attacker, "alice@example.com", PASSWORD)
+    assert refused.status_code == 429
     assert b"Too many failed log-in attempts. Try again in 15 minutes" in refused.content
     assert not signed_in(attacker)
     elsewhere = Client(REMOTE_ADDR="198.51.100.4")
