@@ -1,4 +1,5 @@
 # make run   - install into .venv, migrate, prepare the default model, print a demo login and API key, serve
+# make screenshots - regenerate the README's screenshots in docs/ (a real browser over make run)
 # make test  - install, prepare the default model, then run the whole test suite (PostgreSQL pass included when it is installed)
 # make bench-peer - ours against llama.cpp's OpenAI-compatible server on the same GGUF (llama-cpp-python[server] is
 #                   compiled into .venv-peer once, ~12 minutes on 2 cores); BENCH_ARGS="--concurrency 1,4 ..." passes flags
@@ -12,7 +13,7 @@ BENCH_ARGS ?=
 # The largest WebSocket message uvicorn reads: the playground's limit (config/settings.py), the same variable.
 PLAYGROUND_WS_MAX_BYTES ?= 2097152
 
-.PHONY: install run test migrate model clean bench-peer
+.PHONY: install run test migrate model clean bench-peer screenshots
 
 # Each step says what it does and, at its end, how long it took ($(shell date +%s) is expanded as the recipe starts).
 DONE = @echo "    done in $$(( $$(date +%s) - $(shell date +%s) )) s"
@@ -48,6 +49,11 @@ run: migrate model
 
 test: model
 	HF_HUB_OFFLINE=1 bash tests/run.sh
+
+# The README's tour: the newcomer's browser test runs `make run` in a fresh data directory and photographs
+# the keys, usage, playground (mid-answer) and staff billing pages into docs/.
+screenshots: model
+	HF_HUB_OFFLINE=1 DOCS_SCREENSHOTS=docs $(BIN)/pytest -q -p no:cacheprovider tests/browser/test_newcomer.py
 
 # The stamp also marks a .venv-peer built by hand: it is made as soon as the server imports at the pinned version.
 $(PEER)/.installed:
