@@ -5,6 +5,7 @@ from django.http import JsonResponse
 from django.urls import include, path
 
 from accounts.web.auth import throttled
+from config import probes
 from accounts.web.forms import AdminLoginForm
 
 admin.site.login_form = AdminLoginForm
@@ -28,6 +29,8 @@ async def healthz(request):
 
 urlpatterns = [
     path("healthz", healthz),
+    path("livez", probes.livez),
+    path("readyz", probes.readyz),
     path("v1/", include("inference.urls")),
     path("api/", include("accounts.api.urls")),  # sessions, the OpenAPI schema and its docs
     path("api/billing/", include("billing.api.urls")),  # an organization's balance, usage, top-ups and limits

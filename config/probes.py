@@ -1,0 +1,73 @@
+"""Probes for load balancers and orchestrators.
+
+/livez   the process answers: no dependency is consulted, so a database outage never restarts it.
+/readyz  it can serve: the database answers, Redis too when configured, and with the worker queue
+         (INFERENCE_QUEUE_URL) every served model has at least one live worker taking requests.
+         503 with the failed checks named otherwise.
+"""
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.db import DatabaseError, connection
+from django.http import JsonResponse
+
+TIMEOUT_S = 2.0
+
+
+async def livez(request):
+    return JsonResponse({"status": "ok"})
+
+
+async def readyz(request):
+    checks = {"database": await sync_to_async(_database)()}
+    if settings.REDIS_URL:
+        checks["redis"] = await sync_to_async(_redis, thread_sensitive=False)(settings.REDIS_URL)
+    queue = getattr(settings, "INFERENCE_QUEUE_URL", None)
+    if queue:
+        checks["workers"] = await sync_to_async(_workers, thread_sensitive=False)(queue)
+    failed = sorted(name for name, result in checks.items() if not _ok(result))
+    body = {"status": "error" if failed else "ok", "checks": checks}
+    if failed:
+        body["failed"] = failed
+    return JsonResponse(body, status=503 if failed else 200)
+
+
+def _ok(result) -> bool:
+    return result == "ok" if isinstance(result, str) else all(n > 0 for n in result.values()) and bool(result)
+
+
+def _database() -> str:
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+        return "ok"
+    except DatabaseError as exc:
+        return f"unreachable: {type(exc).__name__}"
+
+
+def _redis(url: str) -> str:
+    import redis
+
+    client = redis.Redis.from_url(url, socket_timeout=TIMEOUT_S, socket_connect_timeout=TIMEOUT_S)
+    try:
+        client.ping()
+        return "ok"
+    except redis.RedisError as exc:
+        return f"unreachable: {type(exc).__name__}"
+    finally:
+        client.close()
+
+
+def _workers(url: str) -> dict | str:
+    """Live workers taking requests, per served model (listed, and its files present)."""
+    import redis
+
+    from inference.queue.status import model_status
+    from inference.registry import served_models
+
+    client = redis.Redis.from_url(url, socket_timeout=TIMEOUT_S, socket_connect_timeout=TIMEOUT_S)
+    try:
+        return {model_id: model_status(client, model_id)["accepting"] for model_id in sorted(spec.id for spec in served_models())}
+    except redis.RedisError as exc:
+        return f"unreachable: {type(exc).__name__}"
+    finally:
+        client.close()

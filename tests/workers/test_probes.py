@@ -1,0 +1,63 @@
+"""/livez answers whatever the dependencies do; /readyz says which of them keeps the process from serving."""
+import pytest
+from django.db import OperationalError
+
+from tests.api.conftest import TINY
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def web():
+    from django.test import Client
+
+    return Client()
+
+
+class _DownDatabase:
+    def cursor(self):
+        raise OperationalError("connection refused")
+
+
+def test_livez_answers_while_the_database_is_down_and_readyz_names_it(web, monkeypatch):
+    import config.probes
+
+    monkeypatch.setattr(config.probes, "connection", _DownDatabase())
+    live = web.get("/livez")
+    assert live.status_code == 200 and live.json() == {"status": "ok"}
+    ready = web.get("/readyz")
+    assert ready.status_code == 503
+    assert ready.json()["failed"] == ["database"] and ready.json()["checks"]["database"].startswith("unreachable")
+
+
+def test_readyz_is_ok_on_the_embedded_default(web, settings):
+    settings.REDIS_URL = None
+    settings.INFERENCE_QUEUE_URL = None
+    ready = web.get("/readyz")
+    assert ready.status_code == 200 and ready.json() == {"status": "ok", "checks": {"database": "ok"}}
+
+
+def test_readyz_fails_when_redis_is_unreachable(web, settings):
+    settings.REDIS_URL = "redis://127.0.0.1:1/0"
+    settings.INFERENCE_QUEUE_URL = None
+    ready = web.get("/readyz")
+    assert ready.status_code == 503 and ready.json()["failed"] == ["redis"]
+
+
+def test_readyz_counts_live_workers_per_model(web, settings, redis_url, workers, worker_pool):
+    settings.REDIS_URL = redis_url
+    body = web.get("/readyz").json()
+    assert body["checks"]["redis"] == "ok" and body["checks"]["workers"][TINY] == 2
+
+
+def test_readyz_fails_for_a_model_with_no_live_worker(web, settings, redis_url, queue):
+    settings.REDIS_URL = redis_url
+    from inference.registry import served_models
+
+    models = sorted(spec.id for spec in served_models())
+    worker_less = [m for m in models if m != TINY]
+    if not worker_less:
+        pytest.skip("the test catalogue has only the model the workers serve")
+    ready = web.get("/readyz")
+    assert ready.status_code == 503 and ready.json()["failed"] == ["workers"]
+    assert all(ready.json()["checks"]["workers"][m] == 0 for m in worker_less)
