@@ -82,9 +82,21 @@ class Engine:
         self._choices: dict[int, tuple[RequestState, Choice]] = {}  # seq_id ->
         self._grammar: GrammarCompiler | None = None  # built on the first constrained request
         self._grammar_lock = threading.Lock()
+        self.generated_tokens = 0  # since start, every choice's tokens
+        self.steps = 0
         self._ready.set()
 
     # -- any thread ---------------------------------------------------------
+
+    def stats(self) -> dict:
+        """A snapshot for metrics: plain ints read without locking (each read is atomic; they may be a step apart)."""
+        sched = self.scheduler
+        bm = sched.block_manager
+        return {"running": sched.num_running, "waiting": sched.num_waiting + len(self._inbox),
+                "kv_blocks_total": bm.num_blocks, "kv_blocks_free": bm.num_free_blocks,
+                "kv_block_size": bm.block_size, "prefix_queried_tokens": bm.queried_tokens,
+                "prefix_hit_tokens": bm.hit_tokens, "preemptions": sched.num_preemptions,
+                "generated_tokens": self.generated_tokens, "steps": self.steps}
 
     def start(self) -> None:
         with self._cond:
@@ -238,6 +250,7 @@ class Engine:
         if output.is_empty:
             return
         logits = self.runner.run(output)  # [S, V]
+        self.steps += 1
         self.scheduler.update(output)
         targets, rows, logit_rows = [], [], []
         for i, item in enumerate(s for s in output.scheduled if s.samples):
@@ -277,6 +290,7 @@ class Engine:
         token = result.token_id
         seq.append_token(token)
         state.completion_tokens += 1
+        self.generated_tokens += 1
         if choice.mask is not None:
             choice.mask.accept(token)
         choice.token_ids.append(token)

@@ -61,6 +61,7 @@ class Scheduler:
         # Copies from forks, delivered with the next non-empty output (the
         # runner only performs them alongside a forward).
         self._pending_copies: list[tuple[int, int]] = []
+        self.num_preemptions = 0  # sequences pushed back to waiting to free memory, since start
 
     @property
     def num_waiting(self) -> int:
@@ -198,6 +199,7 @@ class Scheduler:
         return budget
 
     def _preempt(self, seq: Sequence, out: SchedulerOutput) -> int:
+        self.num_preemptions += 1
         self.running.remove(seq)
         self._release(seq)
         seq.num_computed_tokens = 0

@@ -80,6 +80,8 @@ class Worker(LivenessMixin, PublisherMixin):
         heartbeat_ttl_ms: int = p.HEARTBEAT_TTL_MS,
         heartbeat_interval: float = p.HEARTBEAT_INTERVAL_S,
         read_block_ms: int = 200,
+        metrics_port: int | None = None,
+        metrics_addr: str = "127.0.0.1",
     ):
         if max_running < 1:
             raise ValueError("max_running must be >= 1")
@@ -93,6 +95,7 @@ class Worker(LivenessMixin, PublisherMixin):
         self.heartbeat_ttl_ms = heartbeat_ttl_ms
         self.heartbeat_interval = heartbeat_interval
         self.read_block_ms = read_block_ms
+        self.metrics_port, self.metrics_addr = metrics_port, metrics_addr
 
         self._requests_key = p.requests_key(model_id)
         self._workers_key = p.workers_key(model_id)
@@ -144,6 +147,14 @@ class Worker(LivenessMixin, PublisherMixin):
         ]
         for t in threads:
             t.start()
+        if self.metrics_port is not None:
+            from inference.queue.metrics import serve_metrics
+
+            try:
+                serve_metrics(self, self.metrics_port, self.metrics_addr)
+            except OSError as exc:
+                log.error("cannot serve metrics on %s:%d: %s", self.metrics_addr, self.metrics_port, exc)
+                return 1
         try:
             self._beat()  # visible to the API only now that the engine is ready
         except redis.RedisError as exc:

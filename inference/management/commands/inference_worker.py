@@ -52,16 +52,25 @@ class Command(BaseCommand):
         parser.add_argument("--max-running", type=int, default=64, metavar="N",
                             help="take new requests only while fewer than N run on this worker, and batch up to "
                                  "N sequences per step (default: 64)")
+        parser.add_argument("--metrics-port", type=int, default=None, metavar="PORT",
+                            help="serve Prometheus metrics on this port (/metrics): running and waiting sequences, "
+                                 "KV cache blocks, prefix-cache hits, generated tokens, preemptions, queue depth "
+                                 "(default: none)")
+        parser.add_argument("--metrics-addr", default="127.0.0.1", metavar="ADDR",
+                            help="address for --metrics-port (default: 127.0.0.1; 0.0.0.0 for a remote Prometheus)")
         parser.add_argument("--worker-id", default=None, metavar="NAME",
                             help="name in heartbeats and logs (default: host-pid-random; must be unique)")
 
     def handle(self, *args, model, device, max_running, worker_id, kv_cache_mb, gpu_memory_utilization, dtype,
-               quantization, attention_backend, enforce_eager, no_prefix_cache, **options):
+               quantization, attention_backend, enforce_eager, no_prefix_cache, metrics_port, metrics_addr,
+               **options):
         url = getattr(settings, "INFERENCE_QUEUE_URL", None)
         if not url:
             raise CommandError("No inference queue is configured: set INFERENCE_QUEUE_URL (or REDIS_URL).")
         if max_running < 1:
             raise CommandError("--max-running must be at least 1.")
+        if metrics_port is not None and not 0 < metrics_port < 65536:
+            raise CommandError("--metrics-port must be a port number, 1 to 65535.")
         if gpu_memory_utilization is not None and not 0 < gpu_memory_utilization <= 1:
             raise CommandError("--gpu-memory-utilization must be in (0, 1].")
         spec = get_model(model)
@@ -86,7 +95,8 @@ class Command(BaseCommand):
             if value is not None:
                 options[key] = value
         status = run_worker(redis_url=url, model_id=spec.id, model_path=str(spec.path), device=device,
-                            max_running=max_running, worker_id=worker_id,
+                            max_running=max_running, worker_id=worker_id, metrics_port=metrics_port,
+                            metrics_addr=metrics_addr,
                             engine_factory=partial(load_engine, kv_cache_bytes=None if kv_cache_mb is None
                                                    else kv_cache_mb << 20, max_num_seqs=max_running,
                                                    enable_prefix_caching=settings.INFERENCE_PREFIX_CACHE
