@@ -5,6 +5,7 @@ written together or not at all. Holds reserve credit with a single conditional
 UPDATE, so two concurrent requests can never spend the same credit.
 """
 import logging
+from functools import partial
 
 from django.db import transaction
 from django.db.models import F
@@ -15,6 +16,7 @@ from billing.limits.spend import spend_cap_check
 from billing.models import CreditAccount, Hold, LedgerEntry, ModelPrice, UsageRecord
 from billing.pricing import Price, cached_within
 from billing.triggers import on_commit_lowered, on_commit_raised
+from config.metrics import record_settlement
 
 log = logging.getLogger(__name__)
 
@@ -177,6 +179,9 @@ def hold_settle(
             reference=hold.request_id,
         )
         on_commit_lowered(account.organization_id)
+    transaction.on_commit(partial(record_settlement, model=hold.model_id, prompt_tokens=prompt_tokens,
+                                  completion_tokens=completion_tokens, cached_tokens=cached, status=status,
+                                  latency_ms=latency_ms))
     return UsageRecord.objects.create(
         organization_id=account.organization_id,
         api_key=hold.api_key,

@@ -63,6 +63,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "config.middleware.RequestIdMiddleware",
+    "config.metrics.MetricsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "csp.middleware.CSPMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -73,8 +74,21 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 
+# /metrics (Prometheus): with a token, for requests bearing it; without, for clients on this host only.
+METRICS_TOKEN = env_str("METRICS_TOKEN")
+
 # Bodies above this size get a 413 from the API (Django refuses to read them).
 DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("API_MAX_BODY_BYTES", 8 << 20, minimum=1024)
+# Work a chat request may cause before it is paid for (inference.api.work, inference.api.schema_limits):
+# characters of prompt to render and tokenize (400 beyond), characters one organization may have being
+# tokenized at once in one process (429 beyond), and the size of a request's JSON schemas, response_format
+# and tools' parameters together (400 beyond).
+API_MAX_PROMPT_CHARS = env_int("API_MAX_PROMPT_CHARS", 1_000_000, minimum=1000)
+API_ORG_TOKENIZING_CHARS = env_int("API_ORG_TOKENIZING_CHARS", 2_000_000, minimum=1000)
+API_MAX_SCHEMA_BYTES = env_int("API_MAX_SCHEMA_BYTES", 128 << 10, minimum=1024)
+API_MAX_SCHEMA_ENUM_VALUES = env_int("API_MAX_SCHEMA_ENUM_VALUES", 1000, minimum=1)
+API_MAX_SCHEMA_PROPERTIES = env_int("API_MAX_SCHEMA_PROPERTIES", 1000, minimum=1)
+API_MAX_SCHEMA_DEPTH = env_int("API_MAX_SCHEMA_DEPTH", 32, minimum=2)
 
 ROOT_URLCONF = "config.urls"
 WSGI_APPLICATION = "config.wsgi.application"
@@ -215,6 +229,15 @@ TOPUP_MAX_USD = env_int("TOPUP_MAX_USD", 10_000, minimum=1)
 # Rate limits of an organization that has none of its own (a key's own limits apply on top).
 ORG_RATE_LIMIT_RPM = env_int("ORG_RATE_LIMIT_RPM", 10_000, minimum=1)
 ORG_RATE_LIMIT_TPM = env_int("ORG_RATE_LIMIT_TPM", 50_000_000, minimum=1)
+# Chat sessions (accounts.storage): the most one stored message, one session and all of an organization's
+# sessions may hold (an organization's own quota, set in the admin, wins over the default), and how many
+# conversations the playground may save per organization and minute.
+CHAT_SESSION_MESSAGE_MAX_BYTES = env_int("CHAT_SESSION_MESSAGE_MAX_BYTES", 256 << 10, minimum=1024)
+CHAT_SESSION_MAX_BYTES = env_int("CHAT_SESSION_MAX_BYTES", 1 << 20, minimum=1024)
+CHAT_SESSION_QUOTA_BYTES = env_int("CHAT_SESSION_QUOTA_BYTES", 100 << 20, minimum=0)
+PLAYGROUND_SAVES_PER_MINUTE = env_int("PLAYGROUND_SAVES_PER_MINUTE", 10, minimum=1)
+# Largest WebSocket message the playground reads; give uvicorn the same --ws-max-size (Makefile, Procfile).
+PLAYGROUND_WS_MAX_BYTES = env_int("PLAYGROUND_WS_MAX_BYTES", 2 << 20, minimum=1024)
 # A hold whose request has sent no heartbeat for this long is settled (or released) by the sweeper.
 HOLD_STALE_AFTER_S = env_int("HOLD_STALE_AFTER_S", 120, minimum=10)
 
@@ -299,6 +322,10 @@ INFERENCE_ENFORCE_EAGER = env_bool("INFERENCE_ENFORCE_EAGER", False)
 INFERENCE_QUEUE_URL = env_str("INFERENCE_QUEUE_URL", REDIS_URL)
 # Requests waiting for a worker, per model, beyond which new ones get 503 with Retry-After.
 INFERENCE_QUEUE_LIMIT = env_int("INFERENCE_QUEUE_LIMIT", 256, minimum=1)
+# A grammar (json_schema, forced tool calls) compiles in a child process of the engine, stopped after this
+# many seconds: the request ends with a 400 naming the limit.
+INFERENCE_GRAMMAR_COMPILE_TIMEOUT_S = env_float("INFERENCE_GRAMMAR_COMPILE_TIMEOUT_S", 10.0, minimum=0.1,
+                                                maximum=3600.0)
 
 LOGGING = {
     "version": 1,

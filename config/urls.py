@@ -5,7 +5,7 @@ from django.http import JsonResponse
 from django.urls import include, path
 
 from accounts.web.auth import throttled
-from config import probes
+from config import metrics, probes
 from accounts.web.forms import AdminLoginForm
 
 admin.site.login_form = AdminLoginForm
@@ -31,6 +31,7 @@ urlpatterns = [
     path("healthz", healthz),
     path("livez", probes.livez),
     path("readyz", probes.readyz),
+    path("metrics", metrics.metrics),
     path("v1/", include("inference.urls")),
     path("api/", include("accounts.api.urls")),  # sessions, the OpenAPI schema and its docs
     path("api/billing/", include("billing.api.urls")),  # an organization's balance, usage, top-ups and limits

@@ -1,0 +1,102 @@
+"""The web process's Prometheus metrics, served at /metrics.
+
+  platform_http_requests_total{route, method, status}     every answer, by URL pattern (402, 429, 503 included)
+  platform_http_request_duration_seconds{route}           until the response starts (a stream's first byte)
+  platform_tokens_total{model, kind}                      settled prompt, cached (of the prompt) and completion tokens
+  platform_requests_settled_total{model, status}          chat requests charged: completed, cancelled, failed
+  platform_request_latency_seconds{model}                 a chat request's end-to-end time, from its usage record
+  platform_holds_in_flight                                credit holds of requests still running (read at scrape)
+
+Who may read them: with METRICS_TOKEN set, a request bearing it; else clients on this host only.
+"""
+import hmac
+import time
+
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
+from django.conf import settings
+from django.http import HttpResponse, JsonResponse
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+
+REQUESTS = Counter("platform_http_requests", "HTTP answers by URL pattern, method and status",
+                   ["route", "method", "status"])
+DURATION = Histogram("platform_http_request_duration_seconds", "Time until the response starts, by URL pattern",
+                     ["route"], buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60))
+TOKENS = Counter("platform_tokens", "Tokens of settled chat requests, by model and kind", ["model", "kind"])
+SETTLED = Counter("platform_requests_settled", "Chat requests charged, by model and outcome", ["model", "status"])
+LATENCY = Histogram("platform_request_latency_seconds", "End-to-end time of settled chat requests", ["model"],
+                    buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80, 160, 320))
+LOOPBACK = {"127.0.0.1", "::1"}
+
+
+def record_settlement(*, model: str, prompt_tokens: int, completion_tokens: int, cached_tokens: int, status: str,
+                      latency_ms: int) -> None:
+    """Called once a usage record is committed."""
+    TOKENS.labels(model, "prompt").inc(prompt_tokens)
+    TOKENS.labels(model, "cached").inc(cached_tokens)
+    TOKENS.labels(model, "completion").inc(completion_tokens)
+    SETTLED.labels(model, status).inc()
+    if latency_ms:
+        LATENCY.labels(model).observe(latency_ms / 1000)
+
+
+class _Holds:
+    def describe(self):
+        return []  # else registering it would run collect(), a query, while the apps load
+
+    def collect(self):
+        from billing.models import Hold
+
+        family = GaugeMetricFamily("platform_holds_in_flight", "Credit holds of requests still running")
+        try:
+            family.add_metric([], Hold.objects.filter(status=Hold.Status.ACTIVE).count())
+        except Exception:  # a database outage must not break the scrape of everything else
+            return
+        yield family
+
+
+REGISTRY.register(_Holds())
+
+
+class MetricsMiddleware:
+    """Counts every answer by its URL pattern (not its path: ids would make one series each)."""
+
+    async_capable = True
+    sync_capable = True
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+        self._async = iscoroutinefunction(get_response)
+        if self._async:
+            markcoroutinefunction(self)
+
+    def __call__(self, request):
+        if self._async:
+            return self._acall(request)
+        start = time.perf_counter()
+        return self._count(request, self.get_response(request), start)
+
+    async def _acall(self, request):
+        start = time.perf_counter()
+        return self._count(request, await self.get_response(request), start)
+
+    @staticmethod
+    def _count(request, response, start):
+        match = getattr(request, "resolver_match", None)
+        route = f"/{match.route}" if match is not None and match.route else "unmatched"
+        REQUESTS.labels(route, request.method, str(response.status_code)).inc()
+        DURATION.labels(route).observe(time.perf_counter() - start)
+        return response
+
+
+async def metrics(request):
+    token = getattr(settings, "METRICS_TOKEN", None)
+    if token:
+        given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+        if not hmac.compare_digest(given.encode(), token.encode()):
+            return JsonResponse({"error": "metrics need the METRICS_TOKEN as a bearer token"}, status=401)
+    elif request.META.get("REMOTE_ADDR") not in LOOPBACK:
+        return JsonResponse({"error": "metrics are served to this host only unless METRICS_TOKEN is set"},
+                            status=403)
+    body = await sync_to_async(generate_latest)(REGISTRY)
+    return HttpResponse(body, content_type=CONTENT_TYPE_LATEST)
