@@ -72,6 +72,18 @@ def test_a_new_users_password_is_stored_with_argon2(client, settings):
     assert stored.startswith("argon2") and PASSWORD not in stored
 
 
+def test_a_password_hashed_with_djangos_argon2_parameters_logs_in_and_is_rehashed(client, settings):
+    from django.contrib.auth.hashers import Argon2PasswordHasher
+
+    from config import settings as project
+
+    settings.PASSWORD_HASHERS = project.PASSWORD_HASHERS
+    old = Argon2PasswordHasher().encode(PASSWORD, Argon2PasswordHasher().salt())  # 100 MiB, 8 lanes
+    User.objects.create(email="carol@example.com", password=old)
+    assert log_in(client, "carol@example.com", PASSWORD).status_code == 302
+    assert "$m=19456,t=2,p=1$" in User.objects.get(email="carol@example.com").password
+
+
 @pytest.mark.parametrize("email, password1, password2, field, message", [
     ("ALICE@example.com", PASSWORD, PASSWORD, "email", "An account with this email already exists"),
     ("carol@example.com", PASSWORD, PASSWORD + "x", "password2", "The two passwords do not match"),

@@ -84,22 +84,31 @@ def alice():
     return user
 
 
+_start = threading.local()  # the barrier of in_parallel, in each of its threads
+
+
 def post_form(base: str, path: str, address: str, username: str, password: str) -> httpx.Response:
-    """One log-in as a browser at `address` sends it: the page's CSRF cookie and token, then the form."""
+    """One log-in as a browser at `address` sends it: the page's CSRF cookie and token, then the form (all
+    the forms of in_parallel at once)."""
     with httpx.Client(base_url=base, timeout=120, trust_env=False, headers={"X-Forwarded-For": address}) as http:
         page = http.get(path)
         token = page.cookies["csrftoken"]
         data = {"username": username, "password": password, "csrfmiddlewaretoken": token}
+        if getattr(_start, "barrier", None) is not None:
+            _start.barrier.wait()
         return http.post(path, data=data)
 
 
 def in_parallel(count: int, attempt) -> list[httpx.Response]:
-    """attempt(i) for i in range(count), all released at once."""
-    start = threading.Barrier(count)
+    """attempt(i) for i in range(count) in threads of their own, their log-ins posted at once."""
+    barrier = threading.Barrier(count)
 
     def run(i):
-        start.wait()
-        return attempt(i)
+        _start.barrier = barrier
+        try:
+            return attempt(i)
+        finally:
+            _start.barrier = None
 
     with ThreadPoolExecutor(max_workers=count) as pool:
         return list(pool.map(run, range(count)))
