@@ -50,7 +50,8 @@ class OrganizationAdmin(BalanceActionsMixin, admin.ModelAdmin):
     fieldsets = [
         (None, {"fields": ["name", "created_at", "balance", "available"]}),
         ("Limits", {"fields": ["rate_limit_rpm", "rate_limit_tpm"]}),
-        ("Sessions", {"fields": ["auto_create_sessions", "session_retention_days"]}),
+        ("Sessions", {"fields": ["auto_create_sessions", "session_retention_days", "session_storage_quota_bytes"],
+                      "description": "Storage quota empty: CHAT_SESSION_QUOTA_BYTES."}),
     ]
 
     def get_queryset(self, request):

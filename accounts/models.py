@@ -8,6 +8,7 @@ from django.conf import settings
 from django.contrib.auth.base_user import AbstractBaseUser, BaseUserManager
 from django.contrib.auth.models import PermissionsMixin
 from django.db import models
+from django.db.models.functions import Lower
 from django.utils import timezone
 
 KEY_PREFIX = "sk-"
@@ -50,7 +51,7 @@ class User(AbstractBaseUser, PermissionsMixin):
 
 
 class Organization(models.Model):
-    name = models.CharField(max_length=100, unique=True)
+    name = models.CharField(max_length=100)  # unique without regard to case (Meta)
     created_at = models.DateTimeField(default=timezone.now)
     members = models.ManyToManyField(settings.AUTH_USER_MODEL, through="Membership", related_name="organizations")
     # When on, a chat completion without session_id starts a new server-side session.
@@ -61,6 +62,14 @@ class Organization(models.Model):
     rate_limit_tpm = models.PositiveBigIntegerField(null=True, blank=True)
     # Sessions untouched for this many days are deleted by the retention task; null keeps them.
     session_retention_days = models.PositiveIntegerField(null=True, blank=True)
+    # Bytes its chat sessions may hold in all (accounts.storage); null: the operator's default
+    # (CHAT_SESSION_QUOTA_BYTES).
+    session_storage_quota_bytes = models.PositiveBigIntegerField(null=True, blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(
+            Lower("name"), name="organization_name_unique_ci",
+            violation_error_message="An organization with this name already exists.")]
 
     def __str__(self):
         return self.name
@@ -160,6 +169,8 @@ class ChatSession(models.Model):
     model = models.CharField(max_length=200, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(default=timezone.now)
+    # What its messages take (accounts.storage.message_bytes), kept by session_append.
+    size_bytes = models.PositiveBigIntegerField(default=0)
 
     class Meta:
         indexes = [models.Index(fields=["organization", "-updated_at"])]

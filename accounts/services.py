@@ -1,22 +1,46 @@
 """Writes to accounts: organizations, memberships and API keys."""
 from datetime import datetime
 
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from accounts.models import APIKey, Membership, Organization, SpendWindow
 
 
-@transaction.atomic
-def organization_get_or_create(*, name: str, owner=None) -> tuple[Organization, bool]:
-    org, created = Organization.objects.get_or_create(name=name)
-    if owner is not None:
-        Membership.objects.get_or_create(user=owner, organization=org, defaults={"role": Membership.Role.OWNER})
-    if created:
-        from billing.services import account_for  # the account exists from the first day, at zero
+class OrganizationNameTaken(Exception):
+    """Another organization has this name, in any case."""
 
-        account_for(organization=org)
-    return org, created
+
+@transaction.atomic
+def organization_create(*, name: str, owner=None) -> Organization:
+    """A new organization with `owner` as its owner; OrganizationNameTaken when the name is in use in any case.
+
+    The database's unique index on the lower-cased name decides between concurrent creators: exactly one
+    gets the organization, the others get OrganizationNameTaken and join nothing.
+    """
+    try:
+        with transaction.atomic():
+            org = Organization.objects.create(name=name)
+    except IntegrityError:
+        raise OrganizationNameTaken(name) from None
+    if owner is not None:
+        Membership.objects.create(user=owner, organization=org, role=Membership.Role.OWNER)
+    from billing.services import account_for  # the account exists from the first day, at zero
+
+    account_for(organization=org)
+    return org
+
+
+def organization_get_or_create(*, name: str, owner=None) -> tuple[Organization, bool]:
+    """The organization with this name in any case, or a new one owned by `owner` (who never joins an existing
+    one here)."""
+    existing = Organization.objects.filter(name__iexact=name).order_by("pk").first()
+    if existing is not None:
+        return existing, False
+    try:
+        return organization_create(name=name, owner=owner), True
+    except OrganizationNameTaken:  # created meanwhile
+        return Organization.objects.filter(name__iexact=name).order_by("pk").first(), False
 
 
 def api_key_create(

@@ -1,7 +1,8 @@
 """Server-side chat sessions: look-up, creation, history and appends.
 
 Messages are kept in the normalised format of `inference.api.request.ChatRequest.messages`:
-`role` and `content`, plus `name`, `tool_calls` and `tool_call_id` only when set.
+`role` and `content`, plus `name`, `tool_calls` and `tool_call_id` only when set. What they may
+take is bounded by accounts.storage: appends past a limit store nothing.
 """
 import re
 
@@ -9,6 +10,7 @@ from django.db import transaction
 from django.db.models import Max
 from django.utils import timezone
 
+from accounts import storage
 from accounts.models import APIKey, ChatMessage, ChatSession, Organization
 
 TITLE_LENGTH = 60
@@ -57,20 +59,35 @@ def title_from(content) -> str:
     return cut.rstrip() + "…"
 
 
+def session_check_room(organization: Organization, session: ChatSession | None, messages: list[dict]) -> None:
+    """Raise storage.StorageLimitExceeded when these messages could not be added to the session (None: a new
+    one): checked before any work is done for them; session_append checks again as it stores."""
+    added = storage.measure(messages)
+    held = 0
+    if session is not None:
+        held = ChatSession.objects.filter(pk=session.pk).values_list("size_bytes", flat=True).first() or 0
+    storage.check_room(organization, session_bytes=held, added=added, param="messages")
+
+
 def session_append(session: ChatSession, messages: list[dict], *, request_id: str) -> None:
     """Append messages at the end of the session, atomically and with consecutive positions.
 
     The session row is locked for the transaction, so concurrent appends to one session
-    queue up instead of racing for positions. A session deleted meanwhile stays deleted
+    queue up instead of racing for positions; the organization's row too, so that appends
+    to its other sessions cannot together pass its quota. Raises storage.StorageLimitExceeded,
+    storing nothing, when the messages do not fit. A session deleted meanwhile stays deleted
     and the messages are dropped.
     """
     if not messages:
         return
     now = timezone.now()
+    added = storage.measure(messages)
     with transaction.atomic():
+        organization = Organization.objects.select_for_update(no_key=True).filter(pk=session.organization_id).first()
         locked = ChatSession.objects.select_for_update().filter(pk=session.pk).first()
-        if locked is None:
+        if organization is None or locked is None:
             return
+        storage.check_room(organization, session_bytes=locked.size_bytes, added=added, param="messages")
         last = ChatMessage.objects.filter(session_id=locked.pk).aggregate(last=Max("position"))["last"]
         start = 0 if last is None else last + 1
         ChatMessage.objects.bulk_create([
@@ -87,7 +104,7 @@ def session_append(session: ChatSession, messages: list[dict], *, request_id: st
             )
             for i, m in enumerate(messages)
         ])
-        changes = {"updated_at": now}
+        changes = {"updated_at": now, "size_bytes": locked.size_bytes + added}
         if not locked.title:
             first_user = (ChatMessage.objects.filter(session_id=locked.pk, role="user")
                           .order_by("position").values_list("content", flat=True).first())

@@ -8,9 +8,10 @@ django_asgi_app = get_asgi_application()
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402  (needs apps loaded)
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
-from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 from django.conf import settings  # noqa: E402
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
+
+from config.websocket import SameOriginValidator  # noqa: E402
 
 # With SERVE_STATIC (the default) this process answers STATIC_URL itself, also with DEBUG off:
 # the admin's CSS and the API docs' Swagger UI load under a bare uvicorn. Only HTTP is wrapped.
@@ -25,6 +26,6 @@ from inference.web.routing import websocket_urlpatterns  # noqa: E402
 
 application = ProtocolTypeRouter({
     "http": http_app,
-    # The playground's chat: the session cookie's user, pages of this site only (Origin checked against ALLOWED_HOSTS).
-    "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
+    # The playground's chat: the session cookie's user, pages of this site only (Origin: this site's exactly).
+    "websocket": SameOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
 })

@@ -5,8 +5,8 @@ from django.contrib.auth.decorators import login_required
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
+from accounts import services
 from accounts.models import Organization
-from accounts.services import organization_get_or_create
 from accounts.web.tenancy import current_membership, switch_organization
 
 
@@ -18,6 +18,9 @@ def home(request):
     return redirect("usage")
 
 
+NAME_TAKEN = "An organization with this name already exists."
+
+
 class OrganizationForm(forms.Form):
     name = forms.CharField(max_length=100, help_text="Shown to your team and on invoices; unique on this server.")
 
@@ -26,7 +29,7 @@ class OrganizationForm(forms.Form):
         if not name:
             raise forms.ValidationError("Give the organization a name.")
         if Organization.objects.filter(name__iexact=name).exists():
-            raise forms.ValidationError("An organization with this name already exists.")
+            raise forms.ValidationError(NAME_TAKEN)
         return name
 
 
@@ -34,10 +37,14 @@ class OrganizationForm(forms.Form):
 def organization_create(request):
     form = OrganizationForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
-        organization, _ = organization_get_or_create(name=form.cleaned_data["name"], owner=request.user)
-        switch_organization(request, organization.pk)
-        messages.success(request, f"Organization {organization.name} created. You are its owner.")
-        return redirect("keys")
+        try:
+            organization = services.organization_create(name=form.cleaned_data["name"], owner=request.user)
+        except services.OrganizationNameTaken:  # created by someone else since the form was checked
+            form.add_error("name", NAME_TAKEN)
+        else:
+            switch_organization(request, organization.pk)
+            messages.success(request, f"Organization {organization.name} created. You are its owner.")
+            return redirect("keys")
     return render(request, "dashboard/organization_create.html", {"form": form})
 
 

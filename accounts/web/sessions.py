@@ -6,6 +6,7 @@ them, as any of the organization's API keys may through /api/sessions.
 import json
 
 from django import forms
+from django.conf import settings
 from django.contrib import messages
 from django.core.paginator import Paginator
 from django.db.models import Count
@@ -14,6 +15,7 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST, require_safe
 
 from accounts.models import ChatMessage, ChatSession
+from accounts import storage
 from accounts.sessions import session_get
 from accounts.web.decorators import member_required
 
@@ -60,7 +62,9 @@ def session_list(request):
     sessions = (ChatSession.objects.filter(organization=request.organization)
                 .annotate(message_count=Count("messages")).order_by("-updated_at", "-created_at", "-pk"))
     page = Paginator(sessions, SESSIONS_PER_PAGE).get_page(request.GET.get("page"))
-    return render(request, "dashboard/sessions/list.html", {"page": page})
+    return render(request, "dashboard/sessions/list.html", {
+        "page": page, "storage_used": storage.used_by(request.organization.pk),
+        "storage_quota": storage.quota_of(request.organization), "session_max": settings.CHAT_SESSION_MAX_BYTES})
 
 
 def _render_detail(request, session: ChatSession, form: SessionRenameForm):

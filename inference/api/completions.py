@@ -1,4 +1,5 @@
 """POST /v1/chat/completions: auth, then the shared pipeline (inference.api.pipeline), then the response."""
+import logging
 import time
 import uuid
 
@@ -8,12 +9,15 @@ from django.http import StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from accounts import sessions
+from accounts.storage import StorageLimitExceeded
 from inference.api import chunks, responses
 from inference.api.auth import authenticate
 from inference.api.errors import APIError
 from inference.api.limits import RequestLimits
 from inference.api.pipeline import Call, Caller, start_chat
 from inference.api.validation import parse_body
+
+log = logging.getLogger(__name__)
 
 
 def _read_body(request) -> bytes:
@@ -40,7 +44,10 @@ def _remember(call: Call, request_id: str):
         if call.session is None or not choices:
             return
         turn = [*call.chat.messages, responses.assistant_message(choices[0])]
-        await sync_to_async(sessions.session_append)(call.session, turn, request_id=request_id)
+        try:
+            await sync_to_async(sessions.session_append)(call.session, turn, request_id=request_id)
+        except StorageLimitExceeded as exc:  # the answer was sent: the session does not keep this turn
+            log.warning("session %s does not keep turn %s: %s", call.session.pk, request_id, exc.message)
 
     return remember
 

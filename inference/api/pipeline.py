@@ -12,6 +12,7 @@ from asgiref.sync import sync_to_async
 
 from accounts import sessions
 from accounts.models import APIKey, Organization
+from accounts.storage import StorageLimitExceeded
 from billing.limits.spend import SpendCapReached
 from billing.services import InsufficientCredit, hold_place, hold_release, price_get
 from inference.api.errors import APIError, insufficient_credit, model_not_found, no_capacity, unavailable
@@ -69,6 +70,16 @@ async def _session(chat: ChatRequest, organization: Organization):
     return session, history + chat.messages
 
 
+async def _check_session_room(caller: Caller, chat: ChatRequest, session) -> None:
+    """Refuse, before any work, messages the request's session could not keep (accounts.storage)."""
+    if session is None and not (caller.auto_session and caller.organization.auto_create_sessions):
+        return
+    try:
+        await sync_to_async(sessions.session_check_room)(caller.organization, session, chat.messages)
+    except StorageLimitExceeded as exc:
+        raise APIError(exc.status, exc.message, param=exc.param, code=exc.code) from None
+
+
 def _unavailable(exc: ModelUnavailable) -> APIError:
     if isinstance(exc, NoCapacity):
         return no_capacity(str(exc), exc.code, exc.retry_after)
@@ -98,6 +109,7 @@ async def start_chat(body: dict, caller: Caller, *, request_id: str, started: fl
     if caller.api_key is not None:
         check_model_allowed(caller.api_key, spec.id)
     session, messages = await _session(chat, caller.organization)
+    await _check_session_room(caller, chat, session)
     backend = get_backend()
     try:
         tokenizer = await backend.tokenizer(spec)

@@ -7,14 +7,19 @@ Client → server: {"type": "chat", "model", "messages", "temperature", "max_tok
 turn names its `action` (save, chat: a turn is already running, message: unreadable).
 
 Refused connections are accepted only to be closed at once with a code and a reason the page shows:
-4401 not signed in, 4403 not a member of any organization (or no longer of this one).
+4401 not signed in (or signed out since: the session is read again for every chat and save), 4403 not
+a member of any organization (or no longer of this one). A message larger than PLAYGROUND_WS_MAX_BYTES
+is refused unread (uvicorn's --ws-max-size should close such a socket before it gets here).
 """
 import asyncio
 import json
 import logging
+from importlib import import_module
 from types import SimpleNamespace
 
 from channels.db import database_sync_to_async
+from django.conf import settings
+from django.contrib import auth
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
 from accounts.models import Membership
@@ -33,6 +38,15 @@ NOT_A_MEMBER = 4403
 def _membership(user, session):
     """The membership the dashboard acts under for this session (accounts.web.tenancy's rule)."""
     return current_membership(SimpleNamespace(user=user, session=session))
+
+
+def _still_signed_in(session_key: str | None, user_pk) -> bool:
+    """Whether the session the socket was opened with still signs this user in (not logged out, not expired,
+    password unchanged): read again from the session store, as the next page load would."""
+    if not session_key:
+        return False
+    session = import_module(settings.SESSION_ENGINE).SessionStore(session_key)
+    return auth.get_user(SimpleNamespace(session=session)).pk == user_pk
 
 
 def _organization_if_member(user, organization):
@@ -65,6 +79,13 @@ class PlaygroundConsumer(AsyncJsonWebsocketConsumer):
         await self.close(code=code, reason=message.encode()[:120].decode(errors="ignore"))  # 123 bytes at most
 
     async def receive(self, text_data=None, bytes_data=None, **kwargs):
+        limit = settings.PLAYGROUND_WS_MAX_BYTES
+        size = len(text_data.encode()) if text_data is not None else len(bytes_data or b"")
+        if size > limit:
+            return await self._send_open(error_message(APIError(
+                413, f"This message takes {size} bytes; the playground reads messages of at most {limit} bytes "
+                     f"(PLAYGROUND_WS_MAX_BYTES on this server). Shorten the conversation.",
+                param="message", code="message_too_large")) | {"action": "message"})
         try:
             content = json.loads(text_data) if text_data is not None else None
         except ValueError:
@@ -87,6 +108,8 @@ class PlaygroundConsumer(AsyncJsonWebsocketConsumer):
             return await self._send_open(error_message(invalid(
                 f"Unknown message type '{kind}': use chat, stop or save.", "type", "invalid_message"))
                 | {"action": "message"})
+        if not await database_sync_to_async(_still_signed_in)(self.scope["session"].session_key, self.user.pk):
+            return await self._refuse(NOT_SIGNED_IN, "signed_out", "You signed out: sign in again to use the playground.")
         organization = await database_sync_to_async(_organization_if_member)(self.user, self.organization)
         if organization is None:
             return await self._refuse(NOT_A_MEMBER, "not_a_member",

@@ -1,6 +1,9 @@
 """Creating organizations and switching between them: every page acts for the one chosen, and only ever
 for an organization the user belongs to."""
+import threading
+
 import pytest
+from django.db import IntegrityError, connection, transaction
 from django.test import Client
 
 from accounts.models import Membership, Organization, User
@@ -98,3 +101,49 @@ def test_the_switch_goes_home_whatever_next_it_is_given():
     _, client = user_client(mine="owner")
     response = client.post("/organizations/switch/", {"organization": mine.pk, "next": "https://evil.example/x"})
     assert response.status_code == 302 and response.url == "/"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_creators_of_one_name_in_any_case_get_one_organization_and_one_owner(monkeypatch):
+    """Every creator passes the form's check before any of them creates: the database alone decides."""
+    from accounts.web.organizations import OrganizationForm
+
+    names = ["Skiff", "skiff", "SKIFF", "Skiff", "sKiff", "skiFF"]
+    clients = [user_client(f"sailor{i}@example.test")[1] for i in range(len(names))]
+    all_checked = threading.Barrier(len(names), timeout=30)
+    clean_name = OrganizationForm.clean_name
+
+    def clean_name_then_wait(form):
+        name = clean_name(form)
+        all_checked.wait()
+        return name
+
+    monkeypatch.setattr(OrganizationForm, "clean_name", clean_name_then_wait)
+    responses = [None] * len(names)
+
+    def create(i):
+        try:
+            responses[i] = clients[i].post("/organizations/new/", {"name": names[i]})
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=create, args=(i,)) for i in range(len(names))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert [r.status_code for r in responses].count(302) == 1
+    refused = [r for r in responses if r.status_code == 200]
+    assert len(refused) == len(names) - 1
+    assert all("An organization with this name already exists." in r.content.decode() for r in refused)
+    org = Organization.objects.get()
+    owner = Membership.objects.get()
+    assert owner.organization == org and owner.role == "owner"
+    assert CreditAccount.objects.filter(organization=org).count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_database_refuses_a_name_that_differs_only_in_case():
+    make_org("Ketch")
+    with pytest.raises(IntegrityError), transaction.atomic():
+        Organization.objects.create(name="KETCH")
