@@ -4,6 +4,7 @@ A typo in a deployment variable must stop the process at start-up, not surface
 later as a silently different behaviour.
 """
 import os
+from urllib.parse import urlsplit
 
 from django.core.exceptions import ImproperlyConfigured
 
@@ -65,3 +66,17 @@ def env_float(name: str, default: float, *, minimum: float, maximum: float) -> f
     if not minimum <= number <= maximum:
         raise ImproperlyConfigured(f"{name}={number} is outside [{minimum}, {maximum}]")
     return number
+
+
+def env_url(name: str, default: str) -> str:
+    """A site's address, scheme://host[:port] with nothing after it; returned without a trailing slash."""
+    value = env_str(name, default)
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.path not in ("", "/") \
+            or parts.query or parts.fragment or parts.username or parts.password:
+        raise ImproperlyConfigured(f"{name}={value!r} is not an http(s)://host[:port] address")
+    try:
+        parts.port  # noqa: B018  (a malformed port raises here)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name}={value!r} has a malformed port") from None
+    return f"{parts.scheme}://{parts.netloc}"

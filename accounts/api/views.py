@@ -1,7 +1,7 @@
 """/api/sessions: an organization's server-side chat sessions, scoped by its API key."""
 from django.db.models import Count
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 from drf_spectacular.renderers import (OpenApiJsonRenderer, OpenApiJsonRenderer2, OpenApiYamlRenderer,
                                        OpenApiYamlRenderer2)
 from rest_framework import status
@@ -129,7 +129,10 @@ class SchemaView(SpectacularAPIView):
         return None  # one version; a client's ?version= would only end up in a response header
 
 
-class DocsView(SpectacularSwaggerView):
-    """Swagger UI for the schema, with its assets served from this server (drf-spectacular-sidecar)."""
+class DocsView(SpectacularSwaggerSplitView):
+    """Swagger UI for the schema, with its assets served from this server (drf-spectacular-sidecar); its start-up
+    script is served at `?script` rather than inline, as the Content-Security-Policy asks."""
+
+    template_name = "api/swagger_ui.html"
 
     content_negotiation_class = JSONAlways  # the page is HTML, whatever Accept or ?format says

@@ -89,3 +89,61 @@ def test_choices_and_numbers_in_ranges_are_checked(monkeypatch):
 def test_a_misspelt_inference_precision_stops_start_up(tmp_path):
     result = load_settings(tmp_path, INFERENCE_DTYPE="bf16x")
     assert result.returncode != 0 and "INFERENCE_DTYPE='bf16x'" in result.stderr
+
+
+PRODUCTION = {"DEBUG": "0", "DATABASE_URL": "postgresql://platform@127.0.0.1:1/platform",
+              "SECRET_KEY": "k3-" + "Zq8vN2xLw5Rb7Ty1Hs4Jd6Fg9Km0Pc" * 2, "ALLOWED_HOSTS": "api.example.com",
+              "CSRF_TRUSTED_ORIGINS": "https://api.example.com", "SITE_URL": "https://api.example.com"}
+DEPLOYMENT_VARIABLES = ("SECRET_KEY", "DATABASE_URL", "REDIS_URL", "DEBUG", "SITE_URL", "ALLOWED_HOSTS",
+                        "CSRF_TRUSTED_ORIGINS", "TRUSTED_PROXIES", "SECURE_SSL_REDIRECT", "SESSION_COOKIE_SECURE",
+                        "CSRF_COOKIE_SECURE", "SECURE_HSTS_SECONDS", "SECURE_HSTS_INCLUDE_SUBDOMAINS",
+                        "SECURE_HSTS_PRELOAD")
+
+
+def manage(tmp_path, *args, **env):
+    clean = {k: v for k, v in os.environ.items() if k not in DEPLOYMENT_VARIABLES}
+    clean.update(DATA_DIR=str(tmp_path), DJANGO_SETTINGS_MODULE="config.settings", **env)
+    return subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=clean, capture_output=True, text=True)
+
+
+def test_a_production_environment_passes_the_deployment_checks_without_a_warning(tmp_path):
+    result = manage(tmp_path, "check", "--deploy", "--fail-level", "WARNING", **PRODUCTION)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "System check identified no issues" in result.stdout, result.stdout + result.stderr
+    assert "WARNING" not in result.stdout + result.stderr
+
+
+SECURITY = ("print(settings.SECURE_SSL_REDIRECT, settings.SESSION_COOKIE_SECURE, settings.CSRF_COOKIE_SECURE, "
+            "settings.SECURE_HSTS_SECONDS)")
+
+
+@pytest.mark.parametrize("env, expected", [
+    ({}, "False False False 0"),  # the embedded default (`make run`): plain http on loopback
+    (PRODUCTION, "True True True 31536000"),  # outside it: https only
+    ({**PRODUCTION, "DEBUG": "1"}, "False False False 0"),  # DEBUG on: http
+    ({**PRODUCTION, "SECURE_SSL_REDIRECT": "0", "SECURE_HSTS_SECONDS": "60"}, "False True True 60"),
+    ({"SESSION_COOKIE_SECURE": "1", "CSRF_COOKIE_SECURE": "yes"}, "False True True 0"),
+])
+def test_https_settings_come_from_the_environment(tmp_path, env, expected):
+    result = manage(tmp_path, "shell", "-c", f"from django.conf import settings; {SECURITY}", **env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == expected
+
+
+@pytest.mark.parametrize("changes, warning", [
+    ({"SITE_URL": "http://api.example.com"}, "accounts.W001"),  # emailed links over http to an https-only site
+    ({"SITE_URL": "https://other.example.com"}, "accounts.W002"),  # links to a host this site refuses
+    ({"SITE_URL": ""}, "accounts.W002"),  # left at its loopback default
+    ({"SECURE_HSTS_SECONDS": "0"}, "security.W004"),
+    ({"SESSION_COOKIE_SECURE": "0"}, "security.W012"),
+])
+def test_the_deployment_checks_name_what_is_missing(tmp_path, changes, warning):
+    result = manage(tmp_path, "check", "--deploy", **{**PRODUCTION, **changes})
+    assert warning in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("value", ["api.example.com", "https://api.example.com/dashboard", "ftp://api.example.com",
+                                   "https://api.example.com:99999", "https://user:pw@api.example.com"])
+def test_a_malformed_site_url_stops_start_up(tmp_path, value):
+    result = load_settings(tmp_path, SITE_URL=value)
+    assert result.returncode != 0 and f"SITE_URL={value!r}" in result.stderr

@@ -196,7 +196,7 @@ def test_charts_have_a_bar_per_day_with_tooltips_and_labelled_axes(seeded):
 
 
 def parse_widths(html: str) -> list[str]:
-    return re.findall(r'class="share-bar" style="width: (\d+%)"', html)
+    return [f"{width}%" for width in re.findall(r'class="share-bar" width="(\d+)"', html)]
 
 
 def test_breakdowns_by_model_and_by_key(seeded):

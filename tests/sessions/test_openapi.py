@@ -12,6 +12,7 @@ from schemathesis import GenerationMode
 from accounts.sessions import session_append, session_create
 from inference.api import validation
 from inference.api.request import ChatRequest
+from tests.fuzzing import SENT, documented_names, examples, slip_in_edges
 
 # Request fields that travel under another name in the body.
 BODY_NAME = {"include_usage": "stream_options", "max_tokens": "max_completion_tokens"}
@@ -119,10 +120,13 @@ def test_the_docs_page_and_its_assets_load_from_this_server(http):
     assets = re.findall(r'(?:src|href)="([^"]+)"', page.text)
     assert any(a.endswith(".js") for a in assets) and any(a.endswith(".css") for a in assets)
     for asset in assets:
-        assert asset.startswith("/static/"), asset  # no CDN
+        assert asset.startswith(("/static/", "/api/docs?script")), asset  # no CDN
         response = http.get(asset)
         assert response.status_code == 200 and response.content, asset
-    assert '"/api/schema"' in page.text
+    # The start-up script is a file of its own (no inline script, for the Content-Security-Policy).
+    script = http.get("/api/docs?script=")
+    assert script.headers["content-type"].startswith("application/javascript") and '"/api/schema"' in script.text
+    assert "<script>" not in page.text
 
 
 def test_the_admin_css_is_served_and_missing_files_are_404(http):
@@ -143,16 +147,21 @@ def fuzzable(document, alice):
 def test_generated_requests_to_the_session_endpoints_never_break_the_server(http, alice_auth, fuzzable, mode):
     loaded, session_id = fuzzable
     operations = [loaded[path][method] for method, path in sorted(SESSION_OPERATIONS)]
+    document = loaded.raw_schema
+    names = {(method, path): documented_names(document, method, path) for method, path in SESSION_OPERATIONS}
 
-    @settings(max_examples=150, deadline=None, database=None,
+    @settings(max_examples=examples(600), deadline=None, database=None,
               suppress_health_check=list(HealthCheck))
     @given(data=st.data())
     def check(data):
         operation = data.draw(st.sampled_from(operations))
         ids = {"session_id": session_id} if data.draw(st.booleans()) and "{" in operation.path else None
         case = data.draw(operation.as_strategy(generation_mode=mode, path_parameters=ids))
+        query_names, body_names = names[(operation.method.upper(), operation.path)]
+        slip_in_edges(data, case, query_names=query_names, body_names=body_names)
         response = case.call(base_url=str(http.base_url).rstrip("/"),
                              headers=data.draw(st.sampled_from([alice_auth, alice_auth, alice_auth, {}])))
+        SENT["/api/sessions"] += 1
         assert response.status_code < 500, (case.method, case.formatted_path, case.query, case.body, response.text)
         if response.status_code >= 400:
             assert set(response.json()["error"]) == {"message", "type", "param", "code"}
