@@ -13,9 +13,13 @@ from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: 
 
 from config.websocket import SameOriginValidator  # noqa: E402
 
+from config.middleware import BodyLimitMiddleware  # noqa: E402
+
 # With SERVE_STATIC (the default) this process answers STATIC_URL itself, also with DEBUG off:
 # the admin's CSS and the API docs' Swagger UI load under a bare uvicorn. Only HTTP is wrapped.
 http_app = ASGIStaticFilesHandler(django_asgi_app) if settings.SERVE_STATIC else django_asgi_app
+# Bodies past API_MAX_BODY_BYTES get 413 before Django reads them (which it would do whole, before any view).
+http_app = BodyLimitMiddleware(http_app)
 
 # The embedded default runs the periodic billing jobs here (PERIODIC_IN_PROCESS; see config/periodic.py).
 from config.periodic import start_in_process  # noqa: E402

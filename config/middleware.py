@@ -1,7 +1,10 @@
-"""Every response carries an x-request-id, so any answer can be traced in the logs."""
+"""Every response carries an x-request-id, so any answer can be traced in the logs; request bodies past the limit
+are refused before they are read."""
+import json
 import uuid
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+from django.conf import settings
 
 
 class RequestIdMiddleware:
@@ -29,3 +32,66 @@ class RequestIdMiddleware:
         if not response.has_header("x-request-id"):
             response["x-request-id"] = f"req_{uuid.uuid4().hex}"
         return response
+
+
+class BodyLimitMiddleware:
+    """ASGI: an HTTP request body larger than DATA_UPLOAD_MAX_MEMORY_SIZE (API_MAX_BODY_BYTES) gets 413 before any
+    work, authentication included.
+
+    Django's ASGI handler reads a whole body (into a temporary file) before a view can refuse it; this refuses a
+    declared Content-Length past the limit without reading a byte, and stops reading a body sent without one
+    (chunked) as soon as it passes the limit.
+    """
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        if scope["type"] != "http" or limit is None:
+            return await self.app(scope, receive, send)
+        declared = next((value for name, value in scope["headers"] if name == b"content-length"), None)
+        if declared is not None:
+            if not declared.isdigit():
+                return await _refuse(send, 400, f"The Content-Length header {declared[:40].decode('latin-1')!r} "
+                                                "is not a number of bytes.", "invalid_content_length")
+            if int(declared) > limit:
+                return await _refuse(send, 413, _too_large(limit), "request_too_large")
+        received = 0
+        cut = False
+        started = False
+
+        async def limited_receive():
+            nonlocal received, cut
+            if cut:
+                return {"type": "http.disconnect"}
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    cut = True  # the app sees the client go away and answers nothing; the 413 follows
+                    return {"type": "http.disconnect"}
+            return message
+
+        async def tracked_send(message):
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        await self.app(scope, limited_receive, tracked_send)
+        if cut and not started:
+            await _refuse(send, 413, _too_large(limit), "request_too_large")
+
+
+def _too_large(limit: int) -> str:
+    return f"The request body is larger than the limit of {limit:,} bytes (API_MAX_BODY_BYTES)."
+
+
+async def _refuse(send, status: int, message: str, code: str) -> None:
+    """An OpenAI error object; the connection closes, since the rest of the body is not read."""
+    body = json.dumps({"error": {"message": message, "type": "invalid_request_error", "param": None,
+                                 "code": code}}).encode()
+    await send({"type": "http.response.start", "status": status, "headers": [
+        (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+        (b"connection", b"close"), (b"x-request-id", f"req_{uuid.uuid4().hex}".encode())]})
+    await send({"type": "http.response.body", "body": body})
