@@ -1,18 +1,18 @@
-"""Signing up, logging in (throttled) and out, and resetting a forgotten password by email."""
+"""Logging in (throttled) and out, and resetting a forgotten password by email (signing up: accounts.web.signup)."""
 import functools
 import math
 
 from django.conf import settings
-from django.contrib.auth import get_user_model, login
 from django.contrib.auth import views as auth_views
-from django.db import IntegrityError
-from django.shortcuts import redirect, render
+from django.http import HttpResponseRedirect
+from django.shortcuts import render
 from django.urls import reverse_lazy
 from django.utils.http import url_has_allowed_host_and_scheme
 
 from accounts.hashers import HashingBusy
 from accounts.web import throttle
-from accounts.web.forms import LoginForm, SignupForm
+from accounts.web.forms import LoginForm
+from accounts.web.links import site_domain
 
 TEMPLATES = "dashboard/auth/"
 
@@ -51,24 +51,6 @@ def safe_next(request) -> str:
     return ""
 
 
-@throttled
-def signup(request):
-    """A new account, signed in at once; then on to `next` (an invitation) or to create an organization."""
-    if request.user.is_authenticated:
-        return redirect(safe_next(request) or "home")
-    initial = {"email": request.GET.get("email", "")}
-    form = SignupForm(request.POST or None, initial=initial)
-    if request.method == "POST" and form.is_valid():
-        try:
-            user = get_user_model().objects.create_user(form.cleaned_data["email"], form.cleaned_data["password1"])
-        except IntegrityError:  # the same email signed up in a concurrent request
-            form.add_error("email", "An account with this email already exists. Log in, or reset its password.")
-        else:
-            login(request, user, backend="django.contrib.auth.backends.ModelBackend")
-            return redirect(safe_next(request) or "organization-create")
-    return render(request, TEMPLATES + "signup.html", {"form": form, "next": safe_next(request)})
-
-
 class LoginView(auth_views.LoginView):
     template_name = TEMPLATES + "login.html"
     authentication_form = LoginForm
@@ -85,6 +67,13 @@ class PasswordResetView(auth_views.PasswordResetView):
     email_template_name = TEMPLATES + "password_reset_email.txt"
     subject_template_name = TEMPLATES + "password_reset_subject.txt"
     success_url = reverse_lazy("password_reset_done")
+
+    def form_valid(self, form):
+        # The link and the site's name come from SITE_URL: the Host header is the requester's to choose.
+        form.save(domain_override=site_domain(), use_https=settings.SITE_URL.startswith("https:"),
+                  request=self.request, token_generator=self.token_generator, from_email=self.from_email,
+                  email_template_name=self.email_template_name, subject_template_name=self.subject_template_name)
+        return HttpResponseRedirect(self.get_success_url())
 
 
 class PasswordResetDoneView(auth_views.PasswordResetDoneView):

@@ -1,4 +1,4 @@
-"""Forms of the account pages: sign-up, throttled log-in, inviting to the team and changing a role."""
+"""Forms of the account pages: sign-up (email, then password), throttled log-in, inviting, changing a role."""
 import math
 from datetime import datetime, timezone
 
@@ -15,20 +15,28 @@ Role = Membership.Role
 
 
 class SignupForm(forms.Form):
+    """The first step of signing up: an email, to which the link that finishes it is sent (accounts.web.signup)."""
+
     email = forms.EmailField(max_length=254, widget=forms.EmailInput(attrs={"autocomplete": "email",
                                                                             "autofocus": True}))
+
+    def clean_email(self):
+        return self.cleaned_data["email"].strip().lower()
+
+
+class SignupPasswordForm(forms.Form):
+    """The last step: the password of the account made for `email`, whose link was followed."""
+
     password1 = forms.CharField(label="Password", strip=False,
-                                widget=forms.PasswordInput(attrs={"autocomplete": "new-password"}),
+                                widget=forms.PasswordInput(attrs={"autocomplete": "new-password",
+                                                                  "autofocus": True}),
                                 help_text=password_validation.password_validators_help_text_html())
     password2 = forms.CharField(label="Confirm password", strip=False,
                                 widget=forms.PasswordInput(attrs={"autocomplete": "new-password"}))
 
-    def clean_email(self):
-        email = self.cleaned_data["email"].strip().lower()
-        if get_user_model().objects.filter(email__iexact=email).exists():
-            raise ValidationError("An account with this email already exists. Log in, or reset its password.",
-                                  code="duplicate_email")
-        return email
+    def __init__(self, *args, email: str, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.email = email
 
     def clean(self):
         cleaned = super().clean()
@@ -36,9 +44,8 @@ class SignupForm(forms.Form):
         if password and confirmation and password != confirmation:
             self.add_error("password2", "The two passwords do not match.")
         elif password:
-            candidate = get_user_model()(email=cleaned.get("email") or "")
             try:
-                password_validation.validate_password(password, user=candidate)
+                password_validation.validate_password(password, user=get_user_model()(email=self.email))
             except ValidationError as error:
                 self.add_error("password1", error)
         return cleaned

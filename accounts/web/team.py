@@ -1,7 +1,6 @@
 """The team page: members and pending invitations; managers invite, revoke, change roles and remove."""
 from django.contrib import messages
 from django.shortcuts import get_object_or_404, redirect, render
-from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from accounts.memberships import (TeamError, invitation_create, invitation_revoke, invitation_send, member_leave,
@@ -9,6 +8,7 @@ from accounts.memberships import (TeamError, invitation_create, invitation_revok
 from accounts.models import Invitation, Membership
 from accounts.web.decorators import manager_required, member_required
 from accounts.web.forms import InviteForm, RoleForm, role_choices
+from accounts.web.links import site_link
 
 
 def _page(request, invite_form=None, status=200):
@@ -41,8 +41,7 @@ def invite(request):
         except TeamError as error:
             form.add_error("email", str(error))
         else:
-            url = request.build_absolute_uri(reverse("invitation-accept", args=[invitation.token]))
-            invitation_send(invitation=invitation, accept_url=url)
+            invitation_send(invitation=invitation, accept_url=site_link("invitation-accept", invitation.token))
             messages.success(request, f"Invitation sent to {invitation.email} as {invitation.get_role_display()}.")
             return redirect("team")
     return _page(request, invite_form=form, status=400)

@@ -1,7 +1,7 @@
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from accounts.web import auth, invitations, keys, organizations, sessions, team
+from accounts.web import auth, invitations, keys, organizations, sessions, signup, team
 
 urlpatterns = [
     path("", organizations.home, name="home"),
@@ -17,7 +17,9 @@ urlpatterns = [
     path("sessions/<str:session_id>/", sessions.session_detail, name="session-detail"),
     path("sessions/<str:session_id>/rename/", sessions.session_rename, name="session-rename"),
     path("sessions/<str:session_id>/delete/", sessions.session_delete, name="session-delete"),
-    path("accounts/signup/", auth.signup, name="signup"),
+    path("accounts/signup/", signup.signup, name="signup"),
+    path("accounts/signup/sent/", signup.signup_sent, name="signup-sent"),
+    path("accounts/signup/<str:token>/", signup.signup_confirm, name="signup-confirm"),
     path("accounts/password-reset/", auth.PasswordResetView.as_view(), name="password_reset"),
     path("accounts/password-reset/sent/", auth.PasswordResetDoneView.as_view(), name="password_reset_done"),
     path("accounts/reset/<uidb64>/<token>/", auth.password_reset_confirm_view, name="password_reset_confirm"),

@@ -7,6 +7,7 @@ import pytest
 
 from accounts.models import Invitation, Membership
 from accounts.sessions import session_append, session_create
+from accounts.web.signup import signup_token
 from tests.api.conftest import TINY, wait_for_usage
 from tests.browser.conftest import log_in, make_user
 from tests.factories import make_key
@@ -54,7 +55,8 @@ def watched(new_page):
 def test_the_signed_out_pages_work_under_the_policy(watched, funded_org):
     org, owner = funded_org
     invitation = Invitation.objects.create(organization=org, email="new@tidewater.test", invited_by=owner)
-    for path in ("/accounts/login/", "/accounts/signup/", "/accounts/password-reset/",
+    for path in ("/accounts/login/", "/accounts/signup/", "/accounts/signup/sent/",
+                 f"/accounts/signup/{signup_token('new@tidewater.test')}/", "/accounts/password-reset/",
                  f"/invitations/{invitation.token}/"):
         watched.visit(path)
         watched.check(path)

@@ -3,6 +3,7 @@ import re
 
 import openai
 import pytest
+from django.core import mail
 
 from accounts.models import APIKey, ChatSession, Membership, Organization
 from accounts.sessions import session_append, session_create
@@ -23,9 +24,15 @@ def test_sign_up_create_a_key_use_it_see_usage_revoke_it(page, shoot, base_url):
     page.goto("/accounts/signup/")
     shoot(page, "signup")
     page.fill("#id_email", "founder@harbour.test")
+    page.click("#signup-submit")
+    page.wait_for_url("**/accounts/signup/sent/")
+    shoot(page, "signup-sent")
+    [email] = mail.outbox  # the link that proves the address, and only then makes the account
+    page.goto(re.search(r"https?://[^/\s]+(/accounts/signup/\S+/)", email.body).group(1))
+    shoot(page, "signup-password")
     page.fill("#id_password1", PASSWORD)
     page.fill("#id_password2", PASSWORD)
-    page.click("#signup-submit")
+    page.click("#signup-password-submit")
     page.wait_for_url("**/organizations/new/")
     shoot(page, "organization-create")
     page.fill("input[name=name]", "harbour")

@@ -4,6 +4,7 @@ from datetime import timedelta
 from types import SimpleNamespace
 
 import pytest
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core import mail
 from django.test import Client
@@ -97,7 +98,7 @@ def test_a_manager_invites_by_email_and_the_email_carries_the_accept_link(acme):
     assert timedelta(days=6, hours=23) < invitation.expires_at - timezone.now() <= timedelta(days=7)
     [email] = mail.outbox
     assert email.to == ["new.person@example.com"] and "acme" in email.subject
-    assert f"http://testserver/invitations/{invitation.token}/" in email.body
+    assert f"{settings.SITE_URL}/invitations/{invitation.token}/" in email.body  # SITE_URL, not the Host
     assert b"new.person@example.com" in as_user(acme.adam).get(reverse("team")).content
 
 
@@ -239,8 +240,9 @@ def test_an_invitee_without_an_account_signs_up_and_is_brought_back(acme, client
     signup_url = re.search(r'id="invitation-signup"\s+href="([^"]+)"', page).group(1).replace("&amp;", "&")
     form = client.get(signup_url)
     assert form.context["form"]["email"].value() == "newbie@example.com"
-    signed_up = client.post(signup_url, {"email": "newbie@example.com", "password1": PASSWORD,
-                                         "password2": PASSWORD})
+    assert client.post(signup_url, {"email": "newbie@example.com"}).status_code == 302
+    confirm = re.search(r"https?://[^/\s]+(/accounts/signup/\S+/)", mail.outbox[-1].body).group(1)
+    signed_up = client.post(confirm, {"password1": PASSWORD, "password2": PASSWORD})
     assert signed_up.status_code == 302 and signed_up["Location"] == url
     assert client.post(url).status_code == 302
     assert role_of(acme.org, User.objects.get(email="newbie@example.com")) == Role.MEMBER
