@@ -50,7 +50,8 @@ class LocalBackend:
 
                 try:
                     config = EngineConfig(kv_cache_bytes=settings.INFERENCE_KV_CACHE_MB << 20,
-                                          enable_prefix_caching=settings.INFERENCE_PREFIX_CACHE)
+                                          enable_prefix_caching=settings.INFERENCE_PREFIX_CACHE,
+                                          grammar_compile_timeout_s=settings.INFERENCE_GRAMMAR_COMPILE_TIMEOUT_S)
                     engine = Engine(str(spec.path), device=self._device, config=config, **spec.engine_options())
                 except Exception as exc:
                     log.exception("could not load %s from %s", spec.id, spec.path)
@@ -74,7 +75,7 @@ class LocalBackend:
         """Token events for the request, ending with exactly one final event."""
         engine = await asyncio.to_thread(self._engine, spec)
         if getattr(request, "constraint", None) is not None:
-            # Compiling a grammar takes up to a second: never on the event loop (nor the engine thread).
+            # Compiling a grammar takes up to its deadline: never on the event loop (nor the engine thread).
             await asyncio.to_thread(engine.prepare, request)
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue = asyncio.Queue()

@@ -1,7 +1,8 @@
 """Counters of fixed windows behind one interface: in this process, or in Redis shared by every process.
 
 A counter is named by what it counts ("key:7:tokens") and the window it counts in. `take` is the
-admission: all or nothing across several counters, so a refused request consumes nothing. `add`
+admission: all or nothing across several counters, so a refused request consumes nothing; a charge of
+0 only reads its counter, in the same step, and is never refused. `add`
 corrects a counter afterwards, only while its window still exists, and never below zero.
 
 The embedded default keeps counters in process memory (there is one API process); with REDIS_URL
@@ -52,7 +53,7 @@ class LocalCounters:
             self._expire(window)
             values = [self._counts.get((c.name, window), 0) for c in charges]
             for i, (charge, value) in enumerate(zip(charges, values)):
-                if value + charge.amount > charge.limit:
+                if charge.amount and value + charge.amount > charge.limit:
                     return Taken(values, refused=i)
             for charge in charges:
                 self._counts[(charge.name, window)] = self._counts.get((charge.name, window), 0) + charge.amount
@@ -76,11 +77,13 @@ class LocalCounters:
 
 # KEYS: the counters. ARGV: the seconds they live, then amount and limit of each counter.
 # Returns the index (1-based) of the first counter over its limit (0: taken), then every value.
+# An amount of 0 only reads its counter.
 _TAKE = """
 local values = {}
 for i = 1, #KEYS do values[i] = tonumber(redis.call('GET', KEYS[i]) or '0') end
 for i = 1, #KEYS do
-  if values[i] + tonumber(ARGV[2 * i]) > tonumber(ARGV[2 * i + 1]) then return {i, unpack(values)} end
+  local amount = tonumber(ARGV[2 * i])
+  if amount > 0 and values[i] + amount > tonumber(ARGV[2 * i + 1]) then return {i, unpack(values)} end
 end
 for i = 1, #KEYS do
   values[i] = redis.call('INCRBY', KEYS[i], ARGV[2 * i])

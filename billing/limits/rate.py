@@ -1,10 +1,11 @@
 """Requests and tokens per minute, per API key and per organization, in fixed one-minute windows.
 
-A request is admitted against up to four limits at once (the key's own rpm and tpm where it has
-them, its organization's always) and takes from all of them or from none. It takes one request and,
-as tokens, its prompt plus the most it may generate (max_tokens × n); once it is settled the
-tokens counters are corrected to what it really used, if the window it was admitted in is still
-the current one. The x-ratelimit headers report, for requests and for tokens, the most
+A request counts against up to four limits (the key's own rpm and tpm where it has them, its
+organization's always), in two steps: the request itself as soon as its key is known, before any
+work is done on its body, and then, once it is tokenized, its tokens: its prompt plus the most it
+may generate (max_tokens × n). Each step takes from all the limits of its kind or from none. Once
+the request is settled the tokens counters are corrected to what it really used, if the window it
+was admitted in is still the current one. The x-ratelimit headers report, for requests and for tokens, the most
 restrictive of the limits that apply.
 """
 import math
@@ -103,11 +104,12 @@ def _snapshot(limits: list[Limit], values: list[int], reset_s: float) -> Snapsho
     return Snapshot(_tightest(limits, values, REQUESTS), _tightest(limits, values, TOKENS), reset_s)
 
 
-def admit(key, *, tokens: int) -> Admission:
-    """Take one request and `tokens` tokens from every limit of the key, or raise RateLimited and take nothing."""
+def admit(key, *, requests: int = 1, tokens: int = 0) -> Admission:
+    """Take `requests` requests and `tokens` tokens from every limit of the key, or raise RateLimited and take
+    nothing. The limits of a kind it takes none of are read in the same step, for the snapshot."""
     limits = limits_of(key)
     window, reset_s = _window()
-    charges = [Charge(lim.counter, 1 if lim.kind == REQUESTS else tokens, lim.value) for lim in limits]
+    charges = [Charge(lim.counter, requests if lim.kind == REQUESTS else tokens, lim.value) for lim in limits]
     taken = get_counters().take(charges, window)
     snapshot = _snapshot(limits, taken.values, reset_s)
     if taken.refused is not None:

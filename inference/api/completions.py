@@ -31,7 +31,8 @@ def _read_body(request) -> bytes:
 async def _prepare(request, request_id: str, started: float, limits: RequestLimits) -> Call:
     if request.method != "POST":
         raise APIError(405, f"Method {request.method} is not allowed; use POST.", code="method_not_allowed")
-    key = limits.key = await authenticate(request)
+    key = await authenticate(request)
+    await limits.count_request(key)  # every authenticated request counts, before its body is read
     body = parse_body(_read_body(request))
     return await start_chat(body, Caller(key.organization, api_key=key), request_id=request_id, started=started,
                             limits=limits)

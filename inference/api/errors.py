@@ -89,6 +89,9 @@ _WORKER_FAILURES = {
 
 def generation_failed(event) -> APIError:
     """The error for a final event that is neither "stop" nor "length"."""
+    if getattr(event, "error_code", None) == "invalid_grammar":  # the engine could not compile the constraint
+        return invalid(f"The output cannot be constrained to 'response_format' (or the forced tool call): "
+                       f"{event.error}", None, "invalid_json_schema")
     failure = _WORKER_FAILURES.get(getattr(event, "error_code", None))
     if failure is None:
         return server_error()

@@ -1,8 +1,9 @@
 """Per-key admission rules of the API: model allow-list (403), rate limits (429) and spend caps (429).
 
-`RequestLimits` follows one request through the rate limits: admission once it is tokenized, the
-x-ratelimit headers of whatever response it gets, the tokens given back when it never runs, and the
-correction to its exact token count once it is settled.
+`RequestLimits` follows one request through the rate limits: the request counted as soon as its
+caller is known (before its body is parsed or tokenized, so a request refused later still counts),
+its tokens admitted once it is tokenized, the x-ratelimit headers of whatever response it gets, the
+tokens given back when it never runs, and the correction to its exact token count once it is settled.
 """
 import logging
 
@@ -60,12 +61,28 @@ async def rate_headers(key) -> dict[str, str]:
 class RequestLimits:
     def __init__(self):
         self.key = None
+        self.counted = False
         self.admission: rate.Admission | None = None
 
+    async def count_request(self, key) -> None:
+        """Take one request from the key's and its organization's requests per minute, or raise 429.
+
+        Called right after authentication, before any work on the body; once per request (again: no-op).
+        """
+        if self.counted:
+            return
+        self.key = key
+        await self._take(key, requests=1, tokens=0)
+        self.counted = True
+
     async def admit(self, key, *, tokens: int) -> None:
-        """Take one request and `tokens` tokens from the key's and its organization's windows, or raise 429."""
+        """Take `tokens` tokens from the key's and its organization's windows, or raise 429."""
+        await self.count_request(key)
+        self.admission = await self._take(key, requests=0, tokens=tokens)
+
+    async def _take(self, key, *, requests: int, tokens: int) -> rate.Admission:
         try:
-            self.admission = await sync_to_async(rate.admit)(key, tokens=tokens)
+            return await sync_to_async(rate.admit)(key, requests=requests, tokens=tokens)
         except rate.RateLimited as exc:
             raise rate_limited(exc) from None
         except CountersUnavailable:

@@ -1,7 +1,8 @@
 """One chat request, from its body to a running, paid-for generation.
 
-validate → model checks → rate limits → hold → enqueue → Generation (which settles the
-hold exactly once when the run ends). `/v1/chat/completions` runs it for an API key, the
+count the request → validate → model checks → prompt size and credit floor → tokenize (bounded
+per organization) → token limits → hold → enqueue → Generation (which settles the hold exactly
+once when the run ends). `/v1/chat/completions` runs it for an API key, the
 dashboard's playground for a signed-in member (no key: only the organization's limits
 apply, and no spend cap). Every refusal is an APIError raised before any credit is held,
 or with the hold released.
@@ -21,6 +22,7 @@ from inference.api.limits import RequestLimits, check_model_allowed, spend_cap_r
 from inference.api.prepare import PreparedChat, prepare_chat
 from inference.api.request import ChatRequest
 from inference.api.validation import parse_chat_request
+from inference.api.work import check_credit_floor, check_prompt_size, tokenizing
 from inference.dispatch import ModelUnavailable, NoCapacity, get_backend
 from inference.engine.types import GenerationRequest
 from inference.registry import get_model
@@ -102,6 +104,7 @@ async def _hold(caller: Caller, spec, prepared: PreparedChat, chat: ChatRequest,
 async def start_chat(body: dict, caller: Caller, *, request_id: str, started: float,
                      limits: RequestLimits) -> Call:
     """Validate and pay for the request, and queue it; the caller starts `call.generation` and reads it."""
+    await limits.count_request(caller.rate_subject)  # before any work on the body (no-op if the caller did)
     chat = parse_chat_request(body)
     spec = get_model(chat.model)
     if spec is None or not spec.is_prepared:
@@ -110,12 +113,15 @@ async def start_chat(body: dict, caller: Caller, *, request_id: str, started: fl
         check_model_allowed(caller.api_key, spec.id)
     session, messages = await _session(chat, caller.organization)
     await _check_session_room(caller, chat, session)
+    work_chars = check_prompt_size(chat, messages)
     backend = get_backend()
     try:
         tokenizer = await backend.tokenizer(spec)
     except ModelUnavailable as exc:
         raise unavailable(str(exc)) from None
-    prepared = await prepare_chat(chat, spec, tokenizer, messages)
+    await check_credit_floor(caller.organization, spec, chat, tokenizer.context_window)
+    async with tokenizing(caller.organization, work_chars):
+        prepared = await prepare_chat(chat, spec, tokenizer, messages)
     await limits.admit(caller.rate_subject, tokens=len(prepared.prompt_ids) + prepared.params.max_tokens * chat.n)
     try:
         return await _pay_and_queue(caller, backend, spec, chat, prepared, session, request_id=request_id,

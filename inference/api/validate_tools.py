@@ -1,8 +1,8 @@
 """Validation of `tools`, `tool_choice` and `response_format`.
 
-JSON Schemas (tool parameters, response schemas) are checked against the Draft
-2020-12 meta-schema only; whether the grammar engine can compile one is decided
-later, per model.
+JSON Schemas (tool parameters, response schemas) are checked against the size
+limits of `schema_limits` first, then the Draft 2020-12 meta-schema; whether the
+grammar engine can compile one is decided later, per model.
 """
 import re
 
@@ -12,6 +12,7 @@ from jsonschema.exceptions import SchemaError
 from inference.api.errors import invalid
 from inference.api.request import (TOOL_CHOICE_AUTO, TOOL_CHOICE_NAMED, TOOL_CHOICE_NONE, TOOL_CHOICE_REQUIRED,
                                    ResponseFormat, Tool, ToolChoice)
+from inference.api.schema_limits import SchemaBudget
 from inference.api.validate_fields import array, boolean, missing, obj, only_keys, show, string
 
 MAX_TOOLS = 128
@@ -21,9 +22,10 @@ TOOL_CHOICE_MODES = (TOOL_CHOICE_NONE, TOOL_CHOICE_AUTO, TOOL_CHOICE_REQUIRED)
 RESPONSE_FORMATS = ("text", "json_object", "json_schema")
 
 
-def check_schema(schema, param: str) -> dict:
-    """A JSON Schema object that the Draft 2020-12 meta-schema accepts."""
+def check_schema(schema, param: str, budget: SchemaBudget) -> dict:
+    """A JSON Schema object within the request's schema limits that the Draft 2020-12 meta-schema accepts."""
     obj(schema, param, "a JSON Schema object")
+    budget.take(schema, param)
     try:
         # Structure only: "pattern" regexes are ECMA-262, which Python's re would wrongly refuse.
         Draft202012Validator.check_schema(schema, format_checker=None)
@@ -47,8 +49,9 @@ def _name(value, param: str) -> str:
     return value
 
 
-def parse_tools(value) -> tuple[Tool, ...]:
+def parse_tools(value, budget: SchemaBudget | None = None) -> tuple[Tool, ...]:
     array(value, "tools", max_items=MAX_TOOLS, what="an array of tool objects")
+    budget = budget or SchemaBudget()
     tools, seen = [], set()
     for i, tool in enumerate(value):
         at = f"tools[{i}]"
@@ -76,7 +79,7 @@ def parse_tools(value) -> tuple[Tool, ...]:
             parameters = dict(DEFAULT_PARAMETERS, properties={})
         else:
             param = f"{at}.function.parameters"
-            check_schema(parameters, param)
+            check_schema(parameters, param, budget)
             if parameters.get("type", "object") != "object":
                 raise invalid(f"'{param}' must be a JSON Schema of type 'object'; got type "
                               f"{show(parameters['type'])}.", param, "invalid_value")
@@ -117,7 +120,7 @@ def parse_tool_choice(value, tools: tuple[Tool, ...]) -> ToolChoice:
     return choice
 
 
-def parse_response_format(value) -> ResponseFormat:
+def parse_response_format(value, budget: SchemaBudget | None = None) -> ResponseFormat:
     if value is None:
         return ResponseFormat()
     obj(value, "response_format", "an object such as {\"type\": \"json_object\"}")
@@ -140,7 +143,7 @@ def parse_response_format(value) -> ResponseFormat:
         string(spec["description"], "response_format.json_schema.description")
     if spec.get("schema") is None:
         raise missing("response_format.json_schema.schema")
-    schema = check_schema(spec["schema"], "response_format.json_schema.schema")
+    schema = check_schema(spec["schema"], "response_format.json_schema.schema", budget or SchemaBudget())
     strict = spec.get("strict")
     strict = False if strict is None else boolean(strict, "response_format.json_schema.strict")
     return ResponseFormat(type="json_schema", schema=schema, name=name, strict=strict)

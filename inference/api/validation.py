@@ -16,6 +16,7 @@ import re
 
 from inference.api.errors import invalid
 from inference.api.request import ChatRequest
+from inference.api.schema_limits import SchemaBudget
 from inference.api.validate_fields import (array, boolean, choice, integer, is_number, missing, number, obj,
                                            only_keys, show, string)
 from inference.api.validate_messages import parse_messages
@@ -250,7 +251,8 @@ def parse_chat_request(body: dict) -> ChatRequest:
     if top_logprobs is not None and not logprobs:
         raise invalid("'top_logprobs' is only allowed when 'logprobs' is true.", "top_logprobs", "invalid_value")
     stream = _opt(body, "stream", boolean, default=False)
-    tools = _opt(body, "tools", lambda value, _: parse_tools(value), default=())
+    schemas = SchemaBudget()  # response_format and the tools' parameters share the request's schema limits
+    tools = _opt(body, "tools", lambda value, _: parse_tools(value, schemas), default=())
     add_generation_prompt = _opt(body, "add_generation_prompt", boolean, default=True)
     continue_final_message = _opt(body, "continue_final_message", boolean, default=False)
     if continue_final_message:
@@ -292,7 +294,7 @@ def parse_chat_request(body: dict) -> ChatRequest:
         tools=tools,
         tool_choice=parse_tool_choice(body.get("tool_choice"), tools),
         parallel_tool_calls=_opt(body, "parallel_tool_calls", boolean, default=True),
-        response_format=parse_response_format(body.get("response_format")),
+        response_format=parse_response_format(body.get("response_format"), schemas),
         reasoning_effort=None if reasoning_effort is None else choice(reasoning_effort, "reasoning_effort",
                                                                       REASONING_EFFORTS),
         chat_template_kwargs=_template_kwargs(body),

@@ -19,6 +19,9 @@ class EngineConfig:
     max_num_batched_tokens: int = 1024  # token budget of one step (decode tokens + prefill chunk tokens)
     max_model_len: int = 2048  # context window; prompt + output never exceeds it
     enable_prefix_caching: bool = True  # reuse the KV of full blocks whose token prefix was computed before
+    # Seconds a grammar may take to compile, in a child process stopped at the deadline; None: in the
+    # caller's thread, unbounded.
+    grammar_compile_timeout_s: float | None = None
 
     def __post_init__(self) -> None:
         # Fail at construction rather than as a hang or a ZeroDivisionError
@@ -30,3 +33,5 @@ class EngineConfig:
             raise ValueError("num_blocks must be >= 0 (0 => sized by the runner)")
         if self.kv_cache_bytes is not None and self.kv_cache_bytes < 0:
             raise ValueError("kv_cache_bytes must be >= 0")
+        if self.grammar_compile_timeout_s is not None and not self.grammar_compile_timeout_s > 0:
+            raise ValueError("grammar_compile_timeout_s must be > 0 (or None)")

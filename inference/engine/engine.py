@@ -108,8 +108,8 @@ class Engine:
     def prepare(self, request: GenerationRequest) -> None:
         """Compile request.constraint into request.token_mask_factory (no-op without one).
 
-        Blocks for up to about a second on a cache miss: call it in a worker
-        thread, never on an event loop. A constraint that does not compile
+        Blocks on a cache miss, for up to config.grammar_compile_timeout_s when
+        set: call it in a worker thread, never on an event loop. A constraint that does not compile
         makes submit() end the request with error_code "invalid_grammar".
         """
         if request.constraint is None or request.token_mask_factory is not None:
@@ -125,7 +125,8 @@ class Engine:
     def grammar_compiler(self) -> GrammarCompiler:
         with self._grammar_lock:
             if self._grammar is None:
-                self._grammar = GrammarCompiler.for_tokenizer(self.tokenizer, self.runner.vocab_size)
+                self._grammar = GrammarCompiler.for_tokenizer(
+                    self.tokenizer, self.runner.vocab_size, compile_timeout_s=self.config.grammar_compile_timeout_s)
             return self._grammar
 
     def submit(self, request: GenerationRequest, on_event: EventCallback) -> None:
@@ -151,6 +152,9 @@ class Engine:
             self._cond.notify_all()
         if self._thread is not threading.current_thread():
             self._thread.join(timeout)
+        grammar = getattr(self, "_grammar", None)
+        if grammar is not None:
+            grammar.close()  # its compile process, if any
 
     # -- engine thread --------------------------------------------------------
 

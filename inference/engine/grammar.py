@@ -3,7 +3,9 @@
 `GrammarCompiler` is bound to one model's tokenizer and vocabulary. Compiling a
 constraint takes up to about a second (cached, bounded, per (kind, source)), so
 it runs in the caller's thread (`Engine.prepare`), never on the engine loop or
-an event loop; xgrammar releases the GIL while it compiles. Each choice then
+an event loop; xgrammar releases the GIL while it compiles. Some schemas take
+minutes: with a deadline, compiles run in a child process that is stopped at it
+(`grammar_process`). Each choice then
 gets its own `GrammarMask`, whose `allowed()` / `accept()` cost microseconds
 per step.
 
@@ -76,6 +78,10 @@ class GrammarError(ValueError):
     """A constraint xgrammar cannot compile; the message says why, for the client."""
 
 
+class CompileTimeout(GrammarError):
+    """A constraint whose compile ran past its deadline (grammar_process); kept in the cache as such."""
+
+
 class InvalidGrammar:
     """Stands in for a request's token_mask_factory when its constraint did not compile:
     the engine ends such a request at once with error_code "invalid_grammar"."""
@@ -135,6 +141,19 @@ def _parse_schema(source: str) -> None:
         raise GrammarError(f"a JSON schema must be an object, not {type(schema).__name__}")
 
 
+def compile_with(compiler, kind: str, source: str):
+    """The CompiledGrammar of (kind, source) from an xgrammar GrammarCompiler, or GrammarError saying why not."""
+    try:
+        if kind == CONSTRAINT_JSON_SCHEMA:
+            _parse_schema(source)
+            return compiler.compile_grammar(json_schema_grammar(source))
+        return compiler.compile_grammar(source, root_rule_name="root")
+    except GrammarError:
+        raise
+    except (RuntimeError, ValueError, TypeError) as exc:
+        raise GrammarError(_describe(kind, exc)) from None
+
+
 def _describe(kind: str, exc: Exception) -> str:
     """xgrammar's message without its source location, cut to a readable length."""
     lines = [line for line in str(exc).strip().splitlines() if line.strip()]
@@ -147,10 +166,16 @@ def _describe(kind: str, exc: Exception) -> str:
 
 
 class GrammarCompiler:
-    """Compiles constraints for one tokenizer and model vocabulary; thread-safe."""
+    """Compiles constraints for one tokenizer and model vocabulary; thread-safe.
+
+    With `compile_timeout_s`, compiles run in a child process that is stopped at that deadline
+    (grammar_process): the compile fails with CompileTimeout, and so does the same constraint
+    again while it stays in the cache. Without, they run in the caller's thread, unbounded.
+    """
 
     def __init__(self, hf_tokenizer, *, eos_token_ids: Iterable[int], vocab_size: int,
-                 cache_size: int = DEFAULT_CACHE_SIZE, max_threads: int | None = None) -> None:
+                 cache_size: int = DEFAULT_CACHE_SIZE, max_threads: int | None = None,
+                 compile_timeout_s: float | None = None) -> None:
         import xgrammar as xgr
 
         self.vocab_size = int(vocab_size)  # the model's: masks have exactly this many entries
@@ -172,6 +197,11 @@ class GrammarCompiler:
         self._cache_size = cache_size
         self._cache: OrderedDict[tuple[str, str], Future] = OrderedDict()
         self._lock = threading.Lock()
+        self.process = None
+        if compile_timeout_s is not None:
+            from .grammar_process import CompileProcess
+
+            self.process = CompileProcess(info, timeout_s=compile_timeout_s, max_threads=max_threads)
 
     @classmethod
     def for_tokenizer(cls, tokenizer, vocab_size: int, **kwargs) -> "GrammarCompiler":
@@ -209,23 +239,24 @@ class GrammarCompiler:
             compiled = self._compile(constraint)
         except BaseException as exc:
             with self._lock:
-                if self._cache.get(key) is future:
-                    del self._cache[key]  # errors are not kept: check_constraint is the cheap way to find them
+                # Errors are not kept (check_constraint is the cheap way to find them), except a compile
+                # stopped at its deadline: the same constraint would take as long again.
+                if self._cache.get(key) is future and not isinstance(exc, CompileTimeout):
+                    del self._cache[key]
             future.set_exception(exc)
             raise
         future.set_result(compiled)
         return compiled
 
     def _compile(self, constraint: Constraint):
-        try:
-            if constraint.kind == CONSTRAINT_JSON_SCHEMA:
-                _parse_schema(constraint.source)
-                return self._compiler.compile_grammar(json_schema_grammar(constraint.source))
-            return self._compiler.compile_grammar(constraint.source, root_rule_name="root")
-        except GrammarError:
-            raise
-        except (RuntimeError, ValueError, TypeError) as exc:
-            raise GrammarError(_describe(constraint.kind, exc)) from None
+        if self.process is not None:
+            return self.process.compile(constraint.kind, constraint.source)
+        return compile_with(self._compiler, constraint.kind, constraint.source)
+
+    def close(self) -> None:
+        """Stop the compile process, if there is one."""
+        if self.process is not None:
+            self.process.close()
 
 
 class GrammarMask:

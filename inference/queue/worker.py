@@ -51,14 +51,17 @@ STALE_GRACE_MS = 5000  # an entry older than its claim timeout plus this was giv
 
 
 def load_engine(model_path: str, device: str, kv_cache_bytes: int | None = 1 << 30, *, max_num_seqs: int = 64,
-                enable_prefix_caching: bool = True, **engine_options):
+                enable_prefix_caching: bool = True, grammar_compile_timeout_s: float | None = None,
+                **engine_options):
     """engine_options: dtype, quantization, attention_backend, enforce_eager, gpu_memory_utilization
-    (see Engine). kv_cache_bytes None: the GPU's free memory sizes the cache (the CPU's default is 1 GiB)."""
+    (see Engine). kv_cache_bytes None: the GPU's free memory sizes the cache (the CPU's default is 1 GiB).
+    grammar_compile_timeout_s: see EngineConfig."""
     from inference.engine.config import EngineConfig
     from inference.engine.engine import Engine  # torch is imported only here
 
     config = EngineConfig(kv_cache_bytes=kv_cache_bytes, max_num_seqs=max_num_seqs,
-                          enable_prefix_caching=enable_prefix_caching)
+                          enable_prefix_caching=enable_prefix_caching,
+                          grammar_compile_timeout_s=grammar_compile_timeout_s)
     return Engine(model_path, device=device, config=config, **engine_options)
 
 

@@ -86,17 +86,17 @@ def test_tokens_over_a_keys_tpm_get_429_until_the_window_resets(base_url, alice,
     assert api.chat.completions.create(model=TINY, messages=HI, max_tokens=5).choices
 
 
-def test_a_request_larger_than_the_tpm_is_refused_and_takes_nothing_from_the_other_limits(base_url, http, alice,
-                                                                                        counters, clock):
+def test_a_request_larger_than_the_tpm_is_refused_counted_as_a_request_and_takes_no_tokens(base_url, http, alice,
+                                                                                           counters, clock):
     alice.rate_limit_rpm = 4
     alice.save(update_fields=["rate_limit_rpm"])
     _, secret = limited_key(alice, "small", rate_limit_tpm=50)
     with pytest.raises(openai.RateLimitError) as refused:
         sdk(base_url, secret).chat.completions.create(model=TINY, messages=HI, max_tokens=1000)
     assert refused.value.type == "tokens" and "Request too large" in refused.value.message
-    assert refused.value.response.headers["x-ratelimit-remaining-requests"] == "4"
+    assert refused.value.response.headers["x-ratelimit-remaining-requests"] == "3"
     models = http.get("/v1/models", headers={"Authorization": f"Bearer {secret}"})
-    assert remaining(models.headers) == (4, 50)
+    assert remaining(models.headers) == (3, 50)
 
 
 def test_an_organizations_limit_is_shared_by_its_keys(base_url, alice, counters, clock):
@@ -136,10 +136,11 @@ def test_errors_after_authentication_carry_the_headers_and_refused_requests_give
     poor = make_org("poor", credit_micro=10)
     _, secret = limited_key(poor, "poor", rate_limit_rpm=10, rate_limit_tpm=10_000, allowed_models=["other"])
     auth = {"Authorization": f"Bearer {secret}"}
+    # Every authenticated request counts, before its body is looked at; tokens count only once admitted.
     invalid = http.post("/v1/chat/completions", json={"model": TINY}, headers=auth)
-    assert invalid.status_code == 400 and remaining(invalid.headers) == (10, 10_000)  # never admitted
+    assert invalid.status_code == 400 and remaining(invalid.headers) == (9, 10_000)
     forbidden = http.post("/v1/chat/completions", json={"model": TINY, "messages": HI}, headers=auth)
-    assert forbidden.status_code == 403 and remaining(forbidden.headers) == (10, 10_000)
+    assert forbidden.status_code == 403 and remaining(forbidden.headers) == (8, 10_000)
     _, secret = limited_key(poor, "poor2", rate_limit_rpm=10, rate_limit_tpm=10_000)
     auth = {"Authorization": f"Bearer {secret}"}
     unpaid = http.post("/v1/chat/completions", json={"model": TINY, "messages": HI, "max_tokens": 50}, headers=auth)

@@ -94,12 +94,14 @@ class Command(BaseCommand):
                            ("enforce_eager", enforce_eager), ("gpu_memory_utilization", gpu_memory_utilization)):
             if value is not None:
                 options[key] = value
+        grammar_timeout = settings.INFERENCE_GRAMMAR_COMPILE_TIMEOUT_S  # compiles past it are stopped
         status = run_worker(redis_url=url, model_id=spec.id, model_path=str(spec.path), device=device,
                             max_running=max_running, worker_id=worker_id, metrics_port=metrics_port,
                             metrics_addr=metrics_addr,
                             engine_factory=partial(load_engine, kv_cache_bytes=None if kv_cache_mb is None
                                                    else kv_cache_mb << 20, max_num_seqs=max_running,
                                                    enable_prefix_caching=settings.INFERENCE_PREFIX_CACHE
-                                                   and not no_prefix_cache, **options))
+                                                   and not no_prefix_cache,
+                                                   grammar_compile_timeout_s=grammar_timeout, **options))
         if status:
             sys.exit(status)
