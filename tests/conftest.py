@@ -28,3 +28,12 @@ def tiny_model_path(tmp_path_factory) -> str:
     from inference.engine.tiny import build_tiny_model
 
     return str(build_tiny_model(tmp_path_factory.mktemp("tiny-model")))
+
+
+def pytest_terminal_summary(terminalreporter):
+    """How many generated requests the fuzzers sent, per surface (tests/fuzzing.py), when any ran."""
+    import sys
+
+    fuzzing = sys.modules.get("tests.fuzzing")
+    if fuzzing is not None and fuzzing.SENT:
+        terminalreporter.write_line(fuzzing.report())

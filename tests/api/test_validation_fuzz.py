@@ -6,7 +6,8 @@
 (b) Generated valid bodies across the whole surface always parse, and the ChatRequest
     carries what they asked for.
 
-Run with -s to see how many requests were generated in all.
+Values past every bound (tests.fuzzing.EDGE_VALUES: 1e999999, 2**64, 10**400, year 9999...) are among the
+generated ones. FUZZ_SCALE scales the examples; run with -s to see how many requests were generated in all.
 """
 import re
 
@@ -16,15 +17,18 @@ from hypothesis import strategies as st
 from inference.api.errors import APIError
 from inference.api.request import TOOL_CHOICE_AUTO, TOOL_CHOICE_NAMED, TOOL_CHOICE_NONE, ChatRequest
 from inference.api.validation import ACCEPTED, NEUTRAL_ONLY, SEED_RANGE, UNSUPPORTED, parse_chat_request
+from tests.fuzzing import SENT, edge_values, examples
 
-FUZZ = settings(max_examples=600, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+FUZZ = settings(max_examples=examples(1000), deadline=None, database=None,
+                suppress_health_check=[HealthCheck.too_slow])
 GENERATED = {"requests": 0}
 HELLO = [{"role": "user", "content": "hi"}]
 MESSAGE_KEYS = ("role", "content", "name", "tool_calls", "tool_call_id", "refusal", "function_call")
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.integers(-(2**70), 2**70) | st.floats() | st.text(max_size=12)
-    | st.sampled_from(["text", "function", "auto", "none", "user", "assistant", "tool", "object", "json_schema", "0"]),
+    | st.sampled_from(["text", "function", "auto", "none", "user", "assistant", "tool", "object", "json_schema", "0"])
+    | edge_values,
     lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
     max_leaves=12,
 )
@@ -54,6 +58,7 @@ def _resolve(node, rest: str, missing_leaf: bool) -> bool:
 
 def check(body) -> ChatRequest | None:
     GENERATED["requests"] += 1
+    SENT["validator (/v1 bodies)"] += 1
     try:
         return parse_chat_request(body)
     except APIError as error:
@@ -225,7 +230,7 @@ def valid_bodies(draw):
 IGNORED = {"metadata", "store", "service_tier", "modalities"}
 
 
-@settings(FUZZ, max_examples=1000)
+@settings(FUZZ, max_examples=examples(2000))
 @given(valid_bodies())
 def test_valid_bodies_parse_and_are_reflected(case):
     body, want = case
@@ -252,4 +257,4 @@ def test_valid_bodies_parse_and_are_reflected(case):
 
 def test_zz_report_the_number_of_generated_requests():
     print(f"\nvalidation fuzz: {GENERATED['requests']} generated requests checked")
-    assert GENERATED["requests"] >= 2000
+    assert GENERATED["requests"] >= examples(5000)

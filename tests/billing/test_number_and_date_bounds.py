@@ -111,6 +111,23 @@ def test_usage_at_the_bounds_answers(acme):
     assert late.status_code == 200 and (late.json()["start"], late.json()["end"]) == ("2999-12-31", "2999-12-31")
 
 
+@pytest.mark.parametrize("literal", ["1e999999", "-1e999999", "1" + "0" * 30, "9" * 5000, "NaN", "-Infinity"])
+def test_json_number_literals_past_every_bound_are_400s(acme, fake_stripe, literal):
+    """Not strings: numbers in the JSON itself, which the parser turns into inf, huge ints or refuses."""
+    owner = browser(acme.users["owner"])
+    for method, path, field in [("patch", "/api/billing/settings", "low_balance_threshold_usd"),
+                                ("post", "/api/billing/topups", "amount_usd"),
+                                ("patch", f"/api/billing/keys/{acme.key.pk}/limits", "spend_cap_usd")]:
+        response = getattr(owner, method)(path, data=f'{{"{field}": {literal}}}', content_type="application/json")
+        error = assert_error(response, 400, param=None if literal in ("9" * 5000, "NaN", "-Infinity") else field)
+        assert error["message"]
+    chat = browser(acme.users["owner"]).post(
+        "/v1/chat/completions", content_type="application/json", headers={"Authorization": f"Bearer {acme.secret}"},
+        data=f'{{"model": "m", "messages": [{{"role": "user", "content": "hi"}}], "temperature": {literal}}}')
+    assert_error(chat, 400, param=None if literal in ("9" * 5000, "NaN", "-Infinity") else "temperature")
+    _nothing_changed(acme.org)
+
+
 # --- the dashboard ------------------------------------------------------------------------------
 
 def _errors(page, form_id) -> list[str]:

@@ -9,6 +9,7 @@ from schemathesis.specs.openapi.checks import response_schema_conformance, statu
 
 from tests.billing.fake_stripe import fake_stripe  # noqa: F401
 from tests.billing.test_tenant_api import tenant
+from tests.fuzzing import SENT, documented_names, examples, slip_in_edges
 from tests.sessions.conftest import http, live_server_url  # noqa: F401
 
 OPERATIONS = {
@@ -74,14 +75,17 @@ def test_generated_requests_never_break_the_server(http, document, mode, transac
     loaded = schemathesis.openapi.from_dict(document)
     operations = [loaded[path][method.upper()] for method, path in sorted(OPERATIONS)]
     base_url = str(http.base_url).rstrip("/")
+    names = {(op.method.upper(), op.path): documented_names(document, op.method, op.path) for op in operations}
 
-    @settings(max_examples=150, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+    @settings(max_examples=examples(1000), deadline=None, database=None, suppress_health_check=list(HealthCheck))
     @given(data=st.data())
     def check(data):
         operation = data.draw(st.sampled_from(operations))
         key_id = data.draw(st.sampled_from([None, acme.key.pk, globex.key.pk]))
         ids = {"key_id": key_id} if key_id is not None and "{" in operation.path else None
         case = data.draw(operation.as_strategy(generation_mode=mode, path_parameters=ids))
+        query_names, body_names = names[(operation.method.upper(), operation.path)]
+        slip_in_edges(data, case, query_names=query_names, body_names=body_names)
         headers = dict(data.draw(st.sampled_from(callers)))
         if headers:  # the caller's own credentials, not ones generated from the security schemes
             case.headers = {k: v for k, v in (case.headers or {}).items() if k.lower() != "authorization"}
@@ -90,6 +94,7 @@ def test_generated_requests_never_break_the_server(http, document, mode, transac
         if organization is not None:
             headers["X-Organization"] = str(organization)
         response = case.call(base_url=base_url, headers=headers)
+        SENT["/api/billing"] += 1
         assert response.status_code < 500, (case.method, case.formatted_path, case.query, case.body, response.text)
         if response.status_code >= 400:
             assert set(response.json()["error"]) == {"message", "type", "param", "code"}
