@@ -116,7 +116,8 @@ def test_one_organization_cannot_tokenize_more_than_its_share_at_once(base_url, 
     try:
         assert entered.wait(30)
         with pytest.raises(openai.RateLimitError) as refused:
-            client.chat.completions.create(model=TINY, messages=[{"role": "user", "content": "word " * 240}], max_tokens=1)
+            client.chat.completions.create(model=TINY, messages=[{"role": "user", "content": "word " * 240}],
+                                           max_tokens=1)
         assert refused.value.code == "too_many_concurrent_requests"
         assert "at most 2000" in refused.value.message
         assert refused.value.response.headers["Retry-After"] == "1"
