@@ -12,6 +12,7 @@ from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
 from django.db.models import Count, Q
 from django.utils import timezone
 
+from accounts.admin_dates import BoundedDateHierarchyMixin
 from accounts.models import APIKey, Invitation, Membership, Organization, User
 from accounts.services import api_key_revoke
 from billing.admin.actions import BalanceActionsMixin
@@ -39,7 +40,7 @@ class MembershipInline(admin.TabularInline):
 
 
 @admin.register(Organization)
-class OrganizationAdmin(BalanceActionsMixin, admin.ModelAdmin):
+class OrganizationAdmin(BalanceActionsMixin, BoundedDateHierarchyMixin, admin.ModelAdmin):
     list_display = ["name", "balance", "available", "member_count", "rate_limit_rpm", "rate_limit_tpm",
                     "session_retention_days", "auto_create_sessions", "created_at"]
     list_filter = ["auto_create_sessions"]
@@ -155,7 +156,7 @@ def revoke_keys(modeladmin, request, queryset):
 
 
 @admin.register(APIKey)
-class APIKeyAdmin(admin.ModelAdmin):
+class APIKeyAdmin(BoundedDateHierarchyMixin, admin.ModelAdmin):
     form = APIKeyForm
     list_display = ["name", "prefix", "organization", "created_by", "created_at", "last_used_at", "expires_at",
                     "revoked_at", "spend_cap"]

@@ -41,19 +41,19 @@ EDGE_VALUES = EDGE_NUMBERS + EDGE_DATES
 edge_values = st.sampled_from(EDGE_VALUES)
 
 
-def _places(node, path=(), depth=0):
+def _places(node, depth=0):
     """Every (container, key) in a JSON body, to put an edge value in its place (or beside it)."""
     if isinstance(node, dict):
         yield node, None  # a new key of the dict
         for key, value in node.items():
             yield node, key
             if depth < 3:
-                yield from _places(value, path + (key,), depth + 1)
+                yield from _places(value, depth + 1)
     elif isinstance(node, list):
         for index, value in enumerate(node):
             yield node, index
             if depth < 3:
-                yield from _places(value, path + (index,), depth + 1)
+                yield from _places(value, depth + 1)
 
 
 def slip_in_edges(data, case, *, query_names=(), body_names=(), share: int = 3) -> None:

@@ -1,7 +1,9 @@
 from django.contrib import admin
 
+from accounts.admin_dates import BoundedDateHierarchyMixin
 
-class ReadOnlyAdmin(admin.ModelAdmin):
+
+class ReadOnlyAdmin(BoundedDateHierarchyMixin, admin.ModelAdmin):
     """Money rows change only through billing.services, never by hand."""
 
     def has_add_permission(self, request):

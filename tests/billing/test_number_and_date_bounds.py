@@ -3,6 +3,7 @@ on every surface that reads them: the billing API, the dashboard's forms, the ad
 from io import StringIO
 
 import pytest
+from django.contrib import admin
 from django.core.management import CommandError, call_command
 from django.urls import reverse
 from hypothesis import given, settings, strategies as st
@@ -203,6 +204,21 @@ def test_the_admin_refuses_absurd_prices(root, amount):
     response = root.post(reverse("admin:billing_modelprice_add"), form)
     assert response.status_code == 200 and 'class="errorlist' in response.content.decode()
     assert not ModelPrice.objects.exists()
+
+
+DATED_ADMINS = sorted((model for model, model_admin in admin.site._registry.items() if model_admin.date_hierarchy),
+                      key=lambda model: model._meta.label)
+
+
+@pytest.mark.parametrize("model", DATED_ADMINS, ids=lambda model: model._meta.label)
+@pytest.mark.parametrize("query", ["{f}__year=9999", "{f}__year=9999&{f}__month=12", "{f}__year=99999999999999999999",
+                                   "{f}__year=9999&{f}__month=12&{f}__day=31", "{f}__year=0"])
+def test_the_admins_date_drill_down_past_the_calendar_shows_the_list_again(root, model, query):
+    changelist = reverse(f"admin:{model._meta.app_label}_{model._meta.model_name}_changelist")
+    field = admin.site._registry[model].date_hierarchy
+    response = root.get(f"{changelist}?{query.format(f=field)}")
+    assert response.status_code == 302 and response.url.endswith("?e=1"), response.status_code
+    assert root.get(f"{changelist}?{field}__year=9998&{field}__month=12&{field}__day=31").status_code == 200
 
 
 @pytest.mark.parametrize("amount", ["1e20", "1e999999", "9" * 39, "1000000001", "1e-999999"])
