@@ -12,11 +12,13 @@ Who may read them: with METRICS_TOKEN set, a request bearing it; else clients on
 import hmac
 import time
 
-from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
+from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.http import HttpResponse, JsonResponse
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
+
+from config.middleware import ResponseMiddleware
 
 REQUESTS = Counter("platform_http_requests", "HTTP answers by URL pattern, method and status",
                    ["route", "method", "status"])
@@ -58,34 +60,14 @@ class _Holds:
 REGISTRY.register(_Holds())
 
 
-class MetricsMiddleware:
+class MetricsMiddleware(ResponseMiddleware):
     """Counts every answer by its URL pattern (not its path: ids would make one series each)."""
 
-    async_capable = True
-    sync_capable = True
-
-    def __init__(self, get_response):
-        self.get_response = get_response
-        self._async = iscoroutinefunction(get_response)
-        if self._async:
-            markcoroutinefunction(self)
-
-    def __call__(self, request):
-        if self._async:
-            return self._acall(request)
-        start = time.perf_counter()
-        return self._count(request, self.get_response(request), start)
-
-    async def _acall(self, request):
-        start = time.perf_counter()
-        return self._count(request, await self.get_response(request), start)
-
-    @staticmethod
-    def _count(request, response, start):
+    def process(self, request, response, started):
         match = getattr(request, "resolver_match", None)
         route = f"/{match.route}" if match is not None and match.route else "unmatched"
         REQUESTS.labels(route, request.method, str(response.status_code)).inc()
-        DURATION.labels(route).observe(time.perf_counter() - start)
+        DURATION.labels(route).observe(time.perf_counter() - started)
         return response
 
 

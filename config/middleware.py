@@ -1,14 +1,15 @@
 """Every response carries an x-request-id, so any answer can be traced in the logs; request bodies past the limit
 are refused before they are read."""
 import json
+import time
 import uuid
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.conf import settings
 
 
-class RequestIdMiddleware:
-    """Adds x-request-id to responses that do not set their own (the chat endpoint sets its completion id)."""
+class ResponseMiddleware:
+    """A middleware that looks at each response, in sync and async stacks alike: subclasses define `process`."""
 
     async_capable = True
     sync_capable = True
@@ -22,13 +23,22 @@ class RequestIdMiddleware:
     def __call__(self, request):
         if self._async:
             return self._acall(request)
-        return self._tag(self.get_response(request))
+        started = time.perf_counter()
+        return self.process(request, self.get_response(request), started)
 
     async def _acall(self, request):
-        return self._tag(await self.get_response(request))
+        started = time.perf_counter()
+        return self.process(request, await self.get_response(request), started)
 
-    @staticmethod
-    def _tag(response):
+    def process(self, request, response, started: float):
+        """The response to send on; `started` is when the request reached this middleware (perf_counter)."""
+        raise NotImplementedError
+
+
+class RequestIdMiddleware(ResponseMiddleware):
+    """Adds x-request-id to responses that do not set their own (the chat endpoint sets its completion id)."""
+
+    def process(self, request, response, started):
         if not response.has_header("x-request-id"):
             response["x-request-id"] = f"req_{uuid.uuid4().hex}"
         return response

@@ -1,34 +1,15 @@
-from asgiref.sync import sync_to_async
 from django.contrib import admin
-from django.db import DatabaseError, connection
-from django.http import JsonResponse
 from django.urls import include, path
 
 from accounts.web.auth import throttled
-from config import metrics, probes
 from accounts.web.forms import AdminLoginForm
+from config import metrics, probes
 
 admin.site.login_form = AdminLoginForm
 
 
-def _database_ok() -> bool:
-    try:
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT 1")
-        return True
-    except DatabaseError:
-        return False
-
-
-async def healthz(request):
-    """Liveness for load balancers: the process answers and its database does too."""
-    if await sync_to_async(_database_ok)():
-        return JsonResponse({"status": "ok"})
-    return JsonResponse({"status": "error", "database": "unreachable"}, status=503)
-
-
 urlpatterns = [
-    path("healthz", healthz),
+    path("healthz", probes.healthz),
     path("livez", probes.livez),
     path("readyz", probes.readyz),
     path("metrics", metrics.metrics),
