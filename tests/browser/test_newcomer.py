@@ -23,7 +23,7 @@ from tests.browser.conftest import SCREENSHOTS, log_in
 
 ROOT = Path(__file__).resolve().parents[2]
 MODEL = "smollm2-135m-instruct"
-TOUR_VIEWPORT = {"width": 1100, "height": 720}
+TOUR_VIEWPORT = {"width": 1280, "height": 760}
 STAFF_EMAIL, STAFF_PASSWORD = "ops@example.com", "an operator's long password 7"
 
 
