@@ -2,10 +2,7 @@
 
   platform_http_requests_total{route, method, status}     every answer, by URL pattern (402, 429, 503 included)
   platform_http_request_duration_seconds{route}           until the response starts (a stream's first byte)
-  platform_tokens_total{model, kind}                      settled prompt, cached (of the prompt) and completion tokens
-  platform_requests_settled_total{model, status}          chat requests charged: completed, cancelled, failed
-  platform_request_latency_seconds{model}                 a chat request's end-to-end time, from its usage record
-  platform_holds_in_flight                                credit holds of requests still running (read at scrape)
+  and billing's (billing/metrics.py): tokens, settled requests, their latency, holds in flight
 
 Who may read them: with METRICS_TOKEN set, a request bearing it; else clients on this host only.
 """
@@ -16,48 +13,17 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.http import HttpResponse, JsonResponse
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
 
+from billing import metrics as _billing_metrics  # noqa: F401  (registers billing's metrics)
 from config.middleware import ResponseMiddleware
 
 REQUESTS = Counter("platform_http_requests", "HTTP answers by URL pattern, method and status",
                    ["route", "method", "status"])
 DURATION = Histogram("platform_http_request_duration_seconds", "Time until the response starts, by URL pattern",
                      ["route"], buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60))
-TOKENS = Counter("platform_tokens", "Tokens of settled chat requests, by model and kind", ["model", "kind"])
-SETTLED = Counter("platform_requests_settled", "Chat requests charged, by model and outcome", ["model", "status"])
-LATENCY = Histogram("platform_request_latency_seconds", "End-to-end time of settled chat requests", ["model"],
-                    buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80, 160, 320))
 LOOPBACK = {"127.0.0.1", "::1"}
 
 
-def record_settlement(*, model: str, prompt_tokens: int, completion_tokens: int, cached_tokens: int, status: str,
-                      latency_ms: int) -> None:
-    """Called once a usage record is committed."""
-    TOKENS.labels(model, "prompt").inc(prompt_tokens)
-    TOKENS.labels(model, "cached").inc(cached_tokens)
-    TOKENS.labels(model, "completion").inc(completion_tokens)
-    SETTLED.labels(model, status).inc()
-    if latency_ms:
-        LATENCY.labels(model).observe(latency_ms / 1000)
-
-
-class _Holds:
-    def describe(self):
-        return []  # else registering it would run collect(), a query, while the apps load
-
-    def collect(self):
-        from billing.models import Hold
-
-        family = GaugeMetricFamily("platform_holds_in_flight", "Credit holds of requests still running")
-        try:
-            family.add_metric([], Hold.objects.filter(status=Hold.Status.ACTIVE).count())
-        except Exception:  # a database outage must not break the scrape of everything else
-            return
-        yield family
-
-
-REGISTRY.register(_Holds())
 
 
 class MetricsMiddleware(ResponseMiddleware):

@@ -2,4 +2,4 @@
 
 Importing the modules registers their admins with the site.
 """
-from billing.admin import money, prices  # noqa: F401
+from billing.admin import money, organizations, prices  # noqa: F401

@@ -1,4 +1,4 @@
-"""Pure money arithmetic in integer micro-USD, and how amounts read as text."""
+"""Pure money arithmetic in integer micro-USD, and how amounts read as text (shared by every app)."""
 import re
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
