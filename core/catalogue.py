@@ -1,0 +1,137 @@
+"""Public model ids: where each model lives on disk and what it costs by default.
+
+The built-in entry is the default model, converted by `manage.py prepare_model`
+into MODEL_CACHE_DIR. More models can be listed in a JSON file named by
+MODELS_FILE: {"model-id": {"path": "/dir", "input_usd_per_mtok": "0.1",
+"output_usd_per_mtok": "0.2", "owned_by": "me"}}, and optionally
+"cached_input_usd_per_mtok" (prompt tokens served from the prefix cache; half
+the input price when absent), "dtype" (auto, bfloat16, float16, float32) and
+"quantization" (auto, none, int8, int4), which win over INFERENCE_DTYPE and
+INFERENCE_QUANTIZATION for that model.
+"""
+import json
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+
+from billing.pricing import Price, usd_to_micro
+
+DEFAULT_MODEL_ID = "smollm2-135m-instruct"
+# What the model's authors recommend; the GGUF does not carry it, so
+# prepare_model writes it into the converted generation_config.json.
+DEFAULT_MODEL_SAMPLING = {"do_sample": True, "temperature": 0.2, "top_p": 0.9}
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    id: str
+    path: Path
+    default_price: Price
+    owned_by: str = "platform"
+    created: int = 1735689600  # 2025-01-01, when the model was added to the catalogue
+    dtype: str | None = None  # None: INFERENCE_DTYPE
+    quantization: str | None = None  # None: INFERENCE_QUANTIZATION
+
+    def engine_options(self) -> dict:
+        """How an engine runs this model here: its own choices, else the settings'."""
+        return {
+            "dtype": self.dtype or settings.INFERENCE_DTYPE,
+            "quantization": self.quantization or settings.INFERENCE_QUANTIZATION,
+            "attention_backend": settings.INFERENCE_ATTENTION_BACKEND,
+            "enforce_eager": settings.INFERENCE_ENFORCE_EAGER,
+            "gpu_memory_utilization": settings.INFERENCE_GPU_MEMORY_UTILIZATION,
+        }
+
+    @property
+    def is_prepared(self) -> bool:
+        return (self.path / "config.json").exists()
+
+    def sampling_defaults(self) -> dict:
+        """temperature and top_p from the checkpoint's generation_config.json, used when a request omits them."""
+        return _sampling_defaults(str(self.path / "generation_config.json"))
+
+
+@cache
+def _sampling_defaults(path: str) -> dict:
+    try:
+        config = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return {}
+    if not config.get("do_sample", False):
+        return {}
+    return {k: float(config[k]) for k in ("temperature", "top_p") if isinstance(config.get(k), (int, float))}
+
+
+def _builtin() -> dict[str, ModelSpec]:
+    return {
+        DEFAULT_MODEL_ID: ModelSpec(
+            id=DEFAULT_MODEL_ID,
+            path=Path(settings.MODEL_CACHE_DIR) / DEFAULT_MODEL_ID,
+            # Cached prompt tokens: half the input price, Price's default.
+            default_price=Price(input_micro_per_mtok=100_000, output_micro_per_mtok=200_000),
+            owned_by="HuggingFaceTB",
+        )
+    }
+
+
+def _price(entry: dict) -> Price:
+    cached = entry.get("cached_input_usd_per_mtok")
+    price = Price(usd_to_micro(entry["input_usd_per_mtok"]), usd_to_micro(entry["output_usd_per_mtok"]),
+                  None if cached is None else usd_to_micro(cached))
+    # Holds reserve prompt tokens at the input price; a dearer cached token would outgrow the hold.
+    if not 0 <= price.cached_input_micro_per_mtok <= price.input_micro_per_mtok:
+        raise ValueError("cached_input_usd_per_mtok must be between 0 and input_usd_per_mtok")
+    return price
+
+
+DTYPES = ("auto", "bfloat16", "float16", "float32")
+QUANTIZATIONS = ("auto", "none", "int8", "int4")
+
+
+def _choice(entry: dict, key: str, choices: tuple[str, ...]) -> str | None:
+    value = entry.get(key)
+    if value is not None and value not in choices:
+        raise ValueError(f"{key} must be one of {', '.join(choices)}, not {value!r}")
+    return value
+
+
+def _from_file(path: str) -> dict[str, ModelSpec]:
+    try:
+        entries = json.loads(Path(path).read_text())
+        return {
+            model_id: ModelSpec(
+                id=model_id,
+                path=Path(entry["path"]),
+                default_price=_price(entry),
+                owned_by=entry.get("owned_by", "platform"),
+                dtype=_choice(entry, "dtype", DTYPES),
+                quantization=_choice(entry, "quantization", QUANTIZATIONS),
+            )
+            for model_id, entry in entries.items()
+        }
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise ImproperlyConfigured(f"MODELS_FILE {path}: {exc!r}") from None
+
+
+@cache
+def _catalogue(cache_dir: str, models_file: str | None) -> dict[str, ModelSpec]:
+    models = _builtin()
+    if models_file:
+        models.update(_from_file(models_file))
+    return models
+
+
+def all_models() -> dict[str, ModelSpec]:
+    return _catalogue(str(settings.MODEL_CACHE_DIR), settings.MODELS_FILE)
+
+
+def get_model(model_id: str) -> ModelSpec | None:
+    return all_models().get(model_id)
+
+
+def served_models() -> list[ModelSpec]:
+    """Models that can answer now: listed and present on disk."""
+    return [spec for spec in all_models().values() if spec.is_prepared]
