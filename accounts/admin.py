@@ -1,4 +1,4 @@
-"""Django admin of users, organizations (members, limits, retention) and API keys.
+"""Django admin of users, organization members, invitations and API keys (organizations: billing/admin/organizations.py).
 
 A key's secret is never stored and its digest is of no use to a person, so neither is shown; keys are
 created where their secret can be shown once, so the admin cannot add them, only limit or revoke them.
@@ -6,18 +6,16 @@ created where their secret can be shown once, so the admin cannot add them, only
 import re
 
 from django import forms
-from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
-from django.db.models import Count, Q
+from django.db.models import Q
 from django.utils import timezone
 
 from accounts.admin_dates import BoundedDateHierarchyMixin
-from accounts.models import APIKey, Invitation, Membership, Organization, User
+from accounts.models import APIKey, Invitation, Membership, User
 from accounts.services import api_key_revoke
-from billing.admin.actions import BalanceActionsMixin
-from billing.admin.fields import MicroUSDField
-from billing.pricing import usd
+from core.forms import MicroUSDField
+from core.money import usd
 
 
 @admin.register(User)
@@ -37,64 +35,6 @@ class MembershipInline(admin.TabularInline):
     model = Membership
     extra = 0
     autocomplete_fields = ["user"]
-
-
-@admin.register(Organization)
-class OrganizationAdmin(BalanceActionsMixin, BoundedDateHierarchyMixin, admin.ModelAdmin):
-    list_display = ["name", "balance", "available", "member_count", "rate_limit_rpm", "rate_limit_tpm",
-                    "session_retention_days", "auto_create_sessions", "created_at"]
-    list_filter = ["auto_create_sessions"]
-    search_fields = ["name"]
-    date_hierarchy = "created_at"
-    inlines = [MembershipInline]
-    readonly_fields = ["balance", "available", "created_at"]
-    fieldsets = [
-        (None, {"fields": ["name", "created_at", "balance", "available"]}),
-        ("Limits", {"fields": ["rate_limit_rpm", "rate_limit_tpm"]}),
-        ("Sessions", {"fields": ["auto_create_sessions", "session_retention_days", "session_storage_quota_bytes"],
-                      "description": "Storage quota empty: CHAT_SESSION_QUOTA_BYTES."}),
-    ]
-
-    def get_queryset(self, request):
-        return super().get_queryset(request).select_related("credit_account").annotate(
-            member_count=Count("memberships", distinct=True))
-
-    def get_form(self, request, obj=None, **kwargs):
-        form = super().get_form(request, obj, **kwargs)
-        fields = form.base_fields
-        if "rate_limit_rpm" in fields:
-            fields["rate_limit_rpm"].help_text = f"Requests per minute, all keys together. Empty: the default, " \
-                                                 f"{settings.ORG_RATE_LIMIT_RPM:,}."
-            fields["rate_limit_tpm"].help_text = f"Tokens per minute, all keys together. Empty: the default, " \
-                                                 f"{settings.ORG_RATE_LIMIT_TPM:,}."
-            fields["session_retention_days"].help_text = "Sessions untouched this many days are deleted. " \
-                                                         "Empty: kept."
-        return form
-
-    def save_model(self, request, obj, form, change):
-        super().save_model(request, obj, form, change)
-        if not change:
-            from billing.services import account_for  # the account exists from the first day, at zero
-
-            account_for(organization=obj)
-
-    @staticmethod
-    def _account(obj):
-        return getattr(obj, "credit_account", None)
-
-    @admin.display(description="Balance", ordering="credit_account__balance_micro")
-    def balance(self, obj):
-        account = self._account(obj)
-        return usd(account.balance_micro) if account else "—"
-
-    @admin.display(description="Available")
-    def available(self, obj):
-        account = self._account(obj)
-        return usd(account.available_micro) if account else "—"
-
-    @admin.display(description="Members", ordering="member_count")
-    def member_count(self, obj):
-        return obj.member_count
 
 
 class ModelListField(forms.Field):

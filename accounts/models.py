@@ -14,6 +14,9 @@ from django.utils import timezone
 KEY_PREFIX = "sk-"
 # The visible part shown in listings: enough to tell keys apart, far too short to use.
 DISPLAY_PREFIX_LENGTH = len(KEY_PREFIX) + 8
+# The largest per-minute limits an organization or key may be given (the columns' ranges).
+RPM_MAX = 2**31 - 1
+TPM_MAX = 2**63 - 1
 
 
 class UserManager(BaseUserManager):

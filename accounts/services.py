@@ -1,5 +1,5 @@
 """Writes to accounts: organizations, memberships and API keys."""
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from django.db import IntegrityError, transaction
 from django.utils import timezone
@@ -25,10 +25,7 @@ def organization_create(*, name: str, owner=None) -> Organization:
         raise OrganizationNameTaken(name) from None
     if owner is not None:
         Membership.objects.create(user=owner, organization=org, role=Membership.Role.OWNER)
-    from billing.services import account_for  # the account exists from the first day, at zero
-
-    account_for(organization=org)
-    return org
+    return org  # its credit account is opened by billing (billing.signals), in this transaction
 
 
 def organization_get_or_create(*, name: str, owner=None) -> tuple[Organization, bool]:
@@ -64,3 +61,16 @@ def api_key_create(
 def api_key_revoke(*, key: APIKey) -> None:
     APIKey.objects.filter(pk=key.pk, revoked_at__isnull=True).update(revoked_at=timezone.now())
     key.refresh_from_db(fields=["revoked_at"])
+
+
+# Writing last_used_at on every request would turn each completion into a write;
+# once a minute is as precise as anyone reads it.
+LAST_USED_RESOLUTION = timedelta(minutes=1)
+
+
+def api_key_record_use(*, key: APIKey) -> None:
+    """Note that the key was just used (at most once per LAST_USED_RESOLUTION)."""
+    now = timezone.now()
+    if key.last_used_at is None or now - key.last_used_at >= LAST_USED_RESOLUTION:
+        APIKey.objects.filter(pk=key.pk).update(last_used_at=now)
+        key.last_used_at = now

@@ -130,7 +130,7 @@ def run_side(args):
 
     from inference.engine import engine as engine_module, grammar as grammar_module, sampler as sampler_module
     from inference.engine.config import EngineConfig
-    from inference.engine.grammar import json_schema_constraint
+    from inference.engine.grammar_rules import json_schema_constraint
     from inference.engine.types import GenerationRequest, SamplingParams
 
     torch.manual_seed(0)

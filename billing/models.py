@@ -10,7 +10,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from accounts.models import APIKey, Organization
-from billing.pricing import MICRO_USD, Price
+from core.money import MICRO_USD, Price
 
 
 

@@ -7,7 +7,7 @@ from django.core.mail import send_mail
 
 from accounts.models import Membership, Organization
 from billing.models import PaymentIssue
-from billing.pricing import usd
+from core.money import usd
 
 log = logging.getLogger(__name__)
 

@@ -13,10 +13,10 @@ from django.utils import timezone
 
 from accounts.models import APIKey, Organization
 from billing.limits.spend import spend_cap_check
+from billing.metrics import record_settlement
 from billing.models import CreditAccount, Hold, LedgerEntry, ModelPrice, UsageRecord
-from billing.pricing import Price, cached_within
 from billing.triggers import on_commit_lowered, on_commit_raised
-from config.metrics import record_settlement
+from core.money import Price, cached_within
 
 log = logging.getLogger(__name__)
 

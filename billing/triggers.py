@@ -5,9 +5,16 @@ under it disarms the action with one conditional UPDATE and only that caller que
 a crossing triggers it at most once however many requests settle at the same moment. A credit that
 lifts the balance back over the threshold re-arms it.
 """
+from celery import current_app
 from django.db import transaction
 
 from billing.models import BillingProfile, CreditAccount
+
+
+def _queue(task_name: str, *args) -> None:
+    """Queue a billing task by its name (billing/tasks/, registered by billing's AppConfig in every process),
+    so these rules depend on no task module and the tasks may use them."""
+    current_app.signature(task_name, args=args).delay()
 
 
 def _profile(organization_id: int) -> dict | None:
@@ -37,14 +44,10 @@ def balance_lowered(organization_id: int) -> None:
     if available is None:
         return
     if _disarm(organization_id, "low_balance_armed", "low_balance_threshold_micro", available):
-        from billing.tasks.alerts import low_balance_alert
-
-        low_balance_alert.delay(organization_id)
+        _queue("billing.low_balance_alert", organization_id)
     if _disarm(organization_id, "auto_recharge_armed", "auto_recharge_threshold_micro", available,
                auto_recharge_enabled=True):
-        from billing.tasks.payments import auto_recharge
-
-        auto_recharge.delay(organization_id)
+        _queue("billing.auto_recharge", organization_id)
 
 
 def balance_raised(organization_id: int) -> None:

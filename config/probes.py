@@ -70,7 +70,7 @@ def _workers(url: str) -> dict | str:
     import redis
 
     from inference.queue.status import model_status
-    from inference.registry import served_models
+    from core.catalogue import served_models
 
     client = redis.Redis.from_url(url, socket_timeout=TIMEOUT_S, socket_connect_timeout=TIMEOUT_S)
     try:

@@ -257,7 +257,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     # Failures as OpenAI error objects, like the /v1 endpoints.
-    "EXCEPTION_HANDLER": "accounts.api.exceptions.exception_handler",
+    "EXCEPTION_HANDLER": "core.errors.exception_handler",
 }
 
 # The OpenAPI document at /api/schema (docs at /api/docs): the DRF views describe themselves,
@@ -295,7 +295,7 @@ SPECTACULAR_SETTINGS = {
     ],
 }
 
-# Inference: public model ids are defined in inference/registry.py; the model
+# Inference: public model ids are defined in core/catalogue.py; the model
 # cache holds converted checkpoints so the server never downloads anything.
 MODEL_CACHE_DIR = Path(env_str("MODEL_CACHE_DIR", str(DATA_DIR / "models")))
 MODELS_FILE = env_str("MODELS_FILE")

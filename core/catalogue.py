@@ -17,7 +17,7 @@ from pathlib import Path
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
-from billing.pricing import Price, usd_to_micro
+from core.money import Price, usd_to_micro
 
 DEFAULT_MODEL_ID = "smollm2-135m-instruct"
 # What the model's authors recommend; the GGUF does not carry it, so

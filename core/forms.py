@@ -2,8 +2,7 @@
 from django import forms
 from django.core.exceptions import ValidationError
 
-from billing.models import MICRO_USD
-from billing.pricing import AmountError, parse_usd, usd, usd_amount
+from core.money import MICRO_USD, AmountError, parse_usd, usd, usd_amount
 
 # Far above any real correction or price; mostly it stops a typo's extra zeros.
 MAX_ABS_MICRO = 1_000_000 * MICRO_USD

@@ -7,8 +7,8 @@ from drf_spectacular.extensions import OpenApiSerializerFieldExtension
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from billing.pricing import MAX_MICRO, AmountError, cents_to_micro, parse_usd
-from billing.pricing import usd_amount as usd  # exact USD strings ("25.00", "1.234567") on the wire
+from core.money import MAX_MICRO, AmountError, cents_to_micro, parse_usd
+from core.money import usd_amount as usd  # exact USD strings ("25.00", "1.234567") on the wire
 
 
 def cents_usd(cents: int) -> str:

@@ -14,22 +14,10 @@ from collections.abc import AsyncIterator
 
 from django.conf import settings
 
-from inference.registry import ModelSpec
+from core.catalogue import ModelSpec
+from inference.availability import ModelUnavailable
 
 log = logging.getLogger(__name__)
-
-
-class ModelUnavailable(Exception):
-    """The model cannot serve requests right now (not loaded, failed to load)."""
-
-
-class NoCapacity(ModelUnavailable):
-    """No worker can take the request now: none is live ("no_worker"), or too many wait ("queue_full")."""
-
-    def __init__(self, message: str, *, code: str, retry_after: int):
-        super().__init__(message)
-        self.code = code
-        self.retry_after = retry_after
 
 
 class LocalBackend:

@@ -7,10 +7,9 @@ from django import forms
 from django.utils import timezone
 from rest_framework.exceptions import ValidationError as APIValidationError
 
-from accounts.models import APIKey, SpendWindow
-from billing.api.control_serializers import RPM_MAX, TPM_MAX
-from billing.api.fields import USDField, usd
-from inference.registry import all_models
+from accounts.models import RPM_MAX, TPM_MAX, APIKey, SpendWindow
+from core.catalogue import all_models
+from core.serializers import USDField, usd
 
 DATETIME_LOCAL = "%Y-%m-%dT%H:%M"
 

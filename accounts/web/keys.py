@@ -15,7 +15,7 @@ from accounts.models import APIKey
 from accounts.services import api_key_create, api_key_revoke
 from accounts.web.decorators import manager_required, member_required
 from accounts.web.key_forms import KeyCreateForm, KeyLimitsForm
-from billing.api.fields import usd
+from core.serializers import usd
 
 def key_limits(key: APIKey) -> list[str]:
     """The key's own limits in words, e.g. ["60 requests/min", "25.00 USD per month"]; empty for none."""

@@ -12,10 +12,10 @@ from django.db import transaction
 from django.template.response import TemplateResponse
 
 from accounts.models import Organization
-from billing.admin.fields import MicroUSDField
+from core.forms import MicroUSDField
 from billing.models import CreditAccount, LedgerEntry
 from billing.services import InsufficientCredit, ledger_post
-from billing.pricing import usd
+from core.money import usd
 
 PERMISSION = "billing.add_ledgerentry"
 REFERENCE = "admin"

@@ -13,7 +13,7 @@ from billing.admin.readonly import ReadOnlyAdmin
 from billing.models import (
     BillingProfile, CreditAccount, Hold, LedgerEntry, Payment, PaymentIssue, StripeEvent, UsageDaily, UsageRecord,
 )
-from billing.pricing import cents_to_micro, usd
+from core.money import cents_to_micro, usd
 from billing.staff.formats import age
 
 

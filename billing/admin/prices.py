@@ -1,9 +1,9 @@
 from django import forms
 from django.contrib import admin
 
-from billing.admin.fields import MicroUSDField
+from core.forms import MicroUSDField
 from billing.models import ModelPrice
-from billing.pricing import usd
+from core.money import usd
 
 
 class ModelPriceForm(forms.ModelForm):

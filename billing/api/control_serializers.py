@@ -2,13 +2,11 @@
 from django.conf import settings
 from rest_framework import serializers
 
-from accounts.models import SpendWindow
-from billing.api.fields import JSONBooleanField, StrictSerializer, USDField, WholeNumberField, usd
+from accounts.models import RPM_MAX, TPM_MAX, SpendWindow
+from core.serializers import JSONBooleanField, StrictSerializer, USDField, WholeNumberField, usd
 from billing.models import MICRO_USD
-from inference.registry import all_models
+from core.catalogue import all_models
 
-RPM_MAX = 2**31 - 1
-TPM_MAX = 2**63 - 1
 MAX_ALLOWED_MODELS = 100
 
 

@@ -9,7 +9,7 @@ from django.db.models import Count, F, Sum
 from django.db.models.functions import TruncDate
 
 from accounts.models import Organization
-from billing.api.fields import usd
+from core.serializers import usd
 from billing.models import UsageRecord
 
 GROUPS = {

@@ -12,14 +12,14 @@ from accounts.api.authentication import APIKeyAuthentication
 from accounts.api.pagination import ListPagination
 from accounts.api.serializers import ErrorSerializer
 from accounts.api.views import JSONAlways
-from billing.api.fields import cents_usd
+from core.serializers import cents_usd
 from billing.api.permissions import HEADER, BillingAccess, Tenant
 from billing.api.serializers import (BalanceSerializer, LedgerEntrySerializer, LedgerQuerySerializer,
                                      PaymentSerializer, TopupCreatedSerializer, TopupCreateSerializer,
                                      UsageQuerySerializer, UsageSerializer, balance_data)
 from billing.api.usage import usage_summary
 from billing.models import CreditAccount, LedgerEntry, Payment
-from inference.api.errors import APIError
+from core.errors import APIError
 
 TAGS = ["billing"]
 NOT_SIGNED_IN = ("Sign in to manage billing, or send an API key of the organization: "

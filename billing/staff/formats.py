@@ -1,4 +1,4 @@
-"""How durations read to an operator (amounts: billing.pricing)."""
+"""How durations read to an operator (amounts: core.money)."""
 from datetime import timedelta
 
 

@@ -11,7 +11,7 @@ from django.db.models.functions import TruncDate
 from django.utils import timezone
 
 from billing.models import CreditAccount, Hold, LedgerEntry, Payment, PaymentIssue, UsageRecord
-from billing.pricing import cents_to_micro
+from core.money import cents_to_micro
 from billing.staff.tables import Column, Table
 
 RANGES = (7, 30, 90)

@@ -2,7 +2,7 @@
 from dataclasses import dataclass
 from django.utils import timezone
 
-from billing.pricing import usd, usd_exact
+from core.money import usd, usd_exact
 from billing.staff.formats import age
 
 # Cells a spreadsheet would run as a formula (an organization named "=HYPERLINK(...)").

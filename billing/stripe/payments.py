@@ -11,7 +11,7 @@ from django.db import transaction
 from billing.models import BillingProfile, LedgerEntry, Payment, PaymentIssue
 from billing.notify import notify_payment_issue
 from billing.services import ledger_post
-from billing.pricing import MICRO_PER_CENT
+from core.money import MICRO_PER_CENT
 
 log = logging.getLogger(__name__)
 

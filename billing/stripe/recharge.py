@@ -14,7 +14,7 @@ from django.db import transaction
 from billing.models import BillingProfile, Payment, PaymentIssue
 from billing.services import account_for
 from billing.stripe.checkout import TopupAmountInvalid, topup_cents
-from billing.pricing import MICRO_PER_CENT
+from core.money import MICRO_PER_CENT
 from billing.stripe.client import object_id, stripe_client, stripe_configured
 from billing.stripe.payments import issue_open, payment_credit, payment_fail, payment_find, payment_ids_record
 

@@ -10,9 +10,9 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 
 from accounts.web.decorators import manager_required, member_required
-from accounts.web.tenancy import can_manage
+from accounts.tenancy import can_manage
 from billing.models import BillingProfile, CreditAccount, LedgerEntry, Payment
-from billing.pricing import cents_to_micro, usd
+from core.money import cents_to_micro, usd
 from billing.stripe.checkout import CheckoutFailed, TopupAmountInvalid, topup_session_create
 from billing.stripe.client import StripeNotConfigured, stripe_configured
 from billing.web.forms import BillingSettingsForm, TopupForm, usd_message

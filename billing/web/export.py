@@ -4,7 +4,7 @@ from datetime import date
 
 from django.http import HttpResponse
 
-from billing.pricing import usd_exact
+from core.money import usd_exact
 from billing.staff.tables import spreadsheet_safe
 
 # cached_tokens: of prompt_tokens, those served from the prefix cache (charged the cached input price).

@@ -12,7 +12,7 @@ from rest_framework import serializers
 
 from accounts.models import Organization
 from billing.api.control_views import billing_settings_update
-from billing.api.fields import usd
+from core.serializers import usd
 from billing.api.serializers import TopupCreateSerializer
 from billing.days import FIRST_DAY, LAST_DAY, MAX_DAYS, DayRangeError, day_range
 from billing.models import BillingProfile

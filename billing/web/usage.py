@@ -15,7 +15,7 @@ from django.views.decorators.http import require_GET
 from accounts.web.decorators import member_required
 from billing.api.usage import usage_summary
 from billing.models import MICRO_USD, UsageRecord
-from billing.pricing import usd
+from core.money import usd
 from billing.web.charts import Series, bar_chart
 from billing.web.export import requests_csv
 from billing.web.forms import DEFAULT_RANGE, QUICK_RANGES, UsageRangeForm

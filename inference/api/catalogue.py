@@ -2,9 +2,10 @@
 from django.http import JsonResponse
 
 from inference.api.auth import authenticate
-from inference.api.errors import APIError, model_not_found
+from core.errors import APIError, json_response
+from inference.api.errors import model_not_found
 from inference.api.limits import rate_headers
-from inference.registry import get_model, served_models
+from core.catalogue import get_model, served_models
 
 
 def _model(spec) -> dict:
@@ -15,7 +16,7 @@ async def list_models(request):
     try:
         key = await authenticate(request)
     except APIError as exc:
-        return exc.response()
+        return json_response(exc)
     response = JsonResponse({"object": "list", "data": [_model(spec) for spec in served_models()]})
     for name, value in (await rate_headers(key)).items():
         response[name] = value
@@ -29,5 +30,5 @@ async def retrieve_model(request, model_id: str):
         if spec is None or not spec.is_prepared:
             raise model_not_found(model_id)
     except APIError as exc:
-        return exc.response()
+        return json_response(exc)
     return JsonResponse(_model(spec))

@@ -13,7 +13,7 @@ from asgiref.sync import sync_to_async
 
 from billing import liveness
 from billing.models import Hold, UsageRecord
-from billing.pricing import cached_within
+from core.money import cached_within
 from billing.services import hold_settle
 from inference.engine.types import GenerationRequest, TokenEvent
 

@@ -16,16 +16,18 @@ from accounts.models import APIKey, Organization
 from accounts.storage import StorageLimitExceeded
 from billing.limits.spend import SpendCapReached
 from billing.services import InsufficientCredit, hold_place, hold_release, price_get
-from inference.api.errors import APIError, insufficient_credit, model_not_found, no_capacity, unavailable
+from core.errors import APIError
+from inference.api.errors import insufficient_credit, model_not_found, no_capacity, unavailable
 from inference.api.generation import Generation
 from inference.api.limits import RequestLimits, check_model_allowed, spend_cap_reached
 from inference.api.prepare import PreparedChat, prepare_chat
 from inference.api.request import ChatRequest
 from inference.api.validation import parse_chat_request
 from inference.api.work import check_credit_floor, check_prompt_size, tokenizing
-from inference.dispatch import ModelUnavailable, NoCapacity, get_backend
+from inference.availability import ModelUnavailable, NoCapacity
+from inference.dispatch import get_backend
 from inference.engine.types import GenerationRequest
-from inference.registry import get_model
+from core.catalogue import get_model
 
 
 @dataclass(frozen=True)

@@ -57,7 +57,7 @@ def _check_token_ids(chat: ChatRequest, vocab: int) -> None:
 
 
 def _constraint(chat: ChatRequest, tool_format: str | None) -> Constraint | None:
-    from inference.engine import grammar  # xgrammar is loaded only for requests that need it
+    from inference.engine import grammar_rules  # xgrammar is loaded only for requests that need it
 
     forced = chat.tools and chat.tool_choice.mode in (TOOL_CHOICE_REQUIRED, TOOL_CHOICE_NAMED)
     fmt = chat.response_format
@@ -65,22 +65,22 @@ def _constraint(chat: ChatRequest, tool_format: str | None) -> Constraint | None
         raise invalid("'response_format' cannot be combined with a 'tool_choice' that forces a tool call: the "
                       "answer would have to be both.", "response_format")
     if forced:
-        from inference.tools import tool_call_constraint
+        from inference.engine.tools import tool_call_constraint
 
         try:
             constraint = tool_call_constraint(tool_format, [t.as_openai() for t in chat.tools], chat.tool_choice,
                                               chat.parallel_tool_calls)
-            grammar.check_constraint(constraint)
+            grammar_rules.check_constraint(constraint)
         except ValueError as exc:
             raise invalid(f"The tools' parameter schemas cannot be enforced: {exc}", "tools",
                           "invalid_tool_schema") from None
         return constraint
     if fmt.type == "json_object":
-        return grammar.json_object_constraint()
+        return grammar_rules.json_object_constraint()
     if fmt.type == "json_schema":
         try:
-            constraint = grammar.json_schema_constraint(fmt.schema)
-            grammar.check_constraint(constraint)
+            constraint = grammar_rules.json_schema_constraint(fmt.schema)
+            grammar_rules.check_constraint(constraint)
         except ValueError as exc:
             raise invalid(f"Invalid schema for response_format '{fmt.name}': {exc}",
                           "response_format.json_schema.schema", "invalid_json_schema") from None

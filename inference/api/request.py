@@ -6,10 +6,9 @@ that need the model (its template, window, vocabulary) happen later, in
 """
 from dataclasses import dataclass, field
 
-TOOL_CHOICE_NONE = "none"
-TOOL_CHOICE_AUTO = "auto"
-TOOL_CHOICE_REQUIRED = "required"
-TOOL_CHOICE_NAMED = "named"  # ToolChoice.name says which function
+from inference.engine.tools.calls import TOOL_CHOICE_AUTO, TOOL_CHOICE_NAMED, TOOL_CHOICE_NONE, TOOL_CHOICE_REQUIRED
+
+__all__ = ["TOOL_CHOICE_AUTO", "TOOL_CHOICE_NAMED", "TOOL_CHOICE_NONE", "TOOL_CHOICE_REQUIRED"]
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ import secrets
 from django.http import JsonResponse
 
 from inference.api import chunks
+from core.errors import json_response, sse_event
 from inference.api.errors import generation_failed
 from inference.api.generation import Generation
 from inference.api.prepare import PreparedChat
@@ -55,12 +56,12 @@ async def collect(generation: Generation, chat: ChatRequest, prepared: PreparedC
     finally:
         generation.cancel()  # no-op once finished; stops the run if the client went away
     if event.finish_reason not in _OK:
-        return generation_failed(event).response(), None
+        return json_response(generation_failed(event)), None
     choices = []
     for i in range(chat.n):
         text, tool_calls = "".join(texts[i]), None
         if prepared.tool_format:
-            from inference.tools import parse_tool_calls
+            from inference.engine.tools import parse_tool_calls
 
             content, calls = parse_tool_calls(prepared.tool_format, text)
             if calls:
@@ -84,7 +85,7 @@ class _StreamChoice:
         self.index = index
         self.tools = None
         if prepared.tool_format:
-            from inference.tools import ToolCallStream
+            from inference.engine.tools import ToolCallStream
 
             self.tools = ToolCallStream(prepared.tool_format)
         self.content: list[str] = []
@@ -147,7 +148,7 @@ async def stream(generation: Generation, chat: ChatRequest, prepared: PreparedCh
             if event.finished:
                 break
         if event.finish_reason not in _OK:
-            yield generation_failed(event).sse()
+            yield sse_event(generation_failed(event))
             return
         if writer.include_usage:
             yield writer.usage(event.prompt_tokens, event.completion_tokens, event.cached_tokens)

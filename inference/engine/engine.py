@@ -14,7 +14,8 @@ from collections.abc import Callable
 
 from .config import EngineConfig
 from .detokenizer import IncrementalDetokenizer
-from .grammar import ERROR_INVALID_GRAMMAR, GrammarCompiler, GrammarError, InvalidGrammar
+from .grammar import GrammarCompiler
+from .grammar_rules import ERROR_INVALID_GRAMMAR, GrammarError, InvalidGrammar
 from .model_runner import ModelRunner
 from .outputs import Choice, RequestState
 from .sampler import Sampler, SamplingRow

@@ -19,7 +19,7 @@ import threading
 from multiprocessing.connection import Connection
 from pathlib import Path
 
-from .grammar import CompileTimeout, GrammarError, compile_with
+from .grammar_rules import CompileTimeout, GrammarError, compile_with
 
 START_TIMEOUT_S = 120.0
 _ROOT = str(Path(__file__).resolve().parents[2])  # where the `inference` package is importable from

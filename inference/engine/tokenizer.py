@@ -8,7 +8,7 @@ from functools import cached_property
 
 from transformers import AutoConfig, AutoTokenizer, GenerationConfig
 
-from inference.tools.prompt import has_tool_turns, hermes_fallback_messages, native_tool_messages
+from inference.engine.tools.prompt import has_tool_turns, hermes_fallback_messages, native_tool_messages
 
 logger = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import redis
 import redis.asyncio as aioredis
 
-from inference.dispatch import ModelUnavailable, NoCapacity
+from inference.availability import ModelUnavailable, NoCapacity
 from inference.engine.types import FINISH_CANCELLED, FINISH_ERROR, GenerationRequest, TokenEvent
 from inference.queue import protocol as p
 

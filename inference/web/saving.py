@@ -13,9 +13,10 @@ from accounts import sessions
 from accounts.storage import StorageLimitExceeded
 from billing.limits import clock
 from billing.limits.counters import Charge, CountersUnavailable, get_counters
-from inference.api.errors import APIError, invalid, model_not_found
+from core.errors import APIError
+from inference.api.errors import invalid, model_not_found
 from inference.api.validation import parse_chat_request
-from inference.registry import get_model
+from core.catalogue import get_model
 
 WINDOW_S = 60
 

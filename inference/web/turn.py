@@ -13,10 +13,11 @@ from asgiref.sync import sync_to_async
 from billing.models import UsageRecord
 from billing.services import account_for
 from inference.api import chunks
-from inference.api.errors import APIError, generation_failed, invalid
+from core.errors import APIError, ws_message
+from inference.api.errors import generation_failed, invalid
 from inference.api.limits import RequestLimits
 from inference.api.pipeline import Caller, start_chat
-from billing.pricing import usd_amount, usd_exact
+from core.money import usd_amount, usd_exact
 
 log = logging.getLogger(__name__)
 
@@ -32,14 +33,6 @@ def chat_body(message: dict) -> dict:
             raise invalid(f"'{name}' cannot be set in the playground; it takes {', '.join(FIELDS)}.", name,
                           "unknown_parameter")
     return {name: message[name] for name in FIELDS if name in message}
-
-
-def error_message(exc: APIError) -> dict:
-    """An APIError as the page shows it: the API's error object plus its status and Retry-After."""
-    error = {**exc.body()["error"], "status": exc.status}
-    if "Retry-After" in exc.headers:
-        error["retry_after"] = int(exc.headers["Retry-After"])
-    return {"type": "error", "error": error}
 
 
 def _settled(request_id: str, organization):
@@ -67,7 +60,7 @@ class Turn:
             call = await start_chat(chat_body(message), Caller(self.organization, auto_session=False),
                                     request_id=self.request_id, started=time.monotonic(), limits=limits)
         except APIError as exc:
-            await self._send(error_message(exc))
+            await self._send(ws_message(exc))
             return
         self.generation = generation = call.generation
         generation.start()
@@ -101,5 +94,5 @@ class Turn:
             "available_usd": usd_exact(available),
         }
         if event.finish_reason not in _ENDED:
-            done["error"] = error_message(generation_failed(event))["error"]
+            done["error"] = ws_message(generation_failed(event))["error"]
         return done

@@ -3,8 +3,8 @@ from django.shortcuts import render
 
 from accounts.web.decorators import member_required
 from billing.services import account_for, price_get
-from inference.registry import DEFAULT_MODEL_ID, served_models
-from billing.pricing import usd_amount, usd_exact
+from core.catalogue import DEFAULT_MODEL_ID, served_models
+from core.money import usd_amount, usd_exact
 from inference.web.routing import PLAYGROUND_PATH
 
 DEFAULT_MAX_TOKENS = 256

@@ -12,7 +12,7 @@ from billing.limits import clock as limits_clock
 from billing.limits.counters import get_counters
 from inference.dispatch import get_backend
 from inference.engine.tokenizer import ChatTokenizer
-from inference.registry import get_model
+from core.catalogue import get_model
 from tests.api.conftest import TINY
 from tests.factories import make_key, make_org
 

@@ -13,7 +13,7 @@ from billing.models import (
     BillingProfile, CreditAccount, Hold, LedgerEntry, ModelPrice, Payment, PaymentIssue, StripeEvent, UsageDaily,
     UsageRecord,
 )
-from billing.pricing import Price
+from core.money import Price
 from billing.services import hold_place, hold_settle, price_get
 from tests.factories import make_key, make_org
 

@@ -8,7 +8,7 @@ from django.db import connection
 from accounts.models import User
 from accounts.services import organization_get_or_create
 from billing.models import BillingProfile, LedgerEntry, Payment, PaymentIssue
-from billing.pricing import Price
+from core.money import Price
 from billing.services import credit_grant, hold_place, hold_settle
 from billing.stripe.customers import customer_for
 from billing.tasks.payments import auto_recharge

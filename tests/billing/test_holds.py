@@ -4,7 +4,7 @@ import pytest
 from django.db import connection
 
 from billing.models import Hold, UsageRecord
-from billing.pricing import Price
+from core.money import Price
 from billing.selectors import ledger_sum_micro
 from billing.services import InsufficientCredit, hold_place, hold_release, hold_settle
 from tests.factories import make_key, make_org

@@ -2,7 +2,7 @@ import pytest
 from django.db import IntegrityError, transaction
 
 from billing.models import LedgerEntry, ModelPrice
-from billing.pricing import Price, usd_to_micro
+from core.money import Price, usd_to_micro
 from billing.selectors import ledger_sum_micro
 from billing.services import InsufficientCredit, credit_grant, ledger_post
 from tests.factories import make_org

@@ -1,7 +1,7 @@
 """Price arithmetic with prompt tokens served from the prefix cache: exact, rounded up once, bounded."""
 import pytest
 
-from billing.pricing import TOKENS_PER_PRICE_UNIT, Price, cached_within
+from core.money import TOKENS_PER_PRICE_UNIT, Price, cached_within
 
 pytestmark = pytest.mark.money
 

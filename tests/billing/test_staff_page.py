@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from accounts.models import User
 from billing.models import Hold, LedgerEntry, Payment, PaymentIssue, UsageRecord
-from billing.pricing import Price
+from core.money import Price
 from billing.services import hold_place, hold_settle, ledger_post
 from tests.factories import make_org
 

@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from accounts.models import Membership, User
 from billing.models import BillingProfile, LedgerEntry, Payment, UsageRecord
-from billing.pricing import Price
+from core.money import Price
 from billing.services import credit_grant, hold_place, hold_settle, ledger_post
 from tests.factories import make_key, make_org
 

@@ -9,9 +9,9 @@ from django.urls import reverse
 from django.utils import timezone
 
 from accounts.models import APIKey, Membership, User
-from accounts.selectors import api_key_authenticate
+from accounts.auth import api_key_authenticate
 from accounts.services import api_key_revoke
-from inference.registry import DEFAULT_MODEL_ID
+from core.catalogue import DEFAULT_MODEL_ID
 from tests.factories import make_key, make_org
 
 pytestmark = [pytest.mark.django_db, pytest.mark.money]

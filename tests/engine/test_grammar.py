@@ -10,9 +10,9 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from inference.engine.grammar import (
+from inference.engine.grammar import GrammarCompiler
+from inference.engine.grammar_rules import (
     ERROR_INVALID_GRAMMAR,
-    GrammarCompiler,
     check_constraint,
     json_object_constraint,
     json_schema_constraint,

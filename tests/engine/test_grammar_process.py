@@ -5,7 +5,8 @@ import time
 
 import pytest
 
-from inference.engine.grammar import CompileTimeout, GrammarCompiler, json_schema_constraint
+from inference.engine.grammar import GrammarCompiler
+from inference.engine.grammar_rules import CompileTimeout, json_schema_constraint
 
 SCHEMA = {"type": "object", "properties": {"kind": {"type": "string", "enum": ["cat", "dog"]},
                                           "age": {"type": "integer"}}, "required": ["kind", "age"]}

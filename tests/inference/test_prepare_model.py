@@ -4,7 +4,7 @@ from io import StringIO
 import pytest
 from django.core.management import call_command
 
-from inference.registry import DEFAULT_MODEL_ID, get_model
+from core.catalogue import DEFAULT_MODEL_ID, get_model
 
 
 @pytest.fixture

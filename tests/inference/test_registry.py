@@ -5,9 +5,9 @@ import pytest
 from django.core.exceptions import ImproperlyConfigured
 
 from billing.models import ModelPrice
-from billing.pricing import Price
+from core.money import Price
 from billing.services import price_get
-from inference.registry import DEFAULT_MODEL_ID, _builtin, _from_file
+from core.catalogue import DEFAULT_MODEL_ID, _builtin, _from_file
 
 pytestmark = pytest.mark.money
 

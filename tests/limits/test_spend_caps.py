@@ -8,7 +8,7 @@ from django.db import connection
 from accounts.models import SpendWindow
 from billing.limits.spend import SpendCapReached, spent_micro, window_bounds
 from billing.models import Hold
-from billing.pricing import Price
+from core.money import Price
 from billing.services import InsufficientCredit, hold_place, hold_release, hold_settle
 from tests.factories import make_key, make_org
 

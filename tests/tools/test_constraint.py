@@ -4,7 +4,7 @@ import pytest
 
 from inference.api.request import Tool, ToolChoice
 from inference.engine.types import CONSTRAINT_EBNF
-from inference.tools import tool_call_constraint
+from inference.engine.tools import tool_call_constraint
 
 from .conftest import CLOCK, TOOLS, WEATHER
 

@@ -9,7 +9,7 @@ import pytest
 
 from inference.api.request import ToolChoice
 from inference.engine.types import GenerationRequest, SamplingParams
-from inference.tools import ToolCallStream, parse_tool_calls, tool_call_constraint
+from inference.engine.tools import ToolCallStream, parse_tool_calls, tool_call_constraint
 
 from .conftest import TOOLS
 

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from inference.tools import ParsedCall, parse_tool_calls
+from inference.engine.tools import ParsedCall, parse_tool_calls
 
 HERMES_ONE = '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris", "unit": "celsius"}}\n</tool_call>'
 HERMES_TWO = HERMES_ONE + '\n<tool_call>\n{"name": "get_time", "arguments": {"offset_hours": 2}}\n</tool_call>'

@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from inference.tools import parse_tool_calls
+from inference.engine.tools import parse_tool_calls
 
 from .conftest import CLOCK, TOOLS, WEATHER
 

@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from inference.tools import ToolCallStream, parse_tool_calls
+from inference.engine.tools import ToolCallStream, parse_tool_calls
 
 CALL_W = '{"name": "get_weather", "arguments": {"city": "Zürich \\"HB\\" }", "unit": "celsius"}}'
 CALL_T = '{"name": "get_time", "arguments": {"offset_hours": -3}}'

@@ -48,7 +48,7 @@ def test_a_celery_worker_runs_the_rollup_and_the_sweeper_queued_through_redis(ce
     org = make_org("alice", credit_micro=1000)
     UsageRecord.objects.create(organization=org, request_id="r1", model_id="m", prompt_tokens=3, completion_tokens=4,
                                input_micro_per_mtok=1, output_micro_per_mtok=1, cost_micro=11, status="completed")
-    from billing.pricing import Price
+    from core.money import Price
     from billing.services import hold_place
 
     hold = hold_place(organization=org, api_key=None, request_id="dead", model_id="m", prompt_tokens=1,

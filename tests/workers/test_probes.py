@@ -52,7 +52,7 @@ def test_readyz_counts_live_workers_per_model(web, settings, redis_url, workers,
 
 def test_readyz_fails_for_a_model_with_no_live_worker(web, settings, redis_url, queue):
     settings.REDIS_URL = redis_url
-    from inference.registry import served_models
+    from core.catalogue import served_models
 
     models = sorted(spec.id for spec in served_models())
     worker_less = [m for m in models if m != TINY]

@@ -17,7 +17,7 @@ import pytest
 
 from billing.models import Hold, LedgerEntry, UsageRecord
 from billing.selectors import ledger_sum_micro
-from inference.dispatch import NoCapacity
+from inference.availability import NoCapacity
 from inference.engine.types import GenerationRequest, SamplingParams, TokenEvent, TokenLogprob
 from inference.queue import protocol
 from inference.queue.backend import RedisBackend

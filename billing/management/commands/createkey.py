@@ -2,7 +2,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
 from accounts.services import api_key_create, organization_get_or_create
-from billing.pricing import AmountError, parse_usd
+from core.money import AmountError, parse_usd
 from billing.services import credit_grant
 
 

@@ -6,7 +6,7 @@ from django.db import transaction
 
 from accounts.models import Membership
 from accounts.services import api_key_create, organization_get_or_create
-from billing.pricing import usd
+from core.money import usd
 from billing.services import account_for, credit_grant
 
 DEMO_ORG = "demo"

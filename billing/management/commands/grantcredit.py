@@ -2,8 +2,8 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
 from accounts.models import Organization
-from billing.pricing import AmountError, parse_usd
-from billing.pricing import usd as usd_text
+from core.money import AmountError, parse_usd
+from core.money import usd as usd_text
 from billing.services import account_for, credit_grant
 
 

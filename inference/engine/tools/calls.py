@@ -20,6 +20,12 @@ HERMES = "hermes"
 LLAMA3 = "llama3"
 TOOL_FORMATS = (HERMES, LLAMA3)
 
+# What a request's tool_choice asks for.
+TOOL_CHOICE_NONE = "none"
+TOOL_CHOICE_AUTO = "auto"
+TOOL_CHOICE_REQUIRED = "required"
+TOOL_CHOICE_NAMED = "named"  # ToolChoice.name says which function
+
 HERMES_OPEN = "<tool_call>"
 HERMES_CLOSE = "</tool_call>"
 PYTHON_TAG = "<|python_tag|>"

@@ -11,11 +11,10 @@ from __future__ import annotations
 import json
 import re
 
-from inference.api.request import TOOL_CHOICE_NAMED, TOOL_CHOICE_REQUIRED
-from inference.engine.grammar import json_safe_ebnf
+from inference.engine.grammar_rules import json_safe_ebnf
 from inference.engine.types import CONSTRAINT_EBNF, Constraint
 
-from .calls import HERMES, HERMES_CLOSE, HERMES_OPEN, check_format, dumps
+from .calls import HERMES, HERMES_CLOSE, HERMES_OPEN, TOOL_CHOICE_NAMED, TOOL_CHOICE_REQUIRED, check_format, dumps
 
 _SOURCE_PREFIX = re.compile(r"^\s*\[[\d:]+\]\s+\S+:\d+:\s*")  # "[08:16:15] /path/file.cc:83: " of xgrammar errors
 

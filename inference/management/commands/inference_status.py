@@ -3,7 +3,7 @@ import json
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from inference.registry import all_models
+from core.catalogue import all_models
 
 
 class Command(BaseCommand):

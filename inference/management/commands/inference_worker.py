@@ -5,7 +5,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from inference.queue.protocol import HEARTBEAT_INTERVAL_S, HEARTBEAT_TTL_MS
-from inference.registry import DTYPES, QUANTIZATIONS, all_models, get_model
+from core.catalogue import DTYPES, QUANTIZATIONS, all_models, get_model
 
 
 class Command(BaseCommand):

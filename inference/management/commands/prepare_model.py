@@ -3,7 +3,7 @@ import time
 
 from django.core.management.base import BaseCommand, CommandError
 
-from inference.registry import DEFAULT_MODEL_ID, DEFAULT_MODEL_SAMPLING, get_model
+from core.catalogue import DEFAULT_MODEL_ID, DEFAULT_MODEL_SAMPLING, get_model
 
 
 class Command(BaseCommand):
