@@ -12,7 +12,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from accounts.models import APIKey, Organization
-from billing.limits.spend import spend_cap_check
+from billing.spend import spend_cap_check
 from billing.metrics import record_settlement
 from billing.models import CreditAccount, Hold, LedgerEntry, ModelPrice, UsageRecord
 from billing.triggers import on_commit_lowered, on_commit_raised

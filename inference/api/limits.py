@@ -9,10 +9,10 @@ import logging
 
 from asgiref.sync import sync_to_async
 
-from billing.limits import rate
-from billing.limits.counters import CountersUnavailable
-from billing.limits.spend import SpendCapReached
-from inference.api.errors import APIError
+from inference import ratelimit as rate
+from core.counters import CountersUnavailable
+from billing.spend import SpendCapReached
+from core.errors import APIError
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from asgiref.sync import sync_to_async
 from accounts import sessions
 from accounts.models import APIKey, Organization
 from accounts.storage import StorageLimitExceeded
-from billing.limits.spend import SpendCapReached
+from billing.spend import SpendCapReached
 from billing.services import InsufficientCredit, hold_place, hold_release, price_get
 from core.errors import APIError
 from inference.api.errors import insufficient_credit, model_not_found, no_capacity, unavailable

@@ -11,8 +11,8 @@ from django.urls import NoReverseMatch, reverse
 
 from accounts import sessions
 from accounts.storage import StorageLimitExceeded
-from billing.limits import clock
-from billing.limits.counters import Charge, CountersUnavailable, get_counters
+from core import clock
+from core.counters import Charge, CountersUnavailable, get_counters
 from core.errors import APIError
 from inference.api.errors import invalid, model_not_found
 from inference.api.validation import parse_chat_request

@@ -8,8 +8,8 @@ import uuid
 import openai
 import pytest
 
-from billing.limits import clock as limits_clock
-from billing.limits.counters import get_counters
+from core import clock as limits_clock
+from core.counters import get_counters
 from inference.dispatch import get_backend
 from inference.engine.tokenizer import ChatTokenizer
 from core.catalogue import get_model

@@ -10,7 +10,7 @@ from websockets.sync.client import connect
 
 from accounts.models import ChatMessage, ChatSession, Membership, User
 from accounts.sessions import session_history
-from billing.limits.counters import get_counters
+from core.counters import get_counters
 from billing.models import Hold, UsageRecord
 from billing.selectors import ledger_sum_micro
 from tests.api.conftest import TINY, TINY_GREEDY, base_url, models_file, server, tiny_cost  # noqa: F401  (fixtures)
@@ -261,7 +261,7 @@ def test_an_organization_without_enough_credit_gets_the_402_message(base_url):  
 
 
 def test_the_organizations_rate_limit_applies(alice, page):
-    from billing.limits import clock
+    from core import clock
 
     clock.freeze(math.floor(time.time() / 60) * 60 + 1)  # both turns in one minute's window, 59 s left of it
     try:

@@ -8,7 +8,7 @@ from django.test import Client
 from websockets.exceptions import InvalidStatus
 
 from accounts.models import ChatSession, Membership
-from billing.limits import clock
+from core import clock
 from billing.models import Hold
 from tests.api.conftest import TINY, base_url, models_file, server  # noqa: F401  (fixtures)
 from tests.dashboard.test_playground import HI, Page, cookie_of, member, tiny_models  # noqa: F401  (fixture)

@@ -4,8 +4,8 @@ import time
 
 import pytest
 
-from billing.limits import clock as limits_clock
-from billing.limits.counters import get_counters
+from core import clock as limits_clock
+from core.counters import get_counters
 from tests.api.conftest import (  # noqa: F401  (fixtures, shared with the API tests)
     alice,
     alice_secret,

@@ -5,7 +5,7 @@ import openai
 import pytest
 
 from accounts.models import SpendWindow
-from billing.limits.spend import window_bounds
+from billing.spend import window_bounds
 from billing.models import Hold
 from tests.api.conftest import TINY
 from tests.factories import make_key

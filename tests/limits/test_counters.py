@@ -3,7 +3,7 @@ import threading
 
 import pytest
 
-from billing.limits.counters import Charge, CountersUnavailable, LocalCounters, RedisCounters
+from core.counters import Charge, CountersUnavailable, LocalCounters, RedisCounters
 
 W = 29_000_000  # a window number (minutes since the epoch)
 

@@ -6,7 +6,7 @@ import pytest
 from django.db import connection
 
 from accounts.models import SpendWindow
-from billing.limits.spend import SpendCapReached, spent_micro, window_bounds
+from billing.spend import SpendCapReached, spent_micro, window_bounds
 from billing.models import Hold
 from core.money import Price
 from billing.services import InsufficientCredit, hold_place, hold_release, hold_settle

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 from django.conf import settings
 
-from billing.limits import clock
-from billing.limits.counters import Charge, get_counters
+from core import clock
+from core.counters import Charge, get_counters
 
 WINDOW_S = 60
 REQUESTS, TOKENS = "requests", "tokens"

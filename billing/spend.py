@@ -11,8 +11,8 @@ from datetime import datetime, timedelta
 from django.db.models import Sum
 
 from accounts.models import APIKey, SpendWindow
-from billing.limits import clock
 from billing.models import Hold, UsageRecord
+from core import clock
 
 _WINDOW_NAMES = {SpendWindow.DAY: "day", SpendWindow.WEEK: "week (from Monday)", SpendWindow.MONTH: "calendar month"}
 
