@@ -15,6 +15,9 @@ run_pytest() {
   return "$status"
 }
 
+# The architecture first: apps depend one way, the engine imports no Django, no cycles (.importlinter).
+"$BIN/lint-imports" --no-cache --no-logo
+
 # The real default model's conversion and answer are tested too (about 30 s).
 ENGINE_GGUF_TESTS=${ENGINE_GGUF_TESTS:-1} run_pytest -q
 
