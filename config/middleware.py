@@ -7,6 +7,8 @@ import uuid
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.conf import settings
 
+from core.errors import APIError, error_body
+
 
 class ResponseMiddleware:
     """A middleware that looks at each response, in sync and async stacks alike: subclasses define `process`."""
@@ -99,8 +101,7 @@ def _too_large(limit: int) -> str:
 
 async def _refuse(send, status: int, message: str, code: str) -> None:
     """An OpenAI error object; the connection closes, since the rest of the body is not read."""
-    body = json.dumps({"error": {"message": message, "type": "invalid_request_error", "param": None,
-                                 "code": code}}).encode()
+    body = json.dumps(error_body(APIError(status, message, code=code))).encode()
     await send({"type": "http.response.start", "status": status, "headers": [
         (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
         (b"connection", b"close"), (b"x-request-id", f"req_{uuid.uuid4().hex}".encode())]})

@@ -17,7 +17,7 @@ from accounts.api.serializers import (ErrorSerializer, SessionMessageSerializer,
                                       SessionSerializer)
 from accounts.models import ChatMessage, ChatSession
 from accounts.sessions import session_get
-from inference.api.errors import APIError
+from core.errors import APIError
 
 TAGS = ["sessions"]
 UNAUTHORIZED = OpenApiResponse(ErrorSerializer, description="Missing, unknown, revoked or expired API key.")

@@ -9,7 +9,7 @@ from billing.api.control_serializers import (BillingSettingsSerializer, KeyLimit
                                              OrganizationLimitsSerializer)
 from billing.api.views import READ_ERRORS, WRITE_ERRORS, BillingAPIView, billing_schema
 from billing.models import BillingProfile
-from inference.api.errors import APIError
+from core.errors import APIError
 
 REARMED_BY = {"auto_recharge_threshold_micro": "auto_recharge_armed", "auto_recharge_enabled": "auto_recharge_armed",
               "low_balance_threshold_micro": "low_balance_armed"}

@@ -11,12 +11,13 @@ from django.http import JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from billing.stripe.events import event_apply, event_parse
+from core.errors import APIError, json_response
 
 log = logging.getLogger(__name__)
 
 
 def _error(status: int, message: str, *, code: str, type: str = "invalid_request_error") -> JsonResponse:
-    return JsonResponse({"error": {"message": message, "type": type, "param": None, "code": code}}, status=status)
+    return json_response(APIError(status, message, type=type, code=code))
 
 
 @csrf_exempt

@@ -12,7 +12,7 @@ from accounts import sessions
 from accounts.storage import StorageLimitExceeded
 from inference.api import chunks, responses
 from inference.api.auth import authenticate
-from inference.api.errors import APIError
+from core.errors import APIError, json_response
 from inference.api.limits import RequestLimits
 from inference.api.pipeline import Call, Caller, start_chat
 from inference.api.validation import parse_body
@@ -61,7 +61,7 @@ async def chat_completions(request):
     try:
         call = await _prepare(request, request_id, started, limits)
     except APIError as exc:
-        response = exc.response()
+        response = json_response(exc)
         for name, value in (await limits.headers(exc)).items():
             response[name] = value
         response["x-request-id"] = request_id

@@ -1,40 +1,5 @@
-"""OpenAI error objects: the one way the API reports a failure."""
-import json
-
-from django.http import JsonResponse
-
-
-class APIError(Exception):
-    def __init__(
-        self,
-        status: int,
-        message: str,
-        *,
-        type: str = "invalid_request_error",
-        param: str | None = None,
-        code: str | None = None,
-        headers: dict[str, str] | None = None,
-    ):
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.type = type
-        self.param = param
-        self.code = code
-        self.headers = headers or {}
-
-    def body(self) -> dict:
-        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
-
-    def response(self) -> JsonResponse:
-        response = JsonResponse(self.body(), status=self.status)
-        for name, value in self.headers.items():
-            response[name] = value
-        return response
-
-    def sse(self) -> bytes:
-        """The error as a server-sent event, for failures after a stream has started."""
-        return f"data: {json.dumps(self.body())}\n\n".encode()
+"""The inference API's errors: small factories of core.errors.APIError (rendered by core.errors)."""
+from core.errors import APIError
 
 
 def invalid(message: str, param: str | None = None, code: str | None = None) -> APIError:

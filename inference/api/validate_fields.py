@@ -6,7 +6,8 @@ parameter. Messages never echo large values back: `show` keeps them short.
 import json
 import math
 
-from inference.api.errors import APIError, invalid
+from core.errors import APIError
+from inference.api.errors import invalid
 
 JSON_TYPES = ((bool, "a boolean"), (int, "an integer"), (float, "a number"), (str, "a string"),
               (list, "an array"), (dict, "an object"))

@@ -15,7 +15,8 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 
 from billing.services import account_for, price_get
-from inference.api.errors import APIError, insufficient_credit
+from core.errors import APIError
+from inference.api.errors import insufficient_credit
 from inference.api.request import ChatRequest
 
 _in_flight: dict[int, int] = {}  # organization id -> characters being tokenized now

@@ -2,7 +2,7 @@
 each invalid one is a 400 naming the parameter the way OpenAI does. No server needed."""
 import pytest
 
-from inference.api.errors import APIError
+from core.errors import APIError
 from inference.api.request import TOOL_CHOICE_AUTO, TOOL_CHOICE_NAMED, TOOL_CHOICE_NONE, TOOL_CHOICE_REQUIRED
 from inference.api.validation import parse_body, parse_chat_request
 

@@ -14,7 +14,7 @@ import re
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from inference.api.errors import APIError
+from core.errors import APIError
 from inference.api.request import TOOL_CHOICE_AUTO, TOOL_CHOICE_NAMED, TOOL_CHOICE_NONE, ChatRequest
 from inference.api.validation import ACCEPTED, NEUTRAL_ONLY, SEED_RANGE, UNSUPPORTED, parse_chat_request
 from tests.fuzzing import SENT, edge_values, examples
