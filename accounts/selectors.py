@@ -1,24 +1,13 @@
 """Reads from accounts."""
-from datetime import timedelta
-
-from django.utils import timezone
-
-from accounts.models import APIKey, KEY_PREFIX, key_digest
-
-# Writing last_used_at on every request would turn each completion into a write;
-# once a minute is as precise as anyone reads it.
-LAST_USED_RESOLUTION = timedelta(minutes=1)
+from accounts.models import APIKey, key_digest
 
 
-def api_key_authenticate(secret: str) -> APIKey | None:
-    """The usable key for this secret, or None (unknown, revoked or expired)."""
-    if not secret or not secret.startswith(KEY_PREFIX) or len(secret) > 200:
-        return None
+def api_key_for_secret(secret: str) -> APIKey | None:
+    """The usable key (with its organization) for this secret, or None (unknown, revoked or expired).
+
+    Only reads: accounts.auth checks the secret's shape and size first and records the key's use.
+    """
     key = APIKey.objects.select_related("organization").filter(digest=key_digest(secret)).first()
     if key is None or not key.matches(secret) or not key.is_usable():
         return None
-    now = timezone.now()
-    if key.last_used_at is None or now - key.last_used_at >= LAST_USED_RESOLUTION:
-        APIKey.objects.filter(pk=key.pk).update(last_used_at=now)
-        key.last_used_at = now
     return key

@@ -1,14 +1,13 @@
-"""API-key authentication for the /api endpoints: the key's organization is the tenant."""
+"""API-key authentication for the /api endpoints (DRF's adapter of accounts.auth): the key's organization is
+the tenant."""
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import exceptions
 from rest_framework.authentication import BaseAuthentication
 from rest_framework.permissions import BasePermission
 
+from accounts import auth
+from accounts.auth import BEARER, NO_KEY, SECURITY_SCHEME
 from accounts.models import APIKey
-from accounts.selectors import api_key_authenticate
-from inference.api.openapi import BEARER, SECURITY_SCHEME
-
-SCHEMES = ("bearer", "api-key")
 
 
 class KeyHolder:
@@ -29,28 +28,21 @@ class APIKeyAuthentication(BaseAuthentication):
     """`Authorization: Bearer KEY` or `Authorization: Api-Key KEY`."""
 
     def authenticate(self, request):
-        header = request.headers.get("Authorization")
-        if not header:
-            return None  # the permission check answers 401 with its own message
-        scheme, _, secret = header.strip().partition(" ")
-        secret = secret.strip()
-        if scheme.lower() not in SCHEMES or not secret:
-            raise exceptions.AuthenticationFailed("Malformed Authorization header: expected 'Bearer YOUR_KEY'.")
-        key = api_key_authenticate(secret)
-        if key is None:
-            shown = secret[:7] + "…" if len(secret) > 7 else "…"
-            raise exceptions.AuthenticationFailed(
-                f"Incorrect API key provided: {shown}. The key is unknown, revoked or expired."
-            )
+        try:
+            key = auth.authenticate(request.headers.get("Authorization"))
+        except auth.KeyMissing:
+            return None  # the permission check (or the session) answers
+        except auth.KeyRejected as exc:
+            raise exceptions.AuthenticationFailed(exc.message) from None
         return KeyHolder(key), key
 
     def authenticate_header(self, request):
         # Present, so that DRF answers 401 (not 403) when authentication fails.
-        return 'Bearer realm="api"'
+        return auth.WWW_AUTHENTICATE
 
 
 class HasAPIKey(BasePermission):
-    message = "You didn't provide an API key. Send it in the Authorization header: 'Authorization: Bearer YOUR_KEY'."
+    message = NO_KEY
 
     def has_permission(self, request, view):
         return isinstance(request.auth, APIKey)

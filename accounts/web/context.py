@@ -1,4 +1,4 @@
-from accounts.web.tenancy import can_manage, current_membership
+from accounts.tenancy import can_manage, current_membership
 
 
 def tenancy(request) -> dict:

@@ -5,7 +5,7 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.shortcuts import redirect
 
-from accounts.web.tenancy import can_manage, current_membership
+from accounts.tenancy import can_manage, current_membership
 
 
 def member_required(view):

@@ -5,7 +5,7 @@ from django.shortcuts import redirect, render
 
 from accounts.memberships import InvitationError, invitation_accept, invitation_check
 from accounts.models import Invitation
-from accounts.web.tenancy import switch_organization
+from accounts.tenancy import switch_organization
 
 TEMPLATE = "dashboard/team/invitation.html"
 STATUS = {"unknown": 404, "used": 410, "expired": 410, "wrong_email": 403, "member": 409}

@@ -7,7 +7,7 @@ from django.views.decorators.http import require_POST
 
 from accounts import services
 from accounts.models import Organization
-from accounts.web.tenancy import current_membership, switch_organization
+from accounts.tenancy import current_membership, switch_organization
 
 
 def home(request):

@@ -8,7 +8,8 @@ one of its postprocessing hooks, adds POST /v1/chat/completions and GET /v1/mode
 import copy
 import json
 
-SECURITY_SCHEME = "ApiKeyAuth"
+from accounts.auth import BEARER, SECURITY_SCHEME
+
 PREFIXES = (("/v1", ""), ("/api/v1", "ViaApiPrefix"))
 
 INT64_MIN, UINT64_MAX = -(2**63), 2**64 - 1
@@ -417,14 +418,6 @@ def openai_paths() -> dict:
         paths[f"{prefix}/models"] = {"get": _models_operation(suffix)}
         paths[f"{prefix}/models/{{model}}"] = {"get": _model_operation(suffix)}
     return paths
-
-
-BEARER = {
-    "type": "http",
-    "scheme": "bearer",
-    "description": "An organization's API key (`sk-...`): `Authorization: Bearer KEY` "
-                   "(`Authorization: Api-Key KEY` works too).",
-}
 
 
 def compatibility_parameters() -> dict:

@@ -5,7 +5,7 @@ from django.db import connection
 from django.utils import timezone
 
 from accounts.models import APIKey, DISPLAY_PREFIX_LENGTH, key_digest
-from accounts.selectors import api_key_authenticate
+from accounts.auth import api_key_authenticate
 from accounts.services import api_key_revoke
 from tests.factories import make_key, make_org
 

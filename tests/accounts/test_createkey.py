@@ -4,7 +4,7 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from accounts.models import Organization
-from accounts.selectors import api_key_authenticate
+from accounts.auth import api_key_authenticate
 from billing.selectors import ledger_sum_micro
 
 pytestmark = [pytest.mark.django_db, pytest.mark.money]

@@ -7,7 +7,7 @@ from django.db import IntegrityError, connection, transaction
 from django.test import Client
 
 from accounts.models import Membership, Organization, User
-from accounts.web.tenancy import SESSION_KEY
+from accounts.tenancy import SESSION_KEY
 from billing.models import CreditAccount
 from tests.factories import make_key, make_org
 
