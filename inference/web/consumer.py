@@ -22,16 +22,23 @@ from django.conf import settings
 from django.contrib import auth
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
-from accounts.tenancy import member_organization, socket_membership
-from inference.api.errors import APIError, invalid
+from accounts.models import Membership
+from accounts.web.tenancy import current_membership
+from core.errors import APIError, ws_message
+from inference.api.errors import invalid
 from inference.web.saving import save_conversation
-from inference.web.turn import Turn, error_message
+from inference.web.turn import Turn
 
 log = logging.getLogger(__name__)
 _turns: set[asyncio.Task] = set()  # keeps running turns referenced until they finish
 
 NOT_SIGNED_IN = 4401
 NOT_A_MEMBER = 4403
+
+
+def _membership(user, session):
+    """The membership the dashboard acts under for this session (accounts.web.tenancy's rule)."""
+    return current_membership(SimpleNamespace(user=user, session=session))
 
 
 def _still_signed_in(session_key: str | None, user_pk) -> bool:
@@ -43,6 +50,13 @@ def _still_signed_in(session_key: str | None, user_pk) -> bool:
     return auth.get_user(SimpleNamespace(session=session)).pk == user_pk
 
 
+def _organization_if_member(user, organization):
+    """The organization as it is now (its limits may have changed), while the user is still its member."""
+    membership = (Membership.objects.filter(user=user, organization=organization).select_related("organization")
+                  .first())
+    return membership.organization if membership is not None else None
+
+
 class PlaygroundConsumer(AsyncJsonWebsocketConsumer):
     async def connect(self):
         self.organization = None
@@ -52,7 +66,7 @@ class PlaygroundConsumer(AsyncJsonWebsocketConsumer):
         user = self.scope.get("user")
         if user is None or not user.is_authenticated:
             return await self._refuse(NOT_SIGNED_IN, "not_signed_in", "Sign in to use the playground.")
-        membership = await database_sync_to_async(socket_membership)(self.scope)
+        membership = await database_sync_to_async(_membership)(user, self.scope["session"])
         if membership is None:
             return await self._refuse(NOT_A_MEMBER, "not_a_member",
                                       "You are not a member of any organization: create one to use the playground.")
@@ -60,8 +74,7 @@ class PlaygroundConsumer(AsyncJsonWebsocketConsumer):
         await self.send_json({"type": "ready", "organization": self.organization.name})
 
     async def _refuse(self, code: int, error_code: str, message: str) -> None:
-        await self.send_json({"type": "error", "error": {"message": message, "type": "authentication_error",
-                                                         "param": None, "code": error_code, "status": code - 4000}})
+        await self.send_json(ws_message(APIError(code - 4000, message, type="authentication_error", code=error_code)))
         self.organization = None
         await self.close(code=code, reason=message.encode()[:120].decode(errors="ignore"))  # 123 bytes at most
 
@@ -69,7 +82,7 @@ class PlaygroundConsumer(AsyncJsonWebsocketConsumer):
         limit = settings.PLAYGROUND_WS_MAX_BYTES
         size = len(text_data.encode()) if text_data is not None else len(bytes_data or b"")
         if size > limit:
-            return await self._send_open(error_message(APIError(
+            return await self._send_open(ws_message(APIError(
                 413, f"This message takes {size} bytes; the playground reads messages of at most {limit} bytes "
                      f"(PLAYGROUND_WS_MAX_BYTES on this server). Shorten the conversation.",
                 param="message", code="message_too_large")) | {"action": "message"})
@@ -78,7 +91,7 @@ class PlaygroundConsumer(AsyncJsonWebsocketConsumer):
         except ValueError:
             content = None
         if not isinstance(content, dict) or not isinstance(content.get("type"), str):
-            return await self._send_open(error_message(invalid(
+            return await self._send_open(ws_message(invalid(
                 "Each message must be a JSON object with a 'type': chat, stop or save.", "type", "invalid_message"))
                 | {"action": "message"})
         await self.receive_json(content)
@@ -92,19 +105,19 @@ class PlaygroundConsumer(AsyncJsonWebsocketConsumer):
                 self.turn.stop()
             return
         if kind not in ("chat", "save"):
-            return await self._send_open(error_message(invalid(
+            return await self._send_open(ws_message(invalid(
                 f"Unknown message type '{kind}': use chat, stop or save.", "type", "invalid_message"))
                 | {"action": "message"})
         if not await database_sync_to_async(_still_signed_in)(self.scope["session"].session_key, self.user.pk):
             return await self._refuse(NOT_SIGNED_IN, "signed_out", "You signed out: sign in again to use the playground.")
-        organization = await database_sync_to_async(member_organization)(self.user, self.organization)
+        organization = await database_sync_to_async(_organization_if_member)(self.user, self.organization)
         if organization is None:
             return await self._refuse(NOT_A_MEMBER, "not_a_member",
                                       f"You are no longer a member of {self.organization.name}.")
         if kind == "save":
             return await self._save(organization, content)
         if self.task is not None and not self.task.done():
-            return await self._send_open(error_message(APIError(
+            return await self._send_open(ws_message(APIError(
                 409, "An answer is still being generated: wait for it or stop it first.", code="turn_in_progress"))
                 | {"action": "chat"})
         self.turn = Turn(organization, self._send_open)
@@ -118,15 +131,14 @@ class PlaygroundConsumer(AsyncJsonWebsocketConsumer):
         except Exception:
             log.exception("playground turn %s failed", turn.request_id)
             turn.stop()
-            await self._send_open({"type": "error", "error": {
-                "message": "The turn failed on the server. Please retry.", "type": "server_error",
-                "param": None, "code": "server_error", "status": 500}})
+            await self._send_open(ws_message(APIError(500, "The turn failed on the server. Please retry.",
+                                                      type="server_error", code="server_error")))
 
     async def _save(self, organization, content: dict) -> None:
         try:
             saved = await database_sync_to_async(save_conversation)(organization, content)
         except APIError as exc:
-            return await self._send_open(error_message(exc) | {"action": "save"})
+            return await self._send_open(ws_message(exc) | {"action": "save"})
         await self._send_open(saved)
 
     async def _send_open(self, message: dict) -> bool:
