@@ -22,8 +22,7 @@ from django.conf import settings
 from django.contrib import auth
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
-from accounts.models import Membership
-from accounts.web.tenancy import current_membership
+from accounts.tenancy import member_organization, socket_membership
 from core.errors import APIError, ws_message
 from inference.api.errors import invalid
 from inference.web.saving import save_conversation
@@ -36,11 +35,6 @@ NOT_SIGNED_IN = 4401
 NOT_A_MEMBER = 4403
 
 
-def _membership(user, session):
-    """The membership the dashboard acts under for this session (accounts.web.tenancy's rule)."""
-    return current_membership(SimpleNamespace(user=user, session=session))
-
-
 def _still_signed_in(session_key: str | None, user_pk) -> bool:
     """Whether the session the socket was opened with still signs this user in (not logged out, not expired,
     password unchanged): read again from the session store, as the next page load would."""
@@ -48,13 +42,6 @@ def _still_signed_in(session_key: str | None, user_pk) -> bool:
         return False
     session = import_module(settings.SESSION_ENGINE).SessionStore(session_key)
     return auth.get_user(SimpleNamespace(session=session)).pk == user_pk
-
-
-def _organization_if_member(user, organization):
-    """The organization as it is now (its limits may have changed), while the user is still its member."""
-    membership = (Membership.objects.filter(user=user, organization=organization).select_related("organization")
-                  .first())
-    return membership.organization if membership is not None else None
 
 
 class PlaygroundConsumer(AsyncJsonWebsocketConsumer):
@@ -66,7 +53,7 @@ class PlaygroundConsumer(AsyncJsonWebsocketConsumer):
         user = self.scope.get("user")
         if user is None or not user.is_authenticated:
             return await self._refuse(NOT_SIGNED_IN, "not_signed_in", "Sign in to use the playground.")
-        membership = await database_sync_to_async(_membership)(user, self.scope["session"])
+        membership = await database_sync_to_async(socket_membership)(self.scope)
         if membership is None:
             return await self._refuse(NOT_A_MEMBER, "not_a_member",
                                       "You are not a member of any organization: create one to use the playground.")
@@ -110,7 +97,7 @@ class PlaygroundConsumer(AsyncJsonWebsocketConsumer):
                 | {"action": "message"})
         if not await database_sync_to_async(_still_signed_in)(self.scope["session"].session_key, self.user.pk):
             return await self._refuse(NOT_SIGNED_IN, "signed_out", "You signed out: sign in again to use the playground.")
-        organization = await database_sync_to_async(_organization_if_member)(self.user, self.organization)
+        organization = await database_sync_to_async(member_organization)(self.user, self.organization)
         if organization is None:
             return await self._refuse(NOT_A_MEMBER, "not_a_member",
                                       f"You are no longer a member of {self.organization.name}.")
