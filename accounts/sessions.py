@@ -1,6 +1,6 @@
 """Server-side chat sessions: look-up, creation, history and appends.
 
-Messages are kept in the normalised format of `inference.api.request.ChatRequest.messages`:
+Messages are kept in the normalised format of `inference.chat.request.ChatRequest.messages`:
 `role` and `content`, plus `name`, `tool_calls` and `tool_call_id` only when set. What they may
 take is bounded by accounts.storage: appends past a limit store nothing.
 """
@@ -30,6 +30,12 @@ def session_create(*, organization: Organization, api_key: APIKey | None, model:
     return ChatSession.objects.create(
         organization=organization, api_key=api_key, model=model or "", created_at=now, updated_at=now
     )
+
+
+def session_discard(session: ChatSession) -> None:
+    """Delete a session opened for a request that never ran (it holds no message yet)."""
+    if not session.messages.exists():
+        session.delete()
 
 
 def _as_dict(message: ChatMessage) -> dict:

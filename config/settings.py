@@ -79,7 +79,7 @@ METRICS_TOKEN = env_str("METRICS_TOKEN")
 
 # Bodies above this size get a 413 from the API (Django refuses to read them).
 DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("API_MAX_BODY_BYTES", 8 << 20, minimum=1024)
-# Work a chat request may cause before it is paid for (inference.api.work, inference.api.schema_limits):
+# Work a chat request may cause before it is paid for (inference.chat.work, inference.chat.schema_limits):
 # characters of prompt to render and tokenize (400 beyond), characters one organization may have being
 # tokenized at once in one process (429 beyond), and the size of a request's JSON schemas, response_format
 # and tools' parameters together (400 beyond).

@@ -14,8 +14,8 @@ from django.http import Http404
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST, require_safe
 
-from accounts.models import ChatMessage, ChatSession
 from accounts import storage
+from accounts.models import ChatMessage, ChatSession
 from accounts.sessions import session_get
 from accounts.web.decorators import member_required
 

@@ -12,9 +12,9 @@ from django.db import transaction
 from django.template.response import TemplateResponse
 
 from accounts.models import Organization
-from core.forms import MicroUSDField
 from billing.models import CreditAccount, LedgerEntry
 from billing.services import InsufficientCredit, ledger_post
+from core.forms import MicroUSDField
 from core.money import usd
 
 PERMISSION = "billing.add_ledgerentry"

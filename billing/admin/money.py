@@ -13,8 +13,8 @@ from billing.admin.readonly import ReadOnlyAdmin
 from billing.models import (
     BillingProfile, CreditAccount, Hold, LedgerEntry, Payment, PaymentIssue, StripeEvent, UsageDaily, UsageRecord,
 )
-from core.money import cents_to_micro, usd
 from billing.staff.formats import age
+from core.money import cents_to_micro, usd
 
 
 def usd_column(field: str, description: str, *, cents: bool = False):

@@ -1,8 +1,8 @@
 from django import forms
 from django.contrib import admin
 
-from core.forms import MicroUSDField
 from billing.models import ModelPrice
+from core.forms import MicroUSDField
 from core.money import usd
 
 

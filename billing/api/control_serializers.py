@@ -3,9 +3,9 @@ from django.conf import settings
 from rest_framework import serializers
 
 from accounts.models import RPM_MAX, TPM_MAX, SpendWindow
-from core.serializers import JSONBooleanField, StrictSerializer, USDField, WholeNumberField, usd
 from billing.models import MICRO_USD
 from core.catalogue import all_models
+from core.serializers import JSONBooleanField, StrictSerializer, USDField, WholeNumberField, usd
 
 MAX_ALLOWED_MODELS = 100
 

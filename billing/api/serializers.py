@@ -5,10 +5,10 @@ from django.utils import timezone
 from rest_framework import serializers
 
 from accounts.api.serializers import UnixTimeField
-from core.serializers import USD_STRING, StrictSerializer, USDField, USDReadField, cents_usd
 from billing.api.usage import GROUPS
 from billing.days import DEFAULT_DAYS, FIRST_DAY, LAST_DAY, MAX_DAYS, DayRangeError, day_range
 from billing.models import MICRO_USD, LedgerEntry, Payment
+from core.serializers import USD_STRING, StrictSerializer, USDField, USDReadField, cents_usd
 
 
 class BalanceSerializer(serializers.Serializer):

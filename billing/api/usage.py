@@ -9,8 +9,8 @@ from django.db.models import Count, F, Sum
 from django.db.models.functions import TruncDate
 
 from accounts.models import Organization
-from core.serializers import usd
 from billing.models import UsageRecord
+from core.serializers import usd
 
 GROUPS = {
     "day": ("day",),

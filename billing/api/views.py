@@ -12,8 +12,8 @@ from accounts.api.authentication import APIKeyAuthentication
 from accounts.api.pagination import ListPagination
 from accounts.api.serializers import ErrorSerializer
 from accounts.api.views import JSONAlways
-from core.serializers import cents_usd
 from billing.api.permissions import HEADER, BillingAccess, Tenant
+from core.serializers import cents_usd
 from billing.api.serializers import (BalanceSerializer, LedgerEntrySerializer, LedgerQuerySerializer,
                                      PaymentSerializer, TopupCreatedSerializer, TopupCreateSerializer,
                                      UsageQuerySerializer, UsageSerializer, balance_data)

@@ -11,8 +11,8 @@ from django.db.models.functions import TruncDate
 from django.utils import timezone
 
 from billing.models import CreditAccount, Hold, LedgerEntry, Payment, PaymentIssue, UsageRecord
-from core.money import cents_to_micro
 from billing.staff.tables import Column, Table
+from core.money import cents_to_micro
 
 RANGES = (7, 30, 90)
 DEFAULT_DAYS = 30

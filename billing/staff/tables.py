@@ -2,8 +2,8 @@
 from dataclasses import dataclass
 from django.utils import timezone
 
-from core.money import usd, usd_exact
 from billing.staff.formats import age
+from core.money import usd, usd_exact
 
 # Cells a spreadsheet would run as a formula (an organization named "=HYPERLINK(...)").
 _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")

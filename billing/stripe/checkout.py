@@ -10,9 +10,9 @@ from django.conf import settings
 
 from accounts.models import Organization
 from billing.models import MICRO_USD, Payment
-from core.money import MICRO_PER_CENT
 from billing.stripe.client import stripe_client
 from billing.stripe.customers import customer_for
+from core.money import MICRO_PER_CENT
 
 log = logging.getLogger(__name__)
 

@@ -13,8 +13,8 @@ from django.db import IntegrityError, transaction
 
 from billing.models import MICRO_USD, CreditAccount, LedgerEntry, Payment, PaymentIssue, StripeEvent
 from billing.services import account_for, ledger_post
-from core.money import MICRO_PER_CENT
 from billing.stripe.client import StripeNotConfigured, object_id, stripe_client
+from core.money import MICRO_PER_CENT
 from billing.stripe.payments import (
     issue_open, payment_credit, payment_fail, payment_find, payment_ids_record, payment_method_save,
 )

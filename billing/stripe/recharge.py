@@ -14,9 +14,9 @@ from django.db import transaction
 from billing.models import BillingProfile, Payment, PaymentIssue
 from billing.services import account_for
 from billing.stripe.checkout import TopupAmountInvalid, topup_cents
-from core.money import MICRO_PER_CENT
 from billing.stripe.client import object_id, stripe_client, stripe_configured
 from billing.stripe.payments import issue_open, payment_credit, payment_fail, payment_find, payment_ids_record
+from core.money import MICRO_PER_CENT
 
 log = logging.getLogger(__name__)
 

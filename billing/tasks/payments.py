@@ -1,8 +1,8 @@
 """Stripe tasks: auto-recharge (queued by billing.triggers) and periodic reconciliation (beat schedule)."""
 from celery import shared_task
 
-from billing.stripe.reconcile import reconcile_events
 from billing.stripe.recharge import auto_recharge_run
+from billing.stripe.reconcile import reconcile_events
 
 
 @shared_task(name="billing.auto_recharge")

@@ -9,13 +9,13 @@ from django.http import HttpResponseRedirect
 from django.shortcuts import redirect, render
 from django.urls import reverse
 
-from accounts.web.decorators import manager_required, member_required
 from accounts.tenancy import can_manage
+from accounts.web.decorators import manager_required, member_required
 from billing.models import BillingProfile, CreditAccount, LedgerEntry, Payment
-from core.money import cents_to_micro, usd
 from billing.stripe.checkout import CheckoutFailed, TopupAmountInvalid, topup_session_create
 from billing.stripe.client import StripeNotConfigured, stripe_configured
 from billing.web.forms import BillingSettingsForm, TopupForm, usd_message
+from core.money import cents_to_micro, usd
 
 LEDGER_PER_PAGE = 25
 RECENT_PAYMENTS = 10

@@ -4,8 +4,8 @@ from datetime import date
 
 from django.http import HttpResponse
 
-from core.money import usd_exact
 from billing.staff.tables import spreadsheet_safe
+from core.money import usd_exact
 
 # cached_tokens: of prompt_tokens, those served from the prefix cache (charged the cached input price).
 HEADER = ["time_utc", "request_id", "key_name", "key_prefix", "model", "prompt_tokens", "cached_tokens",

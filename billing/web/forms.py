@@ -12,11 +12,11 @@ from rest_framework import serializers
 
 from accounts.models import Organization
 from billing.api.control_views import billing_settings_update
-from core.serializers import usd
 from billing.api.serializers import TopupCreateSerializer
 from billing.days import FIRST_DAY, LAST_DAY, MAX_DAYS, DayRangeError, day_range
 from billing.models import BillingProfile
 from billing.stripe.checkout import TopupAmountInvalid, topup_cents
+from core.serializers import usd
 
 QUICK_RANGES = {"7": "Last 7 days", "30": "Last 30 days", "90": "Last 90 days"}
 DEFAULT_RANGE = "30"

@@ -15,10 +15,10 @@ from django.views.decorators.http import require_GET
 from accounts.web.decorators import member_required
 from billing.api.usage import usage_summary
 from billing.models import MICRO_USD, UsageRecord
-from core.money import usd
 from billing.web.charts import Series, bar_chart
 from billing.web.export import requests_csv
 from billing.web.forms import DEFAULT_RANGE, QUICK_RANGES, UsageRangeForm
+from core.money import usd
 
 REQUESTS_PER_PAGE = 50
 PROMPT, COMPLETION, SPEND = Series("prompt", "#1d4ed8"), Series("completion", "#93c5fd"), Series("spend", "#047857")

@@ -1,11 +1,11 @@
 """GET /v1/models and GET /v1/models/{id}: the models this server can answer with now."""
 from django.http import JsonResponse
 
-from inference.api.auth import authenticate
-from core.errors import APIError, json_response
-from inference.api.errors import model_not_found
-from inference.api.limits import rate_headers
 from core.catalogue import get_model, served_models
+from core.errors import APIError, json_response
+from inference.api.auth import authenticate
+from inference.chat.errors import model_not_found
+from inference.chat.limits import rate_headers
 
 
 def _model(spec) -> dict:

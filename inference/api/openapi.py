@@ -3,7 +3,7 @@
 drf-spectacular describes the DRF views (/api/sessions) by itself; `add_openai_endpoints`,
 one of its postprocessing hooks, adds POST /v1/chat/completions and GET /v1/models[/{model}]
 (and their /api/v1 aliases) from the hand-written schemas below. They follow
-`inference.api.request.ChatRequest`, the validated request, parameter by parameter.
+`inference.chat.request.ChatRequest`, the validated request, parameter by parameter.
 """
 import copy
 import json
@@ -422,7 +422,7 @@ def openai_paths() -> dict:
 
 def compatibility_parameters() -> dict:
     """Parameters the validator takes only with a value that changes nothing (null, or a neutral value)."""
-    from inference.api import validation
+    from inference.chat import validation
 
     properties = {}
     for name, (neutral, why) in getattr(validation, "NEUTRAL_ONLY", {}).items():

@@ -7,12 +7,12 @@ import secrets
 
 from django.http import JsonResponse
 
-from inference.api import chunks
 from core.errors import json_response, sse_event
-from inference.api.errors import generation_failed
-from inference.api.generation import Generation
-from inference.api.prepare import PreparedChat
-from inference.api.request import TOOL_CHOICE_NAMED, ChatRequest
+from inference.api import chunks
+from inference.chat.errors import generation_failed
+from inference.chat.generation import Generation
+from inference.chat.prepare import PreparedChat
+from inference.chat.request import TOOL_CHOICE_NAMED, ChatRequest
 
 _OK = ("stop", "length")
 
@@ -27,14 +27,6 @@ def _finish_reason(reason: str | None, called: bool, chat: ChatRequest) -> str |
 def _openai_call(call) -> dict:
     call_id = getattr(call, "id", None) or "call_" + secrets.token_hex(12)
     return {"id": call_id, "type": "function", "function": {"name": call.name, "arguments": call.arguments}}
-
-
-def assistant_message(choice: dict) -> dict:
-    """The session-history form of a response choice's message."""
-    message = {"role": "assistant", "content": choice["message"]["content"]}
-    if choice["message"].get("tool_calls"):
-        message["tool_calls"] = choice["message"]["tool_calls"]
-    return message
 
 
 async def collect(generation: Generation, chat: ChatRequest, prepared: PreparedChat, *, request_id: str,

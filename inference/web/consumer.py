@@ -24,7 +24,7 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
 from accounts.tenancy import member_organization, socket_membership
 from core.errors import APIError, ws_message
-from inference.api.errors import invalid
+from inference.chat.errors import invalid
 from inference.web.saving import save_conversation
 from inference.web.turn import Turn
 

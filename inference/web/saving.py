@@ -12,11 +12,11 @@ from django.urls import NoReverseMatch, reverse
 from accounts import sessions
 from accounts.storage import StorageLimitExceeded
 from core import clock
+from core.catalogue import get_model
 from core.counters import Charge, CountersUnavailable, get_counters
 from core.errors import APIError
-from inference.api.errors import invalid, model_not_found
-from inference.api.validation import parse_chat_request
-from core.catalogue import get_model
+from inference.chat.errors import invalid, model_not_found
+from inference.chat.validation import parse_chat_request
 
 WINDOW_S = 60
 

@@ -1,6 +1,6 @@
 """One playground turn: the shared chat pipeline, paid for by the organization, streamed over the socket.
 
-The turn runs exactly what `/v1/chat/completions` runs (inference.api.pipeline) with no API key:
+The turn runs exactly what `/v1/chat/completions` runs (inference.chat.lifecycle) with no API key:
 the organization's rate limits, a hold, the same Generation that settles it. The socket gets
 `start`, then one `delta` per piece of text, then `done` (usage, cost, finish reason) or `error`.
 """
@@ -12,12 +12,12 @@ from asgiref.sync import sync_to_async
 
 from billing.models import UsageRecord
 from billing.services import account_for
-from inference.api import chunks
 from core.errors import APIError, ws_message
-from inference.api.errors import generation_failed, invalid
-from inference.api.limits import RequestLimits
-from inference.api.pipeline import Caller, start_chat
 from core.money import usd_amount, usd_exact
+from inference.api import chunks
+from inference.chat import lifecycle
+from inference.chat.errors import generation_failed, invalid
+from inference.chat.limits import RequestLimits
 
 log = logging.getLogger(__name__)
 
@@ -57,15 +57,15 @@ class Turn:
     async def run(self, message: dict) -> None:
         limits = RequestLimits()
         try:
-            call = await start_chat(chat_body(message), Caller(self.organization, auto_session=False),
-                                    request_id=self.request_id, started=time.monotonic(), limits=limits)
+            chat = await lifecycle.admit(chat_body(message), lifecycle.Caller(self.organization, auto_session=False),
+                                         request_id=self.request_id, started=time.monotonic(), limits=limits)
         except APIError as exc:
             await self._send(ws_message(exc))
             return
-        self.generation = generation = call.generation
+        self.generation = generation = chat.generation
         generation.start()
         try:
-            await self._send({"type": "start", "request_id": self.request_id, "model": call.chat.model})
+            await self._send({"type": "start", "request_id": self.request_id, "model": chat.request.model})
             while True:
                 if self.stopped:
                     generation.cancel()  # again: a cancel sent before the engine had the request is lost

@@ -10,7 +10,7 @@ import uuid
 
 import pytest
 
-from inference.api import pipeline
+from inference.chat import lifecycle
 from inference.dispatch import get_backend
 from tests.api.conftest import TINY, tiny_cost, wait_for_usage
 from tests.api.test_completions import HELLO, charge_of
@@ -42,7 +42,7 @@ def engine_reports(base_url, monkeypatch):
 
     def install(cached):
         backend = CacheReporting(get_backend(), cached)
-        monkeypatch.setattr(pipeline, "get_backend", lambda: backend)
+        monkeypatch.setattr(lifecycle, "get_backend", lambda: backend)
 
     return install
 
@@ -127,7 +127,7 @@ def test_the_last_chunk_of_a_stream_reports_the_cached_tokens(engine_reports, ht
 def test_a_cached_count_above_the_prompt_counts_as_the_whole_prompt_and_never_fails(engine_reports, http, alice,
                                                                                     alice_secret, caplog):
     engine_reports(lambda prompt_tokens: prompt_tokens + 50)
-    with caplog.at_level("ERROR", logger="inference.api.generation"):
+    with caplog.at_level("ERROR", logger="inference.chat.generation"):
         body = ask(http, alice_secret).json()
     usage = body["usage"]
     assert usage["prompt_tokens_details"] == {"cached_tokens": usage["prompt_tokens"]}

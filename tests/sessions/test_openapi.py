@@ -10,8 +10,8 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from schemathesis import GenerationMode
 
 from accounts.sessions import session_append, session_create
-from inference.api import validation
-from inference.api.request import ChatRequest
+from inference.chat import validation
+from inference.chat.request import ChatRequest
 from tests.fuzzing import SENT, documented_names, examples, slip_in_edges
 
 # Request fields that travel under another name in the body.

@@ -2,8 +2,8 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
 from accounts.services import api_key_create, organization_get_or_create
-from core.money import AmountError, parse_usd
 from billing.services import credit_grant
+from core.money import AmountError, parse_usd
 
 
 class Command(BaseCommand):

@@ -6,8 +6,8 @@ from django.db import transaction
 
 from accounts.models import Membership
 from accounts.services import api_key_create, organization_get_or_create
-from core.money import usd
 from billing.services import account_for, credit_grant
+from core.money import usd
 
 DEMO_ORG = "demo"
 DEMO_CREDIT_MICRO = 5_000_000

@@ -2,9 +2,9 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
 from accounts.models import Organization
+from billing.services import account_for, credit_grant
 from core.money import AmountError, parse_usd
 from core.money import usd as usd_text
-from billing.services import account_for, credit_grant
 
 
 def find_organization(ref: str) -> Organization:

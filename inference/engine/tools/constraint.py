@@ -30,7 +30,7 @@ _SHAPES = {
 def tool_call_constraint(tool_format: str, tools, choice, parallel_tool_calls: bool = True) -> Constraint:
     """The EBNF constraint for a forced tool call.
 
-    tools: Tool objects (inference.api.request) or OpenAI tool dicts; choice: a
+    tools: Tool objects (inference.chat.request) or OpenAI tool dicts; choice: a
     ToolChoice with mode "required" or "named" (its `name` says which function).
     Raises ValueError for other modes, an unknown named function, no tools, or a
     `parameters` schema that is not a usable JSON Schema (the message names the tool).

@@ -4,8 +4,8 @@ from functools import partial
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from inference.queue.protocol import HEARTBEAT_INTERVAL_S, HEARTBEAT_TTL_MS
 from core.catalogue import DTYPES, QUANTIZATIONS, all_models, get_model
+from inference.queue.protocol import HEARTBEAT_INTERVAL_S, HEARTBEAT_TTL_MS
 
 
 class Command(BaseCommand):

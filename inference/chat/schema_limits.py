@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from django.conf import settings
 
-from inference.api.errors import invalid
+from inference.chat.errors import invalid
 
 # Keywords whose value is a subschema, an array of subschemas or an object of subschemas.
 _ONE = {"items", "additionalItems", "additionalProperties", "not", "if", "then", "else", "contains",

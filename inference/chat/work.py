@@ -16,8 +16,8 @@ from django.conf import settings
 
 from billing.services import account_for, price_get
 from core.errors import APIError
-from inference.api.errors import insufficient_credit
-from inference.api.request import ChatRequest
+from inference.chat.errors import insufficient_credit
+from inference.chat.request import ChatRequest
 
 _in_flight: dict[int, int] = {}  # organization id -> characters being tokenized now
 _in_flight_lock = threading.Lock()

@@ -9,10 +9,10 @@ import logging
 
 from asgiref.sync import sync_to_async
 
-from inference import ratelimit as rate
-from core.counters import CountersUnavailable
 from billing.spend import SpendCapReached
+from core.counters import CountersUnavailable
 from core.errors import APIError
+from inference.chat import ratelimit as rate
 
 log = logging.getLogger(__name__)
 

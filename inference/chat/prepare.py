@@ -11,8 +11,10 @@ from dataclasses import dataclass
 
 from jinja2 import TemplateError
 
-from inference.api.errors import invalid
-from inference.api.request import TOOL_CHOICE_NAMED, TOOL_CHOICE_NONE, TOOL_CHOICE_REQUIRED, ChatRequest
+from inference.availability import ModelUnavailable
+from inference.chat.errors import invalid, unavailable
+from inference.chat.request import TOOL_CHOICE_NAMED, TOOL_CHOICE_NONE, TOOL_CHOICE_REQUIRED, ChatRequest
+from inference.chat.work import check_credit_floor, check_prompt_size, tokenizing
 from inference.engine.types import Constraint, SamplingParams
 
 # reasoning_effort values that mean "do not think" for templates with an enable_thinking switch.
@@ -126,6 +128,20 @@ def _echo_prefix(chat: ChatRequest, messages: list[dict]) -> str:
     if chat.echo and last["role"] == "assistant" and isinstance(last.get("content"), str):
         return last["content"]
     return ""
+
+
+async def prepare(chat: ChatRequest, spec, backend, messages: list[dict], organization) -> PreparedChat:
+    """The prompt within its bounds, before anything is held: its size (400), the model's tokenizer (503), a credit
+    floor (402), at most API_ORG_TOKENIZING_CHARS being tokenized for the organization at once (429), then
+    `prepare_chat`."""
+    work_chars = check_prompt_size(chat, messages)
+    try:
+        tokenizer = await backend.tokenizer(spec)
+    except ModelUnavailable as exc:
+        raise unavailable(str(exc)) from None
+    await check_credit_floor(organization, spec, chat, tokenizer.context_window)
+    async with tokenizing(organization, work_chars):
+        return await prepare_chat(chat, spec, tokenizer, messages)
 
 
 async def prepare_chat(chat: ChatRequest, spec, tokenizer, messages: list[dict]) -> PreparedChat:

@@ -13,8 +13,8 @@ from asgiref.sync import sync_to_async
 
 from billing import liveness
 from billing.models import Hold, UsageRecord
-from core.money import cached_within
 from billing.services import hold_settle
+from core.money import cached_within
 from inference.engine.types import GenerationRequest, TokenEvent
 
 log = logging.getLogger(__name__)

@@ -1,8 +1,8 @@
 """A chat-completions request once validated: what the rest of the API works from.
 
-`inference.api.validation.parse_chat_request` builds it from the JSON body; checks
+`inference.chat.validation.parse_chat_request` builds it from the JSON body; checks
 that need the model (its template, window, vocabulary) happen later, in
-`inference.api.completions`.
+`inference.chat.prepare`.
 """
 from dataclasses import dataclass, field
 

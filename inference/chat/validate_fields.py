@@ -7,7 +7,7 @@ import json
 import math
 
 from core.errors import APIError
-from inference.api.errors import invalid
+from inference.chat.errors import invalid
 
 JSON_TYPES = ((bool, "a boolean"), (int, "an integer"), (float, "a number"), (str, "a string"),
               (list, "an array"), (dict, "an object"))

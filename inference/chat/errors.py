@@ -1,4 +1,4 @@
-"""The inference API's errors: small factories of core.errors.APIError (rendered by core.errors)."""
+"""The chat's refusals and failures: small factories of core.errors.APIError (rendered by core.errors)."""
 from core.errors import APIError
 
 
@@ -42,6 +42,16 @@ def server_error(message: str = "The model failed while generating. You were not
 def no_capacity(message: str, code: str, retry_after: int) -> APIError:
     """No inference worker can take the request now (none live, or the queue is full); nothing was charged."""
     return APIError(503, message, type="server_error", code=code, headers={"Retry-After": str(retry_after)})
+
+
+def backend_unavailable(exc) -> APIError:
+    """The 503 of a backend that cannot take the request (inference.availability): no worker, a full queue, or a
+    model that failed to load."""
+    from inference.availability import NoCapacity
+
+    if isinstance(exc, NoCapacity):
+        return no_capacity(str(exc), exc.code, exc.retry_after)
+    return unavailable(str(exc))
 
 
 # Final events a queue backend makes up when no worker delivered one (TokenEvent.error_code).

@@ -9,18 +9,18 @@ answered differently from what it asked. null always means "not given".
 
 Messages live in `validate_messages`, tools and response formats in
 `validate_tools`; checks that need the model (its template, window, vocabulary,
-grammar support) happen later, in `inference.api.completions`.
+grammar support) happen later, in `inference.chat.prepare`.
 """
 import json
 import re
 
-from inference.api.errors import invalid
-from inference.api.request import ChatRequest
-from inference.api.schema_limits import SchemaBudget
-from inference.api.validate_fields import (array, boolean, choice, integer, is_number, missing, number, obj,
+from inference.chat.errors import invalid
+from inference.chat.request import ChatRequest
+from inference.chat.schema_limits import SchemaBudget
+from inference.chat.validate_fields import (array, boolean, choice, integer, is_number, missing, number, obj,
                                            only_keys, show, string)
-from inference.api.validate_messages import parse_messages
-from inference.api.validate_tools import parse_response_format, parse_tool_choice, parse_tools
+from inference.chat.validate_messages import parse_messages
+from inference.chat.validate_tools import parse_response_format, parse_tool_choice, parse_tools
 
 __all__ = ["ChatRequest", "parse_body", "parse_chat_request"]
 

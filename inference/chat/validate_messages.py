@@ -1,12 +1,12 @@
 """Validation of `messages`: every message becomes a plain dict a chat template can use.
 
-Normalised form (see `inference.api.request.ChatRequest.messages`): {"role", "content"}
+Normalised form (see `inference.chat.request.ChatRequest.messages`): {"role", "content"}
 plus, where given, "name", "tool_calls" and "tool_call_id". "developer" becomes
 "system"; arrays of text parts are joined with newlines; null for an optional
 field means "not given".
 """
-from inference.api.errors import invalid
-from inference.api.validate_fields import array, kind, missing, obj, only_keys, show, string
+from inference.chat.errors import invalid
+from inference.chat.validate_fields import array, kind, missing, obj, only_keys, show, string
 
 MAX_MESSAGES = 2048
 MAX_NAME = 64  # a participant name, as stored with a session message

@@ -9,11 +9,11 @@ import re
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 
-from inference.api.errors import invalid
-from inference.api.request import (TOOL_CHOICE_AUTO, TOOL_CHOICE_NAMED, TOOL_CHOICE_NONE, TOOL_CHOICE_REQUIRED,
+from inference.chat.errors import invalid
+from inference.chat.request import (TOOL_CHOICE_AUTO, TOOL_CHOICE_NAMED, TOOL_CHOICE_NONE, TOOL_CHOICE_REQUIRED,
                                    ResponseFormat, Tool, ToolChoice)
-from inference.api.schema_limits import SchemaBudget
-from inference.api.validate_fields import array, boolean, missing, obj, only_keys, show, string
+from inference.chat.schema_limits import SchemaBudget
+from inference.chat.validate_fields import array, boolean, missing, obj, only_keys, show, string
 
 MAX_TOOLS = 128
 NAME = re.compile(r"[a-zA-Z0-9_-]{1,64}")
