@@ -59,18 +59,17 @@ class KeyCreateForm(forms.Form):
         except APIValidationError as exc:
             raise forms.ValidationError([f"The spend cap {message}" for message in exc.detail]) from None
 
+    def limit_arguments(self) -> dict:
+        """The key's allowed models and limits as the form sets them."""
+        data = self.cleaned_data
+        return {"allowed_models": data["allowed_models"], "spend_cap_micro": data["spend_cap_usd"],
+                "spend_cap_window": data["spend_cap_window"], "rate_limit_rpm": data["rate_limit_rpm"],
+                "rate_limit_tpm": data["rate_limit_tpm"]}
+
     def service_arguments(self) -> dict:
         """Keyword arguments for `accounts.services.api_key_create`."""
-        data = self.cleaned_data
-        return {
-            "name": data["name"],
-            "expires_at": data["expires_at"],
-            "allowed_models": data["allowed_models"],
-            "spend_cap_micro": data["spend_cap_usd"],
-            "spend_cap_window": data["spend_cap_window"],
-            "rate_limit_rpm": data["rate_limit_rpm"],
-            "rate_limit_tpm": data["rate_limit_tpm"],
-        }
+        return {"name": self.cleaned_data["name"], "expires_at": self.cleaned_data["expires_at"],
+                **self.limit_arguments()}
 
 
 class KeyLimitsForm(KeyCreateForm):
@@ -95,11 +94,4 @@ class KeyLimitsForm(KeyCreateForm):
 
     def service_arguments(self) -> dict:
         """The key's fields as this form sets them."""
-        data = self.cleaned_data
-        return {
-            "allowed_models": data["allowed_models"],
-            "spend_cap_micro": data["spend_cap_usd"],
-            "spend_cap_window": data["spend_cap_window"],
-            "rate_limit_rpm": data["rate_limit_rpm"],
-            "rate_limit_tpm": data["rate_limit_tpm"],
-        }
+        return self.limit_arguments()
