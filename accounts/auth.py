@@ -8,15 +8,13 @@ its digest is computed and looked up, so an oversized or malformed header costs 
 """
 from accounts import selectors, services
 from accounts.models import APIKey, KEY_PREFIX
-from core.errors import NO_KEY, APIError
+from core.errors import INVALID_API_KEY, NO_KEY, WWW_AUTHENTICATE, APIError
 
 SCHEMES = ("bearer", "api-key")
 # Secrets are KEY_PREFIX and 43 characters; anything much longer is refused before it is hashed.
 MAX_SECRET_LENGTH = 200
 
 MALFORMED = "Malformed Authorization header: expected 'Bearer YOUR_KEY'."
-CODE = "invalid_api_key"
-WWW_AUTHENTICATE = 'Bearer realm="api"'
 
 # The OpenAPI security scheme of every endpoint that takes a key (/v1, /api/sessions, /api/billing).
 SECURITY_SCHEME = "ApiKeyAuth"
@@ -32,7 +30,7 @@ class KeyRejected(APIError):
     """No usable API key in the request: 401 with the code `invalid_api_key`."""
 
     def __init__(self, message: str):
-        super().__init__(401, message, code=CODE)
+        super().__init__(401, message, code=INVALID_API_KEY)
 
 
 class KeyMissing(KeyRejected):
