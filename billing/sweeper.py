@@ -10,7 +10,7 @@ from datetime import timedelta
 from django.conf import settings
 from django.utils import timezone
 
-from billing import liveness
+from billing import liveness, metrics
 from billing.models import Hold, UsageRecord
 from billing.services import hold_release, hold_settle
 
@@ -42,4 +42,5 @@ def sweep_stale_holds(*, now=None) -> dict:
             log.warning("settled the hold of %s from its last heartbeat (%s tokens): its request died",
                         hold.request_id, counts["completion_tokens"])
         liveness.forget(hold.request_id)
+    metrics.holds_swept(settled=settled, released=released)
     return {"settled": settled, "released": released}

@@ -11,6 +11,7 @@ import logging
 import stripe
 from django.db import IntegrityError, transaction
 
+from billing import metrics
 from billing.models import MICRO_USD, CreditAccount, LedgerEntry, Payment, PaymentIssue, StripeEvent
 from billing.services import account_for, ledger_post
 from billing.stripe.client import StripeNotConfigured, object_id, stripe_client
@@ -166,4 +167,5 @@ def event_apply(*, event: dict, source: str = "webhook") -> bool:
             return False  # another delivery of the same event got there first
         if handler is not None:
             handler(obj, context)
+    metrics.stripe_event_applied(event_type=event["type"], source=source)
     return True

@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 import stripe
 from django.utils import timezone
 
+from billing import metrics
 from billing.models import StripeEvent
 from billing.stripe.client import stripe_client, stripe_configured
 from billing.stripe.events import HANDLERS, event_apply, event_parse
@@ -32,6 +33,7 @@ def reconcile_events(*, since: datetime | None = None, page_size: int = 100) -> 
         listed = [event.to_dict() for event in page.auto_paging_iter()]
     except stripe.StripeError as exc:
         log.warning("Stripe reconciliation could not list events: %s", exc)
+        metrics.reconciliation_found(metrics.LIST_ERROR)
         return {"fetched": 0, "applied": 0, "failed": 0, "error": str(exc)}
     ids = [event.get("id") for event in listed]
     known = set(StripeEvent.objects.filter(event_id__in=ids).values_list("event_id", flat=True))
@@ -46,6 +48,8 @@ def reconcile_events(*, since: datetime | None = None, page_size: int = 100) -> 
             # One event that cannot be applied must not hold back the others; the next run retries it.
             failed += 1
             log.exception("Stripe event %s not applied by reconciliation", raw.get("id"))
+    metrics.reconciliation_found(metrics.MISSED_EVENT, applied)
+    metrics.reconciliation_found(metrics.FAILED_EVENT, failed)
     if applied or failed:
         log.info("Stripe reconciliation: %s events applied, %s failed", applied, failed)
     return {"fetched": len(listed), "applied": applied, "failed": failed}

@@ -5,5 +5,6 @@ validation.py  the body as a ChatRequest (request.py), with validate_fields/mess
 limits.py      rate limits (ratelimit.py), a key's allowed models and spend cap
 prepare.py     the prompt within its bounds (work.py) and what the model can do with it
 generation.py  the run, settled exactly once
+metrics.py     time to first token; the model an HTTP request's answer is counted under
 errors.py      the refusals, as core.errors.APIError
 """

@@ -15,6 +15,7 @@ from billing import liveness
 from billing.models import Hold, UsageRecord
 from billing.services import hold_settle
 from core.money import cached_within
+from inference.chat import metrics
 from inference.engine.types import GenerationRequest, TokenEvent
 
 log = logging.getLogger(__name__)
@@ -35,6 +36,7 @@ class Generation:
         self.events: asyncio.Queue[TokenEvent] = asyncio.Queue()
         self.finished = False
         self.completion_tokens = 0
+        self.first_token_at: float | None = None  # time.monotonic() when the first token was handed on
 
     def start(self) -> None:
         task = asyncio.create_task(self._run())
@@ -64,6 +66,9 @@ class Generation:
                     final = event
                     break
                 self.completion_tokens = event.completion_tokens
+                if self.first_token_at is None and event.completion_tokens:
+                    self.first_token_at = time.monotonic()
+                    metrics.first_token(self.spec.id, self.first_token_at - self.started)
                 self.events.put_nowait(event)
         except Exception as exc:
             log.exception("generation %s failed", self.request.request_id)

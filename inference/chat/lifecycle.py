@@ -25,6 +25,7 @@ from inference.availability import ModelUnavailable
 from inference.chat.errors import backend_unavailable, insufficient_credit, model_not_found
 from inference.chat.generation import Generation
 from inference.chat.limits import RequestLimits, check_model_allowed, spend_cap_reached
+from inference.chat.metrics import label_model
 from inference.chat.prepare import PreparedChat, prepare
 from inference.chat.request import ChatRequest
 from inference.chat.validation import parse_chat_request
@@ -106,6 +107,7 @@ def _model(chat: ChatRequest, caller: Caller) -> ModelSpec:
     spec = get_model(chat.model)
     if spec is None or not spec.is_prepared:
         raise model_not_found(chat.model)
+    label_model(spec.id)  # the HTTP request's answer is counted by this model from here on (403s included)
     if caller.api_key is not None:
         check_model_allowed(caller.api_key, spec.id)
     return spec
