@@ -111,7 +111,10 @@ class _StreamChoice:
 
 async def stream(generation: Generation, chat: ChatRequest, prepared: PreparedChat, writer: chunks.ChunkWriter,
                  on_complete=None):
-    """SSE bytes; on_complete(choices) is awaited after a successful end, before [DONE]."""
+    """SSE bytes; on_complete(choices) is awaited after a successful end, before [DONE].
+
+    A stream that fails ends with its error event, then with include_usage its usage chunk (`choices` empty,
+    the tokens counted until it failed), then `data: [DONE]`, like one that finishes."""
     states = [_StreamChoice(i, prepared) for i in range(chat.n)]
     want_logprobs = chat.logprobs
     try:
@@ -140,7 +143,12 @@ async def stream(generation: Generation, chat: ChatRequest, prepared: PreparedCh
             if event.finished:
                 break
         if event.finish_reason not in _OK:
+            # The error, then, when asked for, the usage of what was generated (exactly what was counted), then
+            # [DONE]: a failed stream ends like any other.
             yield sse_event(generation_failed(event))
+            if writer.include_usage:
+                yield writer.usage(event.prompt_tokens, event.completion_tokens, event.cached_tokens)
+            yield writer.done()
             return
         if writer.include_usage:
             yield writer.usage(event.prompt_tokens, event.completion_tokens, event.cached_tokens)

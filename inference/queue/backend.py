@@ -7,6 +7,13 @@ A request always ends with exactly one final event. When no worker delivers one,
 makes it up: error_code "not_claimed" when no worker took the request within `claim_timeout`,
 "worker_lost" when the worker that took it stopped beating. Its completion_tokens is the last count
 the worker reported, so the request is charged for what was generated and nothing more.
+
+While it follows a request, this process holds the request's lease (protocol.lease_key): set before the
+request is queued and renewed every `lease_renew_s` by one task per event loop, whatever pace the response
+is read at. If this process dies, the lease lapses within `lease_ttl_s` and the worker cancels the request.
+Once the final event is read, the worker's final counts (protocol.final_key) are deleted: this process
+settles the hold itself. Left behind by a process that died, they are what billing's hold sweeper charges
+(final_counts(), registered with billing by inference.apps).
 """
 from __future__ import annotations
 
@@ -47,14 +54,21 @@ class _Client:
         self.redis = aioredis.Redis.from_url(url, decode_responses=True, protocol=2, socket_connect_timeout=5,
                                              socket_timeout=max(5.0, block_ms / 1000 * 5))
         self.enqueue = self.redis.register_script(p.ENQUEUE_SCRIPT)
+        self.leases: set[str] = set()  # requests followed on this loop, whose leases `renewer` renews
+        self.renewer: asyncio.Task | None = None
 
 
 class RedisBackend:
-    def __init__(self, url: str, *, queue_limit: int = 256, claim_timeout: float = 30.0, block_ms: int = 500):
+    def __init__(self, url: str, *, queue_limit: int = 256, claim_timeout: float = 30.0, block_ms: int = 500,
+                 lease_ttl_s: float = p.LEASE_TTL_S, lease_renew_s: float = p.LEASE_RENEW_S):
+        if not 0 < lease_renew_s < lease_ttl_s:
+            raise ValueError("lease_renew_s must be positive and shorter than lease_ttl_s")
         self.url = url
         self.queue_limit = queue_limit
         self.claim_timeout = claim_timeout  # seconds a request may wait for a worker to take it
         self.block_ms = block_ms  # XREAD BLOCK; also how often a silent worker's heartbeat is checked
+        self.lease_ttl_s = lease_ttl_s  # a request this process stops renewing is cancelled this long after
+        self.lease_renew_s = lease_renew_s
         self._clients: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self._tokenizers: dict[tuple[str, str], object] = {}
         self._lock = threading.Lock()
@@ -138,9 +152,12 @@ class RedisBackend:
         try:
             if not await self._live_workers(client.redis, spec.id):
                 raise self._no_worker(spec.id)
+            # The lease first: a worker may take the request the moment it is queued. generate() renews it.
+            await client.redis.set(p.lease_key(request.request_id), "1", px=self._lease_ms())
             entry_id = await client.enqueue(
                 keys=[p.requests_key(spec.id)],
-                args=[self.queue_limit, "request", payload, "claim_timeout_ms", int(self.claim_timeout * 1000)],
+                args=[self.queue_limit, "request", payload, "claim_timeout_ms", int(self.claim_timeout * 1000),
+                      "lease", "1"],
             )
         except redis.RedisError as exc:
             log.error("inference queue unreachable: %s", exc)
@@ -158,19 +175,57 @@ class RedisBackend:
         if ticket is None:
             ticket = await self._enqueue(spec, request)  # raises NoCapacity before anything is queued
         self._following.add(request_id)
+        client = self._client()
+        self._hold_lease(client, request_id)
         try:
             async for event in self._follow(ticket, request_id):
                 if event.finished:
                     self._forget(request_id)
+                    self._release_lease(client, request_id)
                     yield event
                     return
                 yield event
         finally:
             self._forget(request_id)
+            self._release_lease(client, request_id)
 
     def _forget(self, request_id: str) -> None:
         self._following.discard(request_id)
         self._cancelled.discard(request_id)
+
+    # -- leases -----------------------------------------------------------------
+
+    def _lease_ms(self) -> int:
+        return int(self.lease_ttl_s * 1000)
+
+    def _hold_lease(self, client: _Client, request_id: str) -> None:
+        client.leases.add(request_id)
+        if client.renewer is None:
+            client.renewer = asyncio.get_running_loop().create_task(self._renew_leases(client))
+
+    @staticmethod
+    def _release_lease(client: _Client, request_id: str) -> None:
+        """Stop renewing (the key lapses by itself, or was deleted with the final event)."""
+        client.leases.discard(request_id)
+        if not client.leases and client.renewer is not None:
+            client.renewer.cancel()
+            client.renewer = None
+
+    async def _renew_leases(self, client: _Client) -> None:
+        """Renew the leases of every request followed on this loop, every lease_renew_s, in one round trip.
+
+        Its own task: neither a client slow to read its response nor a busy follower delays it."""
+        while True:
+            await asyncio.sleep(self.lease_renew_s)
+            held = list(client.leases)
+            try:
+                async with client.redis.pipeline(transaction=False) as pipe:
+                    for request_id in held:
+                        pipe.set(p.lease_key(request_id), "1", px=self._lease_ms())
+                    await pipe.execute()
+            except redis.RedisError as exc:
+                # Past lease_ttl_s their workers cancel them; the followers give up after LOST_CONTACT_S anyway.
+                log.warning("could not renew the leases of %d request(s): %s", len(held), exc)
 
     async def _follow(self, ticket: _Ticket, request_id: str) -> AsyncIterator[TokenEvent]:
         r = self._client().redis
@@ -188,7 +243,7 @@ class RedisBackend:
                 events = state.absorb(reply)
                 for event in events:
                     if event.finished:
-                        await self._linger(r, key)
+                        await self._linger(r, request_id)
                     yield event
                     if event.finished:
                         return
@@ -199,7 +254,7 @@ class RedisBackend:
                         if await r.set(p.claim_key(request_id), outcome, nx=True, ex=p.CLAIM_TTL_S):
                             # No worker has it, and now none ever will.
                             await r.xdel(p.requests_key(ticket.model_id), ticket.entry_id)
-                            await self._linger(r, key)
+                            await self._linger(r, request_id)
                             if cancelled:
                                 yield final(FINISH_CANCELLED)
                             else:
@@ -212,13 +267,13 @@ class RedisBackend:
                     # Lost: deliver whatever it managed to publish, then settle for that.
                     for event in state.absorb(await r.xread({key: state.last_id}, count=100_000)):
                         if event.finished:
-                            await self._linger(r, key)
+                            await self._linger(r, request_id)
                         yield event
                         if event.finished:
                             return
                     log.warning("worker %s stopped while running %s (%d tokens generated)", state.worker,
                                 request_id, state.completion_tokens)
-                    await self._linger(r, key)
+                    await self._linger(r, request_id)
                     # In case it is only slow to beat: it must not go on generating for nobody.
                     await self._send_cancel(ticket.model_id, request_id)
                     yield final(FINISH_ERROR, p.ERROR_WORKER_LOST,
@@ -241,11 +296,16 @@ class RedisBackend:
                 await asyncio.sleep(0.2)
 
     @staticmethod
-    async def _linger(r: aioredis.Redis, key: str) -> None:
+    async def _linger(r: aioredis.Redis, request_id: str) -> None:
+        """The request is over for this process: its events linger a little, its lease goes, and so do the
+        worker's final counts (this process settles the hold from the final event it just read)."""
         try:
-            await r.expire(key, p.EVENTS_LINGER_S)
+            async with r.pipeline(transaction=False) as pipe:
+                pipe.expire(p.events_key(request_id), p.EVENTS_LINGER_S)
+                pipe.delete(p.lease_key(request_id), p.final_key(request_id))
+                await pipe.execute()
         except redis.RedisError:
-            pass  # it expires after EVENTS_TTL_S anyway
+            pass  # they expire after EVENTS_TTL_S, LEASE_TTL_S and FINAL_TTL_S anyway
 
     # -- cancel -----------------------------------------------------------------
 
@@ -262,11 +322,37 @@ class RedisBackend:
             task.add_done_callback(self._tasks.discard)
             return
         try:
-            if self._sync is None:
-                self._sync = redis.Redis.from_url(self.url, decode_responses=True, protocol=2, socket_timeout=5)
-            self._send_cancel_with(self._sync.pipeline(transaction=False), spec.id, request_id).execute()
+            self._send_cancel_with(self._sync_redis().pipeline(transaction=False), spec.id, request_id).execute()
         except redis.RedisError as exc:
             log.error("could not cancel %s: %s", request_id, exc)
+
+    def _sync_redis(self) -> redis.Redis:
+        if self._sync is None:
+            self._sync = redis.Redis.from_url(self.url, decode_responses=True, protocol=2, socket_timeout=5)
+        return self._sync
+
+    # -- final counts, for the hold sweeper ---------------------------------------
+
+    def final_counts(self, request_ids, *, chunk: int = 500) -> dict[str, dict]:
+        """request id -> {"prompt_tokens", "completion_tokens", "cached_tokens", "finish_reason",
+        "finished_at_ms"}: the final counts workers recorded for those of `request_ids` whose API process never
+        read the final event (it died). Blocking; raises redis.RedisError when the queue cannot be reached."""
+        ids = list(dict.fromkeys(request_ids))
+        found = {}
+        r = self._sync_redis()
+        for start in range(0, len(ids), chunk):
+            part = ids[start:start + chunk]
+            for request_id, raw in zip(part, r.mget([p.final_key(request_id) for request_id in part])):
+                if raw is None:
+                    continue
+                try:
+                    final = p.decode_final(raw)
+                except ValueError as exc:
+                    log.error("unreadable final counts of %s: %s", request_id, exc)
+                    continue
+                final["finished_at_ms"] = final.pop("at_ms")
+                found[request_id] = final
+        return found
 
     @staticmethod
     def _send_cancel_with(pipe, model_id: str, request_id: str):

@@ -5,7 +5,9 @@ Django-free, like the worker it is part of (`inference.queue.worker.Worker` mixe
 Threads:
   heartbeat   every HEARTBEAT_INTERVAL_S: SET the worker's key with a HEARTBEAT_TTL_MS TTL, ZADD it to
               the model's set of accepting workers (ZREM once draining), re-check the cancel keys of
-              the requests in flight, and now and then drop consumers of dead workers from the group.
+              the requests in flight, cancel those whose API process let its lease lapse (it died: the
+              request would run on for nobody), and now and then drop consumers of dead workers from
+              the group.
   canceller   listens on the model's cancel channel and cancels requests it runs.
 """
 from __future__ import annotations
@@ -43,6 +45,7 @@ class LivenessMixin:
     _cond: threading.Condition
     _inflight: dict[str, int]
     _submitted: set[str]
+    _leased: set[str]
     _draining: threading.Event
     _reading: bool
     _stop_heartbeat: threading.Event
@@ -72,6 +75,7 @@ class LivenessMixin:
     def _beat(self) -> None:
         with self._cond:
             running = list(self._inflight)
+            leased = [request_id for request_id in running if request_id in self._leased]
         draining = self._draining.is_set()
         info = {
             "worker": self.worker_id, "model": self.model_id, "device": self.device, "pid": os.getpid(),
@@ -89,13 +93,25 @@ class LivenessMixin:
         pipe.time()
         for request_id in running:
             pipe.exists(p.cancel_key(request_id))
+        for request_id in leased:
+            pipe.exists(p.lease_key(request_id))
         before = time.time()
         results = pipe.execute()
-        cancelled_flags = results[len(results) - len(running):]
-        seconds, micros = results[len(results) - len(running) - 1]
+        checks = len(running) + len(leased)
+        cancelled_flags = results[len(results) - checks:len(results) - len(leased)]
+        lease_flags = results[len(results) - len(leased):]
+        seconds, micros = results[len(results) - checks - 1]
         self._clock_offset_ms = seconds * 1000 + micros / 1000 - (before + time.time()) / 2 * 1000
         for request_id, cancelled in zip(running, cancelled_flags):
             if cancelled and request_id not in self._cancels_sent:
+                self._cancel(request_id)
+        for request_id, held in zip(leased, lease_flags):
+            if held or request_id in self._cancels_sent:
+                continue
+            with self._cond:
+                started = request_id in self._submitted  # one not yet started is looked at before it starts
+            if started:
+                log.warning("cancelling %s: the API process following it let its lease lapse", request_id)
                 self._cancel(request_id)
 
     def _prune_consumers(self) -> None:

@@ -23,6 +23,16 @@ Per request R:
                                    after its last write (EVENTS_LINGER_S once the API has read it all).
   inference:request:R:cancel       set when the API cancels R (read by a worker that missed the pub/sub
                                    message, e.g. because R was being claimed at that moment).
+  inference:request:R:lease        the API process following R renews it every LEASE_RENEW_S with a TTL of
+                                   LEASE_TTL_S, from before R is queued until its final event is read (apart
+                                   from the response, so a client slow to read never lets it lapse). A request
+                                   entry with "lease": "1" is leased: its worker cancels it once the lease is
+                                   gone (the API process died), and never starts it if it is gone already.
+  inference:request:R:final        the worker's final counts of R (JSON: prompt_tokens, completion_tokens,
+                                   cached_tokens, finish_reason, at_ms = Redis time), written with the final
+                                   event and kept FINAL_TTL_S; the API process deletes it once it has read the
+                                   final event. Left behind, it is what billing's hold sweeper charges R (the
+                                   API process that would have settled R's hold died).
 """
 from __future__ import annotations
 
@@ -40,6 +50,9 @@ EVENTS_TTL_S = 300  # an event stream outlives its last write by this much
 EVENTS_LINGER_S = 30  # ... and, once the API has read the final event, by only this much
 CANCEL_TTL_S = 300
 CLAIM_TTL_S = 900
+LEASE_TTL_S = 5  # a request whose API process has not renewed its lease for this long is cancelled
+LEASE_RENEW_S = 1.0
+FINAL_TTL_S = 24 * 3600  # the worker's final counts wait this long for the hold sweeper
 
 KIND_CLAIMED = "claimed"
 KIND_EVENT = "event"
@@ -47,6 +60,8 @@ KIND_EVENT = "event"
 # Final events the API synthesizes when no worker delivers one.
 ERROR_WORKER_LOST = "worker_lost"  # the worker that took the request stopped beating
 ERROR_NOT_CLAIMED = "not_claimed"  # no worker took the request in time
+# A final event a worker sends for a leased request whose lease was gone before it started: nothing ran.
+ERROR_LEASE_LAPSED = "lease_lapsed"
 
 CLAIM_ABANDONED = "abandoned"
 CLAIM_CANCELLED = "cancelled"
@@ -78,6 +93,14 @@ def cancel_key(request_id: str) -> str:
 
 def claim_key(request_id: str) -> str:
     return f"{PREFIX}:request:{request_id}:claim"
+
+
+def lease_key(request_id: str) -> str:
+    return f"{PREFIX}:request:{request_id}:lease"
+
+
+def final_key(request_id: str) -> str:
+    return f"{PREFIX}:request:{request_id}:final"
 
 
 # KEYS[1] requests stream; ARGV[1] queue limit, ARGV[2..] the entry's field/value pairs.
@@ -235,3 +258,32 @@ def decode_event(raw: str | bytes) -> TokenEvent:
             value = tuple(_decode_logprob(item) for item in value)
         kwargs[name] = value
     return TokenEvent(**kwargs)
+
+
+# -- final counts -------------------------------------------------------------
+
+
+def encode_final(event: TokenEvent, at_ms: int) -> str:
+    """A final event's counts, as the worker records them for the hold sweeper."""
+    return _dumps({"prompt_tokens": event.prompt_tokens, "completion_tokens": event.completion_tokens,
+                   "cached_tokens": event.cached_tokens, "finish_reason": event.finish_reason or "",
+                   "at_ms": int(at_ms)})
+
+
+def decode_final(raw: str | bytes) -> dict:
+    """{"prompt_tokens", "completion_tokens", "cached_tokens", "finish_reason", "at_ms"}; ValueError when it is
+    not a final record."""
+    data = json.loads(raw)
+    if not isinstance(data, dict):
+        raise ValueError("a final record must be an object")
+    out = {}
+    for name in ("prompt_tokens", "completion_tokens", "cached_tokens", "at_ms"):
+        value = data.get(name, 0)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise ValueError(f"{name} must be a non-negative integer")
+        out[name] = value
+    reason = data.get("finish_reason", "")
+    if not isinstance(reason, str):
+        raise ValueError("finish_reason must be a string")
+    out["finish_reason"] = reason
+    return out

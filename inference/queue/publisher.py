@@ -5,7 +5,8 @@ Django-free, like the worker it is part of (`inference.queue.worker.Worker` mixe
 Thread:
   publisher   XADDs every TokenEvent the engine reports to the request's event stream, in order, in
               batches. Entry ids are explicit (0-1 is "claimed", 0-2... the events), so a batch retried
-              after a connection error never duplicates an event.
+              after a connection error never duplicates an event. A request's final event goes with
+              its final counts (p.final_key), which outlive the stream for the hold sweeper.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable
 
 import redis
 
@@ -30,12 +32,14 @@ class PublisherMixin:
     _cond: threading.Condition
     _inflight: dict[str, int]
     _submitted: set[str]
+    _leased: set[str]
     _outbox: queue.Queue[TokenEvent]
     _seq: dict[str, int]
     _signals: int
     _stop_publisher: threading.Event
     _cancels_sent: set[str]
     _redis: redis.Redis | None
+    _redis_now_ms: Callable[[], float]
 
     # -- publisher thread -----------------------------------------------------
 
@@ -61,6 +65,7 @@ class PublisherMixin:
 
     def _publish(self, batch: list) -> None:
         rows = []  # (request id, entry id, encoded event, finished)
+        finals: dict[str, str] = {}  # request id -> its final counts (p.encode_final)
         for item in batch:
             if isinstance(item, _Start):
                 self._seq[item.request_id] = 2  # 0-1 is the "claimed" entry
@@ -68,6 +73,10 @@ class PublisherMixin:
             seq = self._seq.get(item.request_id, 2)
             self._seq[item.request_id] = seq + 1
             rows.append((item.request_id, f"0-{seq}", p.encode_event(item), item.finished))
+            if item.finished:
+                # The counts the request is charged, kept apart from the event stream (which expires within
+                # minutes) for the hold sweeper, in case the API process that would settle it is gone.
+                finals[item.request_id] = p.encode_final(item, self._redis_now_ms())
         if not rows:
             return
         delay = 0.05
@@ -77,6 +86,8 @@ class PublisherMixin:
                 pipe.xadd(p.events_key(request_id), {"kind": p.KIND_EVENT, "event": data}, id=entry_id)
             for request_id in {r[0] for r in rows}:
                 pipe.expire(p.events_key(request_id), p.EVENTS_TTL_S)
+            for request_id, final in finals.items():  # after the events, so all of them precede it
+                pipe.set(p.final_key(request_id), final, ex=p.FINAL_TTL_S)
             try:
                 results = pipe.execute(raise_on_error=False)
             except redis.RedisError as exc:
@@ -90,6 +101,9 @@ class PublisherMixin:
                 # "equal or smaller than the target stream top item": written by an earlier try.
                 if isinstance(result, Exception) and "equal or smaller" not in str(result):
                     log.error("event %s of %s not written: %s", entry_id, request_id, result)
+            for request_id, result in zip(finals, results[len(results) - len(finals):]):
+                if isinstance(result, Exception):
+                    log.error("final counts of %s not written: %s", request_id, result)
             break
         finished = [r[0] for r in rows if r[3]]
         if finished:
@@ -97,6 +111,7 @@ class PublisherMixin:
                 for request_id in finished:
                     self._inflight.pop(request_id, None)
                     self._submitted.discard(request_id)
+                    self._leased.discard(request_id)
                     self._seq.pop(request_id, None)
                     self._cancels_sent.discard(request_id)
                 self._cond.notify_all()

@@ -13,7 +13,9 @@ Threads:
               after a connection error never duplicates an event. (inference.queue.publisher)
   heartbeat   every HEARTBEAT_INTERVAL_S: SET the worker's key with a HEARTBEAT_TTL_MS TTL, ZADD it to
               the model's set of accepting workers (ZREM once draining), re-check the cancel keys of
-              the requests in flight, and now and then drop consumers of dead workers from the group.
+              the requests in flight, cancel those whose API process let its lease lapse (it died: the
+              request would run on for nobody), and now and then drop consumers of dead workers from
+              the group.
               (inference.queue.liveness)
   canceller   listens on the model's cancel channel and cancels requests it runs.
               (inference.queue.liveness)
@@ -107,6 +109,7 @@ class Worker(LivenessMixin, PublisherMixin):
         self._cond = threading.Condition()
         self._inflight: dict[str, int] = {}  # request id -> prompt tokens, from claim to published final event
         self._submitted: set[str] = set()  # those of them the engine has (a cancel before that would be lost)
+        self._leased: set[str] = set()  # those of them whose API process renews a lease (p.lease_key)
         self._outbox: queue.Queue[TokenEvent] = queue.Queue()
         self._seq: dict[str, int] = {}  # publisher thread only: next event entry id per request
         self._signals = 0  # written only by the signal handler
@@ -265,6 +268,8 @@ class Worker(LivenessMixin, PublisherMixin):
             return
         with self._cond:
             self._inflight[request_id] = 0
+            if fields.get("lease") == "1":
+                self._leased.add(request_id)
         self._seq_init(request_id)
         try:
             request = p.decode_request(raw)
@@ -280,6 +285,13 @@ class Worker(LivenessMixin, PublisherMixin):
         if self._cancel_requested(request_id):
             self._outbox.put(TokenEvent(request_id, finished=True, finish_reason=FINISH_CANCELLED,
                                         prompt_tokens=prompt_tokens))
+            return
+        if self._lease_lapsed(request_id):
+            # Its API process died while it waited: nobody would read it. Nothing ran, nothing is charged.
+            log.warning("not running %s: the lease of its API process lapsed before it started", request_id)
+            self._outbox.put(TokenEvent(request_id, finished=True, finish_reason=FINISH_ERROR,
+                                        error="the API process following the request is gone",
+                                        error_code=p.ERROR_LEASE_LAPSED, prompt_tokens=prompt_tokens))
             return
         log.debug("running %s (%d prompt tokens)", request_id, prompt_tokens)
         try:
@@ -314,6 +326,15 @@ class Worker(LivenessMixin, PublisherMixin):
             return bool(self._redis.exists(p.cancel_key(request_id)))
         except redis.RedisError:
             return False
+
+    def _lease_lapsed(self, request_id: str) -> bool:
+        with self._cond:
+            if request_id not in self._leased:
+                return False
+        try:
+            return not self._redis.exists(p.lease_key(request_id))
+        except redis.RedisError:
+            return False  # unknown: the heartbeat looks again
 
     # -- draining -------------------------------------------------------------
 
