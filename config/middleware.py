@@ -1,13 +1,21 @@
 """Every response carries an x-request-id, so any answer can be traced in the logs; request bodies past the limit
-are refused before they are read."""
+are refused before they are read; the database or Redis unreachable is a 503 to retry, never a 500."""
 import json
+import logging
 import time
 import uuid
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.conf import settings
+from django.http import HttpResponse
+from django.template.loader import render_to_string
 
-from core.errors import APIError, error_body
+from core.errors import (OUTAGE_RETRY_AFTER_S, APIError, discard_broken_connections, error_body, json_response,
+                         outage_error, outage_of, outage_summary)
+
+log = logging.getLogger(__name__)
+
+API_PREFIXES = ("/v1/", "/api/")  # answered with OpenAI error objects; every other path with pages
 
 
 class ResponseMiddleware:
@@ -44,6 +52,54 @@ class RequestIdMiddleware(ResponseMiddleware):
         if not response.has_header("x-request-id"):
             response["x-request-id"] = f"req_{uuid.uuid4().hex}"
         return response
+
+
+class OutageMiddleware:
+    """The database or Redis unreachable while a view runs (a refused, lost or timed-out connection, however deep
+    it was raised): 503 with Retry-After instead of a 500. API paths get an OpenAI error object (`database_unavailable`
+    or `redis_unavailable`), dashboard pages a plain page. The thread's broken database connections are closed, so
+    the next query connects again: the service resumes by itself once the database is back.
+
+    Django calls `process_exception` for exceptions of views (DRF views re-raise theirs unless core.errors'
+    handler answered them); those raised elsewhere in the stack reach config.views.server_error, which answers
+    them with `outage_response` too.
+    """
+
+    sync_capable = True
+    async_capable = True
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+        if iscoroutinefunction(get_response):
+            markcoroutinefunction(self)
+
+    def __call__(self, request):
+        return self.get_response(request)  # a coroutine in an async stack: awaited by the caller
+
+    def process_exception(self, request, exception):
+        # Run in the thread of the view's database work (sync_to_async, thread-sensitive, in async stacks).
+        return outage_response(request, exception)
+
+
+def outage_response(request, exception) -> HttpResponse | None:
+    """The 503 for an exception that is an outage of the database or Redis; None for any other exception."""
+    service = outage_of(exception)
+    if service is None:
+        return None
+    log.warning("%s unreachable during %s %s: %s", service, request.method, request.path, exception)
+    discard_broken_connections()
+    error = outage_error(service)
+    if request.path.startswith(API_PREFIXES):
+        return json_response(error)
+    # Rendered without the request: its context processors would query the database.
+    page = render_to_string("error.html", {
+        "title": "Temporarily unavailable",
+        "detail": f"{outage_summary(service)}. Nothing was changed: please try again in {OUTAGE_RETRY_AFTER_S} "
+                  "seconds.",
+    })
+    response = HttpResponse(page, status=503)
+    response["Retry-After"] = str(OUTAGE_RETRY_AFTER_S)
+    return response
 
 
 class BodyLimitMiddleware:

@@ -1,14 +1,15 @@
 """Error pages: OpenAI error objects under the API prefixes, dashboard pages elsewhere."""
+import sys
+
 from django.http import HttpResponse
 from django.shortcuts import render
 
+from config.middleware import API_PREFIXES, outage_response
 from core.errors import handler_response
-
-_API_PREFIXES = ("/v1/", "/api/")
 
 
 def _is_api(request) -> bool:
-    return request.path.startswith(_API_PREFIXES)
+    return request.path.startswith(API_PREFIXES)
 
 
 def not_found(request, exception=None):
@@ -26,6 +27,11 @@ def permission_denied(request, exception=None):
 
 
 def server_error(request):
+    # Called while the exception is being handled: the database or Redis unreachable outside a view (a middleware,
+    # another error handler) is a 503 too.
+    outage = outage_response(request, sys.exc_info()[1])
+    if outage is not None:
+        return outage
     if _is_api(request):
         return handler_response(request, 500)
     return HttpResponse("Server error", status=500, content_type="text/plain")

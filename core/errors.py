@@ -9,11 +9,21 @@ other functions render that same object for one transport each:
 - `ws_message`: the playground socket's `error` message (the object plus status and retry_after);
 - `exception_handler`: Django REST framework's EXCEPTION_HANDLER (the /api views);
 - `handler_response`: the body of the 400/403/404/500 handlers under the API prefixes.
+
+Outages: `outage_of` tells whether an exception is the database or Redis being unreachable (anywhere in
+its chain), `outage_error` is the 503 it is answered with (Retry-After, nothing charged), and
+`discard_broken_connections` drops this thread's database connections that failed, so the next query
+connects again.
 """
 import json
+import logging
 import math
 
+import redis
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.db import DatabaseError, connections
+from django.db import InterfaceError as DjangoInterfaceError
+from django.db import OperationalError as DjangoOperationalError
 from django.http import Http404, JsonResponse
 from rest_framework import exceptions
 from rest_framework.response import Response
@@ -70,6 +80,76 @@ def ws_message(error: APIError) -> dict:
     return {"type": "error", "error": fields}
 
 
+# Outages: the database or Redis cannot be reached.
+
+DATABASE = "database"
+REDIS = "redis"
+DATABASE_UNAVAILABLE = f"{DATABASE}_unavailable"  # the error codes of their 503s
+REDIS_UNAVAILABLE = f"{REDIS}_unavailable"
+OUTAGE_RETRY_AFTER_S = 5  # a restarted PostgreSQL or Redis answers again within seconds
+_OUTAGE_NAMES = {DATABASE: "The database", REDIS: "Redis"}
+
+log = logging.getLogger(__name__)
+
+
+def _database_errors() -> tuple[type[BaseException], ...]:
+    errors: tuple[type[BaseException], ...] = (DjangoOperationalError, DjangoInterfaceError)
+    try:  # psycopg's own, when raised outside Django's wrapper (PostgreSQL deployments only)
+        import psycopg
+    except ImportError:
+        return errors
+    return (*errors, psycopg.OperationalError, psycopg.InterfaceError)
+
+
+_DATABASE_ERRORS = _database_errors()
+# A refused or dropped connection, or no answer in time (BusyLoadingError, a Redis still loading, is one too).
+_REDIS_ERRORS = (redis.ConnectionError, redis.TimeoutError)
+
+
+def outage_of(exc: BaseException | None) -> str | None:
+    """DATABASE or REDIS when `exc`, or an exception it was raised from or while handling, is that service
+    being unreachable (a connection refused, lost or timed out); None otherwise."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, _DATABASE_ERRORS):
+            return DATABASE
+        if isinstance(exc, _REDIS_ERRORS):
+            return REDIS
+        # `raise ... from None` says the error was dealt with: its context is not followed.
+        exc = exc.__cause__ if exc.__cause__ is not None or exc.__suppress_context__ else exc.__context__
+    return None
+
+
+def outage_summary(service: str) -> str:
+    """What is down, in words: "The database cannot be reached right now"."""
+    return f"{_OUTAGE_NAMES[service]} cannot be reached right now"
+
+
+def outage_error(service: str) -> APIError:
+    """The 503 of a request that met an outage of `service` (DATABASE or REDIS): nothing was charged for it."""
+    return APIError(
+        503,
+        f"{outage_summary(service)}, so your request was not completed and nothing was charged for it. "
+        f"Please retry in {OUTAGE_RETRY_AFTER_S} seconds.",
+        type="server_error",
+        code=f"{service}_unavailable",
+        headers={"Retry-After": str(OUTAGE_RETRY_AFTER_S)},
+    )
+
+
+def discard_broken_connections() -> None:
+    """Close this thread's database connections on which an error occurred (outside a transaction), so the
+    next query opens a new one instead of failing on a dead socket."""
+    for connection in connections.all(initialized_only=True):
+        if connection.connection is None or not connection.errors_occurred or connection.in_atomic_block:
+            continue
+        try:
+            connection.close()
+        except DatabaseError:
+            log.debug("closing a broken %s connection failed", connection.alias, exc_info=True)
+
+
 # Django REST framework (/api): every failure is an error object.
 
 def _first_error(detail, path: str = "") -> tuple[str | None, str]:
@@ -90,6 +170,9 @@ def _first_error(detail, path: str = "") -> tuple[str | None, str]:
 def _drf_error(exc) -> APIError | None:
     if isinstance(exc, APIError):
         return exc
+    service = outage_of(exc)
+    if service is not None:
+        return outage_error(service)
     if isinstance(exc, (Http404, exceptions.NotFound)):
         message = str(exc.detail) if isinstance(exc, exceptions.NotFound) else "Not found."
         return APIError(404, message, code="not_found")
@@ -123,6 +206,9 @@ def exception_handler(exc, context):
     error = _drf_error(exc)
     if error is None:
         return None
+    if error.code in (DATABASE_UNAVAILABLE, REDIS_UNAVAILABLE):
+        log.warning("%s: %s", error.code, exc)
+        discard_broken_connections()
     headers = dict(error.headers)
     if error.status == 401:
         headers["WWW-Authenticate"] = WWW_AUTHENTICATE

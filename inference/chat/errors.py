@@ -1,5 +1,5 @@
 """The chat's refusals and failures: small factories of core.errors.APIError (rendered by core.errors)."""
-from core.errors import APIError
+from core.errors import DATABASE, DATABASE_UNAVAILABLE, APIError, outage_error
 
 
 def invalid(message: str, param: str | None = None, code: str | None = None) -> APIError:
@@ -67,6 +67,8 @@ def generation_failed(event) -> APIError:
     if getattr(event, "error_code", None) == "invalid_grammar":  # the engine could not compile the constraint
         return invalid(f"The output cannot be constrained to 'response_format' (or the forced tool call): "
                        f"{event.error}", None, "invalid_json_schema")
+    if getattr(event, "error_code", None) == DATABASE_UNAVAILABLE:  # generated, but its charge could not be recorded
+        return outage_error(DATABASE)
     failure = _WORKER_FAILURES.get(getattr(event, "error_code", None))
     if failure is None:
         return server_error()

@@ -20,7 +20,7 @@ from accounts.storage import StorageLimitExceeded
 from billing.services import InsufficientCredit, hold_place, hold_release, price_get
 from billing.spend import SpendCapReached
 from core.catalogue import ModelSpec, get_model
-from core.errors import APIError
+from core.errors import APIError, outage_of
 from inference.availability import ModelUnavailable
 from inference.chat.errors import backend_unavailable, insufficient_credit, model_not_found
 from inference.chat.generation import Generation
@@ -101,6 +101,12 @@ async def remember(chat: Chat, choices: list[dict]) -> None:
                                                      request_id=chat.request_id)
     except StorageLimitExceeded as exc:  # the answer was sent: the session does not keep this turn
         log.warning("session %s does not keep turn %s: %s", chat.session.pk, chat.request_id, exc.message)
+    except Exception as exc:
+        if outage_of(exc) is None:
+            raise
+        # The answer was sent (or is being) and charged: an outage now only costs the session this turn.
+        log.warning("session %s does not keep turn %s: the %s is unreachable", chat.session.pk, chat.request_id,
+                    outage_of(exc))
 
 
 def _model(chat: ChatRequest, caller: Caller) -> ModelSpec:

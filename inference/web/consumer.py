@@ -23,7 +23,7 @@ from django.contrib import auth
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
 from accounts.tenancy import member_organization, socket_membership
-from core.errors import APIError, ws_message
+from core.errors import APIError, outage_error, outage_of, ws_message
 from inference.chat.errors import invalid
 from inference.web.saving import save_conversation
 from inference.web.turn import Turn
@@ -33,6 +33,7 @@ _turns: set[asyncio.Task] = set()  # keeps running turns referenced until they f
 
 NOT_SIGNED_IN = 4401
 NOT_A_MEMBER = 4403
+TRY_AGAIN_LATER = 1013  # the database or Redis is unreachable: the page may connect again in a few seconds
 
 
 def _still_signed_in(session_key: str | None, user_pk) -> bool:
@@ -45,6 +46,10 @@ def _still_signed_in(session_key: str | None, user_pk) -> bool:
 
 
 class PlaygroundConsumer(AsyncJsonWebsocketConsumer):
+    # No channel layer: the socket hears from no other process, and a consumer that listens on one is closed as
+    # soon as its Redis goes away.
+    channel_layer_alias = None
+
     async def connect(self):
         self.organization = None
         self.turn: Turn | None = None
@@ -53,7 +58,14 @@ class PlaygroundConsumer(AsyncJsonWebsocketConsumer):
         user = self.scope.get("user")
         if user is None or not user.is_authenticated:
             return await self._refuse(NOT_SIGNED_IN, "not_signed_in", "Sign in to use the playground.")
-        membership = await database_sync_to_async(socket_membership)(self.scope)
+        try:
+            membership = await database_sync_to_async(socket_membership)(self.scope)
+        except Exception as exc:
+            if outage_of(exc) is None:
+                raise
+            log.warning("playground socket refused: the %s is unreachable: %s", outage_of(exc), exc)
+            await self.send_json(ws_message(outage_error(outage_of(exc))))
+            return await self.close(code=TRY_AGAIN_LATER)
         if membership is None:
             return await self._refuse(NOT_A_MEMBER, "not_a_member",
                                       "You are not a member of any organization: create one to use the playground.")
@@ -84,6 +96,18 @@ class PlaygroundConsumer(AsyncJsonWebsocketConsumer):
         await self.receive_json(content)
 
     async def receive_json(self, content, **kwargs):
+        try:
+            await self._receive(content)
+        except Exception as exc:
+            service = outage_of(exc)
+            if service is None:
+                raise
+            # Nothing was started: a chat's page ends its turn with this error, a save names its action.
+            log.warning("playground %s refused: the %s is unreachable: %s", content["type"], service, exc)
+            message = ws_message(outage_error(service))
+            await self._send_open(message | {"action": "save"} if content["type"] == "save" else message)
+
+    async def _receive(self, content: dict) -> None:
         if self.organization is None:
             return
         kind = content["type"]
@@ -115,11 +139,17 @@ class PlaygroundConsumer(AsyncJsonWebsocketConsumer):
     async def _run(self, turn: Turn, content: dict) -> None:
         try:
             await turn.run(content)
-        except Exception:
-            log.exception("playground turn %s failed", turn.request_id)
+        except Exception as exc:
+            service = outage_of(exc)
+            if service is None:
+                log.exception("playground turn %s failed", turn.request_id)
+                error = APIError(500, "The turn failed on the server. Please retry.", type="server_error",
+                                 code="server_error")
+            else:  # before its generation started: nothing held is left but what the sweeper releases
+                log.warning("playground turn %s refused: the %s is unreachable: %s", turn.request_id, service, exc)
+                error = outage_error(service)
             turn.stop()
-            await self._send_open(ws_message(APIError(500, "The turn failed on the server. Please retry.",
-                                                      type="server_error", code="server_error")))
+            await self._send_open(ws_message(error))
 
     async def _save(self, organization, content: dict) -> None:
         try:

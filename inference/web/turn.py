@@ -12,7 +12,7 @@ from asgiref.sync import sync_to_async
 
 from billing.models import UsageRecord
 from billing.services import account_for
-from core.errors import APIError, ws_message
+from core.errors import APIError, outage_of, ws_message
 from core.money import usd_amount, usd_exact
 from inference.api import chunks
 from inference.chat import lifecycle
@@ -85,13 +85,18 @@ class Turn:
 
     async def _done(self, event) -> dict:
         """The end of the turn; the Generation has settled the hold before it delivers its final event."""
-        record, available = await sync_to_async(_settled)(self.request_id, self.organization)
+        try:
+            record, available = await sync_to_async(_settled)(self.request_id, self.organization)
+        except Exception as exc:
+            if outage_of(exc) is None:
+                raise
+            record, available = None, None  # its cost shows on the usage page once the database is back
         done = {
             "type": "done", "request_id": self.request_id, "finish_reason": event.finish_reason,
             "usage": chunks.usage(event.prompt_tokens, event.completion_tokens, event.cached_tokens),
             "cost_micro": record.cost_micro if record else None,
             "cost_usd": usd_exact(record.cost_micro) if record else None,
-            "available_usd": usd_exact(available),
+            "available_usd": usd_exact(available) if available is not None else None,
         }
         if event.finish_reason not in _ENDED:
             done["error"] = ws_message(generation_failed(event))["error"]
