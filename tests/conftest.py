@@ -1,10 +1,20 @@
 import pytest
 
+# Fixtures shared across folders, each registered once per run: a session fixture imported into a test module
+# or another conftest would be registered (and started) once more per import.
+pytest_plugins = [
+    "tests.plugins.live_server",  # the live server, the tiny models it serves, the OpenAI SDK on it
+    "tests.plugins.redis_server",  # a redis-server
+    "tests.plugins.fake_stripe",  # a fake Stripe API
+]
+
 
 def pytest_configure(config):
     try:
         from django.conf import settings
     except ImportError:  # a GPU host running only the engine's tests (bench/gpu.sh) has no Django
+        return
+    if not config.pluginmanager.hasplugin("django"):  # or has it, and runs them with -p no:django
         return
 
     # The live servers of the tests import config.asgi: no background periodic jobs there; the tests

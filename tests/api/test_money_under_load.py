@@ -11,6 +11,7 @@ from billing.selectors import ledger_sum_micro
 from billing.services import credit_grant
 from tests.api.conftest import TINY, tiny_cost, wait_for_usage
 from tests.factories import make_key, make_org
+from tests.poll import wait_until
 
 pytestmark = pytest.mark.money
 
@@ -124,8 +125,6 @@ def test_streams_cut_at_random_points_pay_exactly_for_their_tokens(base_url, ali
 
 def test_a_running_request_beats_for_the_sweeper_until_it_is_settled(base_url, alice, alice_secret):
     from billing import liveness
-    from tests.workers.conftest import wait_until
-
     body = {"model": TINY, "messages": MESSAGES, "max_tokens": 1500, "ignore_eos": True, "stream": True}
     with httpx.Client(base_url=base_url, timeout=60) as http:
         with http.stream("POST", "/v1/chat/completions", json=body,
@@ -134,12 +133,12 @@ def test_a_running_request_beats_for_the_sweeper_until_it_is_settled(base_url, a
             lines = response.iter_lines()
             next(line for line in lines if line.startswith("data: {"))
             # Held credit, and its process says it is running (long enough to be seen: 1500 tokens).
-            assert wait_until(lambda: liveness.is_alive(request_id), 5, "the first heartbeat")
+            assert wait_until(lambda: liveness.is_alive(request_id), timeout=5, message="the first heartbeat")
             for _ in lines:
                 pass
     assert wait_for_usage(request_id).completion_tokens == 1500
-    wait_until(lambda: not liveness.is_alive(request_id) and liveness.last_counts(request_id) is None, 10,
-               "the heartbeat to be forgotten")
+    wait_until(lambda: not liveness.is_alive(request_id) and liveness.last_counts(request_id) is None, timeout=10,
+               message="the heartbeat to be forgotten")
 
 
 def test_settling_leaves_no_database_connection_open(base_url, alice, client):

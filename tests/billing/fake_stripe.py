@@ -4,7 +4,8 @@ It holds customers, Checkout sessions, payment intents, charges and events in me
 form-encoded bracket syntax the library sends, honours idempotency keys, and answers Stripe-shaped
 JSON and errors. Test helpers play the customer's and the bank's part (pay a Checkout, refund a
 charge, open a dispute, fail a payment): each stores the Stripe event for /v1/events and returns it,
-and `signed` signs an event the way Stripe signs its webhooks.
+and `signed` signs an event the way Stripe signs its webhooks. The `fake_stripe` fixture that starts one for a
+test is in tests/plugins/fake_stripe.py.
 """
 import copy
 import hashlib
@@ -311,15 +312,3 @@ def deliver(event: dict, *, secret: str = WEBHOOK_SECRET, client: Client | None 
     body, header = signed(event, secret)
     return (client or Client()).post(WEBHOOK_URL, data=body, content_type="application/json",
                                      HTTP_STRIPE_SIGNATURE=header)
-
-
-@pytest.fixture
-def fake_stripe(settings):
-    """A running fake Stripe, with the settings pointing the library and the webhook at it."""
-    fake = FakeStripe()
-    settings.STRIPE_SECRET_KEY = fake.api_key
-    settings.STRIPE_API_BASE = fake.url
-    settings.STRIPE_WEBHOOK_SECRET = WEBHOOK_SECRET
-    settings.BILLING_ALERT_EMAILS = ["billing-ops@example.com"]
-    yield fake
-    fake.stop()

@@ -8,11 +8,11 @@ from django.db import connection
 from accounts.models import User
 from accounts.services import organization_get_or_create
 from billing.models import BillingProfile, LedgerEntry, Payment, PaymentIssue
-from core.money import Price
 from billing.services import credit_grant, hold_place, hold_settle
 from billing.stripe.customers import customer_for
 from billing.tasks.payments import auto_recharge
-from tests.billing.fake_stripe import deliver, fake_stripe  # noqa: F401
+from core.money import Price
+from tests.billing.fake_stripe import deliver
 from tests.billing.money import USD, balance
 
 pytestmark = pytest.mark.money

@@ -11,10 +11,9 @@ from hypothesis import given, settings, strategies as st
 from accounts.models import APIKey, Organization, User
 from billing.models import BillingProfile, CreditAccount, LedgerEntry, ModelPrice, Payment
 from core.money import AmountError, parse_usd
-from tests.billing.fake_stripe import fake_stripe  # noqa: F401
-from tests.billing.test_tenant_api import assert_error, call, tenant
+from tests.billing.test_tenant_api import assert_error, call
 from tests.dashboard.test_usage import browser, parse
-from tests.factories import make_org
+from tests.factories import make_org, tenant
 
 pytestmark = [pytest.mark.django_db, pytest.mark.money]
 

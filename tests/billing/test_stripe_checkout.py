@@ -7,7 +7,6 @@ from accounts.models import User
 from billing.models import BillingProfile, Payment
 from billing.stripe.checkout import CheckoutFailed, TopupAmountInvalid, topup_session_create
 from billing.stripe.client import StripeNotConfigured
-from tests.billing.fake_stripe import fake_stripe  # noqa: F401
 from tests.billing.money import USD, balance
 from tests.factories import make_org
 

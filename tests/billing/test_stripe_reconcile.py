@@ -6,7 +6,7 @@ import pytest
 from billing.models import LedgerEntry, Payment, StripeEvent
 from billing.stripe.reconcile import reconcile_events
 from billing.tasks.payments import reconcile_stripe
-from tests.billing.fake_stripe import deliver, fake_stripe  # noqa: F401
+from tests.billing.fake_stripe import deliver
 from tests.billing.money import USD, balance, checkout
 from tests.factories import make_org
 

@@ -5,10 +5,10 @@ from django.core import mail
 from accounts.models import User
 from accounts.services import organization_get_or_create
 from billing.models import LedgerEntry, Payment, PaymentIssue
-from core.money import Price
 from billing.services import credit_grant, hold_place
 from billing.stripe.checkout import topup_session_create
-from tests.billing.fake_stripe import deliver, fake_stripe  # noqa: F401
+from core.money import Price
+from tests.billing.fake_stripe import deliver
 from tests.billing.money import USD, balance
 
 pytestmark = pytest.mark.money

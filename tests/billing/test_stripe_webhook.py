@@ -6,7 +6,7 @@ from django.db import connection
 from django.test import Client
 
 from billing.models import BillingProfile, LedgerEntry, Payment, StripeEvent
-from tests.billing.fake_stripe import WEBHOOK_URL, deliver, fake_stripe, signature, signed  # noqa: F401
+from tests.billing.fake_stripe import WEBHOOK_URL, deliver, signature, signed
 from tests.billing.money import USD, balance, checkout
 from tests.factories import make_org
 

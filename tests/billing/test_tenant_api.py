@@ -2,7 +2,6 @@
 import json
 from datetime import datetime, time, timedelta, timezone as tz
 from itertools import count
-from types import SimpleNamespace
 
 import pytest
 from django.test import Client
@@ -10,9 +9,9 @@ from django.utils import timezone
 
 from accounts.models import Membership, User
 from billing.models import BillingProfile, LedgerEntry, Payment, UsageRecord
-from core.money import Price
 from billing.services import credit_grant, hold_place, hold_settle, ledger_post
-from tests.factories import make_key, make_org
+from core.money import Price
+from tests.factories import add_user, make_org
 
 pytestmark = [pytest.mark.django_db, pytest.mark.money]
 
@@ -24,29 +23,6 @@ WRITES = [("patch", "/api/billing/limits", {"rate_limit_rpm": 60}),
           ("post", "/api/billing/topups", {"amount_usd": "25.00"})]
 PRICE = Price(input_micro_per_mtok=1_000_000, output_micro_per_mtok=2_000_000)  # a token: 1 micro in, 2 out
 _request_ids = count()
-
-
-def add_user(org, email, role):
-    user = User.objects.create_user(email=email)  # signed in with force_login: no password to hash
-    Membership.objects.create(user=user, organization=org, role=role)
-    return user
-
-
-def tenant(name):
-    org = make_org(name)
-    users = {role: add_user(org, f"{role}@{name}.test", role) for role in ("owner", "admin", "member")}
-    key, secret = make_key(org)
-    return SimpleNamespace(org=org, users=users, key=key, secret=secret)
-
-
-@pytest.fixture
-def acme():
-    return tenant("acme")
-
-
-@pytest.fixture
-def globex():
-    return tenant("globex")
 
 
 def call(who, method, path, body=None, *, org=None, headers=None, client=None):

@@ -3,7 +3,7 @@ import pytest
 
 from accounts.models import APIKey
 from billing.models import BillingProfile
-from tests.billing.test_tenant_api import acme, assert_error, call  # noqa: F401
+from tests.billing.test_tenant_api import assert_error, call
 
 pytestmark = [pytest.mark.django_db, pytest.mark.money]
 

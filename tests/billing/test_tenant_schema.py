@@ -7,10 +7,8 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from schemathesis import GenerationMode
 from schemathesis.specs.openapi.checks import response_schema_conformance, status_code_conformance
 
-from tests.billing.fake_stripe import fake_stripe  # noqa: F401
-from tests.billing.test_tenant_api import tenant
+from tests.factories import tenant
 from tests.fuzzing import SENT, documented_names, examples, slip_in_edges
-from tests.sessions.conftest import http, live_server_url  # noqa: F401
 
 OPERATIONS = {
     ("get", "/api/billing/balance"), ("get", "/api/billing/ledger"), ("get", "/api/billing/usage"),

@@ -6,8 +6,8 @@ from django.test import Client
 from django.utils import timezone
 
 from billing.models import BillingProfile, Payment
-from tests.billing.fake_stripe import deliver, fake_stripe  # noqa: F401
-from tests.billing.test_tenant_api import acme, assert_error, call, globex, noon, spend  # noqa: F401
+from tests.billing.fake_stripe import deliver
+from tests.billing.test_tenant_api import assert_error, call, noon, spend
 from tests.factories import make_key
 
 pytestmark = [pytest.mark.django_db, pytest.mark.money]

@@ -1,4 +1,5 @@
-"""Headless Chromium (Debian's `chromium`) driven by Playwright against the live ASGI server.
+"""Headless Chromium (Debian's `chromium`) driven by Playwright against the live ASGI server (base_url,
+tests/plugins/live_server.py).
 
 Screenshots of every page the journeys visit are saved at desktop and phone widths under
 artifacts/screenshots/ (SCREENSHOT_DIR overrides). Without chromium the tests fail, unless
@@ -13,13 +14,6 @@ import pytest
 
 from accounts.models import Membership, User
 from billing.services import credit_grant
-from tests.api.conftest import (  # noqa: F401  (fixtures, shared with the API tests)
-    alice,
-    alice_secret,
-    base_url,
-    models_file,
-    server,
-)
 from tests.factories import make_org
 
 ROOT = Path(__file__).resolve().parents[2]

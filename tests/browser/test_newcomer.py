@@ -13,13 +13,13 @@ import signal
 import socket
 import subprocess
 import threading
-import time
 from pathlib import Path
 
 import openai
 import pytest
 
 from tests.browser.conftest import SCREENSHOTS, log_in
+from tests.poll import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 MODEL = "smollm2-135m-instruct"
@@ -52,11 +52,13 @@ def make_run(tmp_path):
     reader.start()
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 600
-        while not _answers(base):
+        def serving():
+            if _answers(base):
+                return True
             assert process.poll() is None, "make run stopped:\n" + "".join(lines)
-            assert time.monotonic() < deadline, "make run did not serve in 10 minutes:\n" + "".join(lines)
-            time.sleep(0.5)
+            return False
+
+        wait_until(serving, timeout=600, interval=0.5, message=lambda: "make run to serve:\n" + "".join(lines))
         yield base, lines, env
     finally:
         os.killpg(process.pid, signal.SIGTERM)
@@ -127,11 +129,11 @@ def test_make_run_leads_to_a_dashboard_with_credit_a_key_and_its_usage(make_run,
         tour(page, "keys", "API keys")
 
         row = page.locator(f"#usage-requests tr[data-request-id='{answer.id}']")
-        for _ in range(60):  # the usage record is written as the request settles
+        def listed():  # the usage record is written as the request settles
             page.goto("/usage/?range=7")
-            if row.count():
-                break
-            time.sleep(0.5)
+            return row.count()
+
+        wait_until(listed, timeout=30, interval=0.5, message=f"request {answer.id} on the usage page")
         assert row.count() == 1 and MODEL in row.inner_text()
         tour(page, "usage", "Usage")
 

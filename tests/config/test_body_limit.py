@@ -7,8 +7,6 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from tests.api.conftest import base_url, models_file, server  # noqa: F401  (the live server's fixtures)
-
 pytestmark = pytest.mark.django_db(transaction=True)
 
 LIMIT = 64 << 10

@@ -5,10 +5,11 @@ from django.test import Client
 from accounts.models import Membership
 from billing.models import BillingProfile, Payment
 from billing.services import credit_grant, hold_place
-from tests.billing.fake_stripe import deliver, fake_stripe  # noqa: F401
+from tests.billing.fake_stripe import deliver
 from tests.billing.money import USD, balance
-from tests.billing.test_tenant_api import PRICE, tenant
+from tests.billing.test_tenant_api import PRICE
 from tests.dashboard.test_usage import browser, parse
+from tests.factories import tenant
 
 pytestmark = [pytest.mark.django_db, pytest.mark.money]
 

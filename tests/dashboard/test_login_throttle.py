@@ -12,8 +12,6 @@ from django.core.cache import cache
 from accounts.hashers import Argon2PasswordHasher, BoundedHasher, hashing_slot
 from accounts.models import User
 from accounts.web import throttle
-from tests.sessions.conftest import live_server_url  # noqa: F401  (the live server fixture)
-from tests.workers.conftest import redis_url  # noqa: F401  (a redis-server of this test session)
 
 PASSWORD = "plum-harbour-9-lantern"
 ATTACKER, OWNER = "203.0.113.7", "198.51.100.4"
@@ -127,7 +125,7 @@ def logs_in(base: str, path: str, address: str) -> bool:
 
 
 def test_parallel_wrong_passwords_for_one_email_reach_the_hasher_at_most_five_times(
-        live_server_url, cache_backend, alice):  # noqa: F811
+        live_server_url, cache_backend, alice):
     responses = in_parallel(30, lambda i: post_form(live_server_url, LOGIN, ATTACKER, "alice@example.com",
                                                     f"guess-{i}"))
     wrong = [r for r in responses if r.status_code == 200]
@@ -141,7 +139,7 @@ def test_parallel_wrong_passwords_for_one_email_reach_the_hasher_at_most_five_ti
     assert logs_in(live_server_url, LOGIN, OWNER)  # the owner, at another address, gets in
 
 
-def test_admin_login_is_throttled_like_the_dashboards(live_server_url, cache_backend, alice):  # noqa: F811
+def test_admin_login_is_throttled_like_the_dashboards(live_server_url, cache_backend, alice):
     responses = in_parallel(25, lambda i: post_form(live_server_url, ADMIN_LOGIN, ATTACKER, "alice@example.com",
                                                     f"guess-{i}"))
     assert Counted.calls == statuses(responses).get(200, 0) <= throttle.PAIR_LIMIT
@@ -153,7 +151,7 @@ def test_admin_login_is_throttled_like_the_dashboards(live_server_url, cache_bac
 
 
 def test_a_login_that_finds_every_hashing_slot_busy_gets_429_and_does_not_count(
-        live_server_url, cache_backend, alice, settings):  # noqa: F811
+        live_server_url, cache_backend, alice, settings):
     settings.PASSWORD_HASH_CONCURRENCY, settings.PASSWORD_HASH_WAIT = 1, 0.2
     with hashing_slot():  # this thread holds the only slot
         busy = [post_form(live_server_url, LOGIN, OWNER, "alice@example.com", "guess") for _ in range(6)]
@@ -177,7 +175,7 @@ def peak_memory():
 
 
 def test_200_parallel_logins_from_one_address_and_200_for_one_email(live_server_url, alice, peak_memory,
-                                                                     capsys):  # noqa: F811
+                                                                     capsys):
     from_one_address = in_parallel(200, lambda i: post_form(live_server_url, LOGIN, ATTACKER,
                                                             f"user{i}@example.com", f"guess-{i}"))
     evaluated_address = Counted.calls
@@ -197,7 +195,7 @@ def test_200_parallel_logins_from_one_address_and_200_for_one_email(live_server_
 
 
 def test_200_parallel_logins_for_one_email_from_200_addresses_hash_two_at_a_time(
-        live_server_url, alice, peak_memory, capsys):  # noqa: F811
+        live_server_url, alice, peak_memory, capsys):
     responses = in_parallel(200, lambda i: post_form(live_server_url, LOGIN, f"10.9.{i // 250}.{i % 250 + 1}",
                                                      "alice@example.com", f"guess-{i}"))
     grown, evaluated = peak_memory(), Counted.calls

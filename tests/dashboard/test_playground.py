@@ -10,24 +10,15 @@ from websockets.sync.client import connect
 
 from accounts.models import ChatMessage, ChatSession, Membership, User
 from accounts.sessions import session_history
-from core.counters import get_counters
 from billing.models import Hold, UsageRecord
 from billing.selectors import ledger_sum_micro
-from tests.api.conftest import TINY, TINY_GREEDY, base_url, models_file, server, tiny_cost  # noqa: F401  (fixtures)
+from tests.api.conftest import TINY, TINY_GREEDY, tiny_cost, wait_for_usage
 from tests.factories import make_org
 
-pytestmark = pytest.mark.money
+pytestmark = [pytest.mark.money, pytest.mark.usefixtures("tiny_models")]  # tests/dashboard/conftest.py
 
 WAIT = 60  # seconds: the first turn of a test run loads the tiny model
 HI = [{"role": "user", "content": "Hello there, how are you?"}]
-
-
-@pytest.fixture(autouse=True)
-def tiny_models(settings, models_file):  # noqa: F811
-    settings.MODELS_FILE = models_file
-    get_counters().clear()  # rate-limit windows: organization ids repeat from one test to the next
-    yield
-    get_counters().clear()
 
 
 def member(email: str, org, role=Membership.Role.MEMBER) -> User:
@@ -49,7 +40,7 @@ def cookie_of(user: User, organization=None) -> str:
 class Page:
     """The playground's socket as the page opens it: the session cookie, the site's own Origin."""
 
-    def __init__(self, base_url: str, cookie: str | None, origin: str | None = None):  # noqa: F811
+    def __init__(self, base_url: str, cookie: str | None, origin: str | None = None):
         headers = {"Cookie": f"sessionid={cookie}"} if cookie else {}
         self._connection = connect(base_url.replace("http", "ws", 1) + "/ws/playground/", origin=origin or base_url,
                                    additional_headers=headers, open_timeout=WAIT, proxy=None)
@@ -91,11 +82,7 @@ def balance_of(org):
 
 
 def usage_of(request_id: str) -> UsageRecord:
-    deadline = time.monotonic() + WAIT
-    while (record := UsageRecord.objects.filter(request_id=request_id).first()) is None:
-        assert time.monotonic() < deadline, f"no usage record for {request_id}"
-        time.sleep(0.05)
-    return record
+    return wait_for_usage(request_id, timeout=WAIT)
 
 
 # -- the page --------------------------------------------------------------------------------------------------
@@ -126,21 +113,21 @@ def test_the_page_asks_strangers_to_sign_in(transactional_db):
 # -- who may chat ----------------------------------------------------------------------------------------------
 
 
-def test_a_visitor_who_is_not_signed_in_is_closed_with_4401(base_url):  # noqa: F811
+def test_a_visitor_who_is_not_signed_in_is_closed_with_4401(base_url):
     page = Page(base_url, None)
     assert page.receive()["error"]["code"] == "not_signed_in"
     closed = page.closed()
     assert closed.code == 4401 and "Sign in" in closed.reason
 
 
-def test_a_user_without_an_organization_is_closed_with_4403(base_url):  # noqa: F811
+def test_a_user_without_an_organization_is_closed_with_4403(base_url):
     user = User.objects.create_user(email="solo@example.com", password="a long passphrase 42")
     page = Page(base_url, cookie_of(user))
     assert page.receive()["error"]["code"] == "not_a_member"
     assert page.closed().code == 4403
 
 
-def test_a_page_of_another_site_cannot_open_the_socket(base_url):  # noqa: F811
+def test_a_page_of_another_site_cannot_open_the_socket(base_url):
     org = make_org("alice", credit_micro=1_000_000)
     with pytest.raises(InvalidStatus) as refused:
         Page(base_url, cookie_of(member("ann@example.com", org)), origin="http://evil.example")
@@ -151,12 +138,12 @@ def test_a_page_of_another_site_cannot_open_the_socket(base_url):  # noqa: F811
 
 
 @pytest.fixture
-def alice(base_url):  # noqa: F811
+def alice(base_url):
     return make_org("alice", credit_micro=1_000_000)
 
 
 @pytest.fixture
-def page(base_url, alice):  # noqa: F811
+def page(base_url, alice):
     page = Page(base_url, cookie_of(member("ann@example.com", alice)))
     page.ready()
     yield page
@@ -248,7 +235,7 @@ def test_bad_input_is_an_error_naming_its_parameter(alice, page, chat, status, p
     assert balance_of(alice).balance_micro == 1_000_000
 
 
-def test_an_organization_without_enough_credit_gets_the_402_message(base_url):  # noqa: F811
+def test_an_organization_without_enough_credit_gets_the_402_message(base_url):
     org = make_org("poor", credit_micro=10)
     page = Page(base_url, cookie_of(member("pat@example.com", org)))
     page.ready()
@@ -294,7 +281,7 @@ def test_one_answer_at_a_time_and_unknown_messages_are_explained(page):
 # -- the organization current in the session -------------------------------------------------------------------
 
 
-def test_the_turn_spends_the_credit_of_the_organization_current_in_the_session(base_url):  # noqa: F811
+def test_the_turn_spends_the_credit_of_the_organization_current_in_the_session(base_url):
     alice, bob = make_org("alice", credit_micro=1_000_000), make_org("bob", credit_micro=1_000_000)
     carol = make_org("carol", credit_micro=1_000_000)
     user = member("ann@example.com", alice)

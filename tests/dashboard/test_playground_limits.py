@@ -8,17 +8,17 @@ from django.test import Client
 from websockets.exceptions import InvalidStatus
 
 from accounts.models import ChatSession, Membership
-from core import clock
 from billing.models import Hold
-from tests.api.conftest import TINY, base_url, models_file, server  # noqa: F401  (fixtures)
-from tests.dashboard.test_playground import HI, Page, cookie_of, member, tiny_models  # noqa: F401  (fixture)
+from core import clock
+from tests.api.conftest import TINY
+from tests.dashboard.test_playground import HI, Page, cookie_of, member
 from tests.factories import make_org
 
-pytestmark = pytest.mark.money
+pytestmark = [pytest.mark.money, pytest.mark.usefixtures("tiny_models")]  # tests/dashboard/conftest.py
 
 
 @pytest.fixture
-def alice(base_url):  # noqa: F811
+def alice(base_url):
     return make_org("alice", credit_micro=1_000_000)
 
 
@@ -28,7 +28,7 @@ def ann(alice):
 
 
 @pytest.fixture
-def page(base_url, ann):  # noqa: F811
+def page(base_url, ann):
     page = Page(base_url, cookie_of(ann))
     page.ready()
     yield page
@@ -49,7 +49,7 @@ def save(page: Page, messages: list[dict]) -> dict:
 # -- whose pages may open the socket ---------------------------------------------------------------------------
 
 
-def other_origins(base_url: str) -> list[str]:  # noqa: F811
+def other_origins(base_url: str) -> list[str]:
     port = int(base_url.rsplit(":", 1)[1])
     return [
         f"http://127.0.0.1:{port + 1}",  # another port of this host
@@ -61,7 +61,7 @@ def other_origins(base_url: str) -> list[str]:  # noqa: F811
     ]
 
 
-def test_only_a_page_of_exactly_this_origin_opens_the_socket(base_url, ann):  # noqa: F811
+def test_only_a_page_of_exactly_this_origin_opens_the_socket(base_url, ann):
     cookie = cookie_of(ann)
     for origin in other_origins(base_url):
         with pytest.raises(InvalidStatus) as refused:
@@ -72,7 +72,7 @@ def test_only_a_page_of_exactly_this_origin_opens_the_socket(base_url, ann):  # 
     page.close()
 
 
-def test_a_handshake_without_origin_is_refused(base_url, ann):  # noqa: F811
+def test_a_handshake_without_origin_is_refused(base_url, ann):
     from websockets.sync.client import connect
 
     with pytest.raises(InvalidStatus) as refused:
@@ -81,7 +81,7 @@ def test_a_handshake_without_origin_is_refused(base_url, ann):  # noqa: F811
     assert refused.value.response.status_code == 403
 
 
-def test_an_origin_listed_in_csrf_trusted_origins_opens_the_socket(base_url, ann, settings):  # noqa: F811
+def test_an_origin_listed_in_csrf_trusted_origins_opens_the_socket(base_url, ann, settings):
     settings.CSRF_TRUSTED_ORIGINS = ["https://chat.example.com"]
     page = Page(base_url, cookie_of(ann), origin="https://chat.example.com")
     assert page.ready()["type"] == "ready"
@@ -103,7 +103,7 @@ def sign_out(cookie: str) -> None:
     {"type": "chat", "model": TINY, "messages": HI, "max_tokens": 4},
     {"type": "save", "model": TINY, "messages": conversation("Hi", "Hello!")},
 ])
-def test_a_socket_opened_before_signing_out_chats_and_saves_no_more(base_url, ann, message):  # noqa: F811
+def test_a_socket_opened_before_signing_out_chats_and_saves_no_more(base_url, ann, message):
     cookie = cookie_of(ann)
     page = Page(base_url, cookie)
     page.ready()

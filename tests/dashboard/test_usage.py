@@ -12,8 +12,8 @@ from django.utils import timezone
 from accounts.models import Membership, User
 from billing.models import UsageRecord
 from billing.services import credit_grant
-from tests.billing.test_tenant_api import noon, spend, tenant
-from tests.factories import make_key
+from tests.billing.test_tenant_api import noon, spend
+from tests.factories import make_key, tenant
 
 pytestmark = [pytest.mark.django_db, pytest.mark.money]
 

@@ -1,11 +1,11 @@
 import threading
-import time
 from dataclasses import replace
 
 import pytest
 
 from inference.engine.engine import Engine
 from inference.engine.types import GenerationRequest, SamplingParams
+from tests.poll import wait_until
 
 from .helpers import TIMEOUT, Collector, greedy_tokens, until_eos
 
@@ -221,10 +221,10 @@ def test_shutdown_cancels_running_and_pending_requests(tiny_model_path, prompt_i
         eng.submit(GenerationRequest(f"p{i}", prompt_ids, SamplingParams(max_tokens=5)), c)
     stopper = threading.Thread(target=eng.shutdown)
     stopper.start()
-    deadline = time.monotonic() + TIMEOUT
-    while not eng._stopping and time.monotonic() < deadline:
-        time.sleep(0.01)
-    release.set()
+    try:
+        wait_until(lambda: eng._stopping, timeout=TIMEOUT, interval=0.01, message="the engine to begin stopping")
+    finally:
+        release.set()
     stopper.join(TIMEOUT)
     assert not stopper.is_alive()
     assert running.wait().final.finish_reason == "cancelled"

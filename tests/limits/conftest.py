@@ -1,4 +1,5 @@
-"""Both counter backends (this process's memory, a real Redis), a clock the tests move, and the live API."""
+"""Both counter backends (this process's memory, the run's redis-server), a clock the tests move, and the live
+API (tests/plugins/live_server.py) with the OpenAI SDK as `client`."""
 import math
 import time
 
@@ -6,16 +7,12 @@ import pytest
 
 from core import clock as limits_clock
 from core.counters import get_counters
-from tests.api.conftest import (  # noqa: F401  (fixtures, shared with the API tests)
-    alice,
-    alice_secret,
-    base_url,
-    client,
-    http,
-    models_file,
-    server,
-)
-from tests.workers.conftest import redis_url  # noqa: F401  (a redis-server of this test session)
+
+
+@pytest.fixture
+def client(openai_client):
+    """The OpenAI SDK on the live server (Django's test client keeps the name `client` outside these folders)."""
+    return openai_client
 
 
 @pytest.fixture(params=["memory", "redis"])

@@ -1,37 +1,9 @@
-"""A live uvicorn server of config.asgi (no model needed), and two tenants with keys."""
-import socket
-import threading
-import time
-
+"""The run's live server (live_server_url, tests/plugins/live_server.py; no model needed), and two tenants
+with keys."""
 import httpx
 import pytest
-import uvicorn
 
 from tests.factories import make_key, make_org
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="session")
-def live_server_url():
-    from config.asgi import application
-
-    config = uvicorn.Config(application, host="127.0.0.1", port=_free_port(), log_level="warning", lifespan="off")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if time.monotonic() > deadline:
-            raise RuntimeError("the test server did not start")
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{config.port}"
-    server.should_exit = True
-    thread.join(timeout=10)
 
 
 @pytest.fixture

@@ -1,93 +1,31 @@
-"""A real Redis on a loopback port, two real `manage.py inference_worker` processes, the live API server.
+"""Two real `manage.py inference_worker` processes on the run's redis-server (tests/plugins/redis_server.py),
+behind the run's live API server (tests/plugins/live_server.py).
 
-Redis and the workers are started once per session; a worker a test killed or stopped is replaced
-before the next test (`workers` fixture). Without redis-server the tests fail, unless SKIP_REDIS=1.
+The workers are started once per session; a worker a test killed or stopped is replaced before the next
+test (`workers` fixture). Without redis-server the tests fail, unless SKIP_REDIS=1.
 """
 import json
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import redis
 
 from inference.queue import protocol
-from tests.api.conftest import (  # noqa: F401  (fixtures, shared with the API tests)
-    TINY,
-    alice,
-    alice_secret,
-    base_url,
-    client,
-    http,
-    models_file,
-    server,
-)
+from tests.plugins.live_server import TINY
+from tests.poll import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKER_START_TIMEOUT = 90  # importing torch and loading the model, on a busy 2-core machine
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_until(predicate, timeout: float, what: str, interval: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
-
-
-@pytest.fixture(scope="session")
-def redis_url(tmp_path_factory):
-    binary = shutil.which("redis-server")
-    if binary is None:
-        if os.environ.get("SKIP_REDIS") == "1":
-            pytest.skip("SKIP_REDIS=1: redis-server is not installed")
-        pytest.fail("redis-server is not installed (apt-get install redis-server), or set SKIP_REDIS=1 to skip "
-                    "the inference worker tests", pytrace=False)
-    port = _free_port()
-    folder = tmp_path_factory.mktemp("redis")
-    log = open(folder / "redis.log", "wb")
-    proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--dir", str(folder)],
-        stdout=log, stderr=subprocess.STDOUT,
-    )
-    url = f"redis://127.0.0.1:{port}/0"
-    probe = redis.Redis.from_url(url, socket_connect_timeout=1)
-
-    def up():
-        if proc.poll() is not None:
-            raise AssertionError(f"redis-server exited: {(folder / 'redis.log').read_text()[-2000:]}")
-        try:
-            return probe.ping()
-        except redis.ConnectionError:
-            return False
-
-    try:
-        wait_until(up, 15, "redis-server to answer")
-        yield url
-    finally:
-        probe.close()
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
-        log.close()
+@pytest.fixture
+def client(openai_client):
+    """The OpenAI SDK on the live server (Django's test client keeps the name `client` outside these folders)."""
+    return openai_client
 
 
 @pytest.fixture
@@ -161,7 +99,7 @@ class WorkerPool:
             beats = self.heartbeats()
             return all(proc.pid in beats for proc in self.procs)
 
-        wait_until(ready, WORKER_START_TIMEOUT, f"{n} inference workers to beat", interval=0.1)
+        wait_until(ready, timeout=WORKER_START_TIMEOUT, interval=0.1, message=f"{n} inference workers to beat")
         return self.procs
 
     def worker_id(self, proc) -> str:

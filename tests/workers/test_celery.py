@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from billing.models import Hold, UsageDaily, UsageRecord
 from tests.factories import make_org
-from tests.workers.conftest import wait_until
+from tests.poll import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 CELERY = str(Path(sys.executable).with_name("celery"))
@@ -57,9 +57,9 @@ def test_a_celery_worker_runs_the_rollup_and_the_sweeper_queued_through_redis(ce
 
     _call(celery_env, "billing.rollup_usage")
     _call(celery_env, "billing.sweep_holds")
-    wait_until(lambda: UsageDaily.objects.filter(organization=org, cost_micro=11).exists(), 120,
-               "the worker to roll up today's usage")
-    wait_until(lambda: Hold.objects.get(pk=hold.pk).status == Hold.Status.RELEASED, 60,
-               "the worker to release the dead request's hold")
+    wait_until(lambda: UsageDaily.objects.filter(organization=org, cost_micro=11).exists(), timeout=120,
+               message="the worker to roll up today's usage")
+    wait_until(lambda: Hold.objects.get(pk=hold.pk).status == Hold.Status.RELEASED, timeout=60,
+               message="the worker to release the dead request's hold")
     org.credit_account.refresh_from_db()
     assert (org.credit_account.balance_micro, org.credit_account.held_micro) == (1000, 0)

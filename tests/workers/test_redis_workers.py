@@ -22,7 +22,8 @@ from inference.engine.types import GenerationRequest, SamplingParams, TokenEvent
 from inference.queue import protocol
 from inference.queue.backend import RedisBackend
 from tests.api.conftest import TINY, TINY_GREEDY, stream_then_disconnect, tiny_cost, wait_for_usage
-from tests.workers.conftest import ROOT, wait_until
+from tests.poll import wait_until
+from tests.workers.conftest import ROOT
 
 LONG = [{"role": "user", "content": "Tell me a long story about the sea and the ships."}]
 HELLO = [{"role": "user", "content": "Say hello to the world."}]
@@ -50,7 +51,8 @@ def assert_settled_exactly(org, records):
 
 
 def claimed_by(rds, request_id: str, timeout: float = 30) -> str:
-    return wait_until(lambda: rds.get(protocol.claim_key(request_id)), timeout, f"{request_id} to be claimed")
+    return wait_until(lambda: rds.get(protocol.claim_key(request_id)), timeout=timeout,
+                      message=f"{request_id} to be claimed")
 
 
 def worker_events(rds, request_id: str) -> list[TokenEvent]:
@@ -306,7 +308,8 @@ def test_a_killed_worker_fails_only_its_own_requests_and_they_pay_only_for_gener
         assert r.started_event.wait(30) and r.request_id, r.error
     owners = {r.request_id: claimed_by(rds, r.request_id) for r in readers}
     # The victim: the worker of the first stream that is well under way.
-    busy = wait_until(lambda: next((r for r in readers if r.contents >= 5), None), 30, "a stream under way", 0.01)
+    busy = wait_until(lambda: next((r for r in readers if r.contents >= 5), None), timeout=30, interval=0.01,
+                      message="a stream under way")
     victim_id = owners[busy.request_id]
     victim = worker_pool.proc_of(victim_id)
     victim.send_signal(signal.SIGKILL)
@@ -348,11 +351,12 @@ def test_sigterm_drains_the_worker_its_stream_finishes_and_it_exits_0(client, al
     worker_id = claimed_by(rds, reader.request_id)
     proc = worker_pool.proc_of(worker_id)
     (other,) = [p for p in workers if p is not proc]
-    wait_until(lambda: reader.contents >= 3, 30, "the stream to be under way", 0.01)
+    wait_until(lambda: reader.contents >= 3, timeout=30, interval=0.01, message="the stream to be under way")
     proc.send_signal(signal.SIGTERM)
 
     # Draining: out of the accepting set at once, so new requests go to the other worker.
-    wait_until(lambda: not rds.zscore(protocol.workers_key(TINY), worker_id), 5, "the worker to stop accepting")
+    wait_until(lambda: not rds.zscore(protocol.workers_key(TINY), worker_id), timeout=5,
+               message="the worker to stop accepting")
     meanwhile = client.chat.completions.create(model=TINY, messages=HELLO, max_tokens=3)
     assert claimed_by(rds, meanwhile.id) == worker_pool.worker_id(other)
 

@@ -6,7 +6,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.api.conftest import TINY_GREEDY
-from tests.workers.conftest import WORKER_START_TIMEOUT, WorkerPool, wait_until
+from tests.poll import wait_until
+from tests.workers.conftest import WORKER_START_TIMEOUT, WorkerPool
 
 HELLO = [{"role": "user", "content": "Hello there"}]
 
@@ -30,8 +31,8 @@ def metrics_worker(redis_url, models_file, tmp_path, queue):
     pool = WorkerPool(redis_url, models_file, tmp_path, model=TINY_GREEDY)
     port = _free_port()
     proc = pool.start("--metrics-port", str(port), "--max-running", "4")
-    wait_until(lambda: proc.pid in pool.heartbeats() or proc.poll() is not None, WORKER_START_TIMEOUT,
-               "the metrics worker to beat")
+    wait_until(lambda: proc.pid in pool.heartbeats() or proc.poll() is not None, timeout=WORKER_START_TIMEOUT,
+               message="the metrics worker to beat")
     assert proc.poll() is None, pool.log_of(proc)
     yield port
     pool.stop_all()
