@@ -12,9 +12,9 @@ from django.db.models import F
 from django.utils import timezone
 
 from accounts.models import APIKey, Organization
-from billing.spend import spend_cap_check
 from billing.metrics import record_settlement
 from billing.models import CreditAccount, Hold, LedgerEntry, ModelPrice, UsageRecord
+from billing.spend import spend_cap_check
 from billing.triggers import on_commit_lowered, on_commit_raised
 from core.money import Price, cached_within
 
@@ -26,6 +26,16 @@ class InsufficientCredit(Exception):
         self.needed_micro = needed_micro
         self.available_micro = available_micro
         super().__init__(f"needs {needed_micro} micro-USD, {available_micro} available")
+
+
+class HoldReleased(UsageRecord.DoesNotExist):
+    """hold_settle of a hold already released (its request never ran, or the sweeper freed it): nothing is
+    charged and no usage is recorded. A UsageRecord.DoesNotExist too, for callers written against what this
+    raised before."""
+
+    def __init__(self, hold: Hold):
+        self.request_id = hold.request_id
+        super().__init__(f"the hold of request {hold.request_id} was released: there is nothing to settle")
 
 
 def account_for(*, organization: Organization) -> CreditAccount:
@@ -151,9 +161,13 @@ def hold_settle(
     charges nothing more. A failed request is charged only the tokens it
     generated; its prompt was wasted by us, not by the client. `cached_tokens`
     of the prompt are charged the cached input price the hold recorded.
+    Raises HoldReleased, writing nothing, when the hold was released instead.
     """
     if not _close(hold, Hold.Status.SETTLED):
-        return UsageRecord.objects.get(hold=hold)
+        record = UsageRecord.objects.filter(hold=hold).first()
+        if record is None:
+            raise HoldReleased(hold)
+        return record
     cached = cached_within(cached_tokens, prompt_tokens)
     if cached != cached_tokens:
         log.error("request %s reported %s cached of %s prompt tokens; %s billed as cached", hold.request_id,

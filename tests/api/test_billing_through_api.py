@@ -23,12 +23,13 @@ def test_two_concurrent_requests_that_together_exceed_the_balance(base_url, clie
     credit_grant(organization=carol, amount_micro=2 * hold - 1)  # covers one hold, never two
     sdk = openai.OpenAI(base_url=f"{base_url}/v1", api_key=make_key(carol)[1], max_retries=0)
     barrier = threading.Barrier(2)
-    outcomes = []
+    outcomes, answers = [], []
 
     def ask():
         barrier.wait()
         try:
-            sdk.chat.completions.create(model=TINY, messages=LONG, max_tokens=max_tokens, temperature=0)
+            answers.append(sdk.chat.completions.create(model=TINY, messages=LONG, max_tokens=max_tokens,
+                                                       temperature=0))
             outcomes.append(200)
         except openai.APIStatusError as exc:
             outcomes.append(exc.status_code)
@@ -39,9 +40,13 @@ def test_two_concurrent_requests_that_together_exceed_the_balance(base_url, clie
     for t in threads:
         t.join()
     assert sorted(outcomes) == [200, 402]
+    (answer,) = answers
+    usage = answer.usage
+    charged = tiny_cost(usage.prompt_tokens, usage.completion_tokens, usage.prompt_tokens_details.cached_tokens)
+    assert wait_for_usage(answer.id).cost_micro == charged
     account = carol.credit_account
     account.refresh_from_db()
-    assert account.balance_micro >= 0 and account.held_micro == 0
+    assert (account.balance_micro, account.held_micro) == (2 * hold - 1 - charged, 0)
     assert ledger_sum_micro(account=account) == account.balance_micro
 
 

@@ -19,7 +19,7 @@ def charge_of(org: Organization) -> int:
     return 1_000_000 - account.balance_micro
 
 
-def test_a_completion_is_answered_in_openai_shape_and_charged_exactly(client, alice):
+def test_a_completion_is_answered_in_openai_shape_and_charged_exactly(client, alice, tokenizer):
     completion = client.chat.completions.create(model=TINY, messages=HELLO, max_tokens=12, temperature=0)
     assert completion.id.startswith("chatcmpl-")
     assert completion.object == "chat.completion"
@@ -27,9 +27,9 @@ def test_a_completion_is_answered_in_openai_shape_and_charged_exactly(client, al
     choice = completion.choices[0]
     assert choice.index == 0 and choice.message.role == "assistant"
     assert isinstance(choice.message.content, str)
-    assert choice.finish_reason in ("stop", "length")
+    assert choice.finish_reason == "length"  # the tiny model never ends a greedy answer by itself
     usage = completion.usage
-    assert usage.prompt_tokens > 0 and 0 < usage.completion_tokens <= 12
+    assert (usage.prompt_tokens, usage.completion_tokens) == (len(tokenizer.encode_chat(HELLO)), 12)
     assert usage.total_tokens == usage.prompt_tokens + usage.completion_tokens
     cached = usage.prompt_tokens_details.cached_tokens
     assert charge_of(alice) == tiny_cost(usage.prompt_tokens, usage.completion_tokens, cached)
@@ -42,9 +42,9 @@ def test_a_completion_is_answered_in_openai_shape_and_charged_exactly(client, al
 def test_max_tokens_ends_the_answer_with_length(client):
     completion = client.chat.completions.create(model=TINY, messages=HELLO, max_tokens=1, temperature=0)
     assert completion.usage.completion_tokens == 1
-    assert completion.choices[0].finish_reason in ("length", "stop")
+    assert completion.choices[0].finish_reason == "length"
     longer = client.chat.completions.create(model=TINY, messages=HELLO, max_completion_tokens=3, temperature=0)
-    assert longer.usage.completion_tokens <= 3
+    assert (longer.usage.completion_tokens, longer.choices[0].finish_reason) == (3, "length")
 
 
 def test_a_stream_carries_the_same_answer_and_usage(client, alice):
@@ -78,7 +78,7 @@ def test_the_same_seed_gives_the_same_answer(client):
     second = client.chat.completions.create(**params, seed=1234)
     assert first.choices[0].message.content == second.choices[0].message.content
     others = {client.chat.completions.create(**params, seed=s).choices[0].message.content for s in range(5)}
-    assert len(others) > 1, "different seeds should sample different answers"
+    assert len(others) == 5, "different seeds should sample different answers"
 
 
 def test_a_stop_string_is_never_returned(client):
@@ -111,4 +111,4 @@ def test_omitted_sampling_parameters_come_from_the_models_generation_config(clie
     assert defaulted == {greedy.choices[0].message.content}
     sampled = {client.chat.completions.create(model=TINY, messages=HELLO, max_tokens=12, seed=s)
                .choices[0].message.content for s in range(3)}
-    assert len(sampled) > 1, "without a generation_config default the temperature is 1"
+    assert len(sampled) == 3, "without a generation_config default the temperature is 1"

@@ -68,7 +68,7 @@ def test_json_object_answers_are_objects(client):
         if completion.choices[0].finish_reason == "stop":  # an open-ended object may still be cut by max_tokens
             assert isinstance(json.loads(text), dict)
             finished += 1
-    assert finished >= 1
+    assert finished == 2  # seeds 0-4: two objects close within max_tokens, three are cut (seeded: always so)
 
 
 def test_a_schema_the_grammar_engine_cannot_compile_is_a_400(client, alice):

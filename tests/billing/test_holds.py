@@ -4,9 +4,9 @@ import pytest
 from django.db import connection
 
 from billing.models import Hold, UsageRecord
-from core.money import Price
 from billing.selectors import ledger_sum_micro
-from billing.services import InsufficientCredit, hold_place, hold_release, hold_settle
+from billing.services import HoldReleased, InsufficientCredit, hold_place, hold_release, hold_settle
+from core.money import Price
 from tests.factories import make_key, make_org
 
 pytestmark = pytest.mark.money
@@ -96,9 +96,16 @@ def test_a_released_hold_cannot_be_settled_afterwards():
     org = make_org("alice", credit_micro=1000)
     hold = place(org)
     hold_release(hold=hold)
-    with pytest.raises(UsageRecord.DoesNotExist):
+    ledger = list(state(org).entries.values_list("pk", "kind", "amount_micro"))
+    with pytest.raises(HoldReleased, match="the hold of request r1 was released") as refused:
         hold_settle(hold=hold, prompt_tokens=10, completion_tokens=20)
-    assert state(org).balance_micro == 1000
+    assert refused.value.request_id == "r1"
+    account = state(org)
+    assert (account.balance_micro, account.held_micro) == (1000, 0)
+    assert list(account.entries.values_list("pk", "kind", "amount_micro")) == ledger
+    assert len(ledger) == 1  # the grant
+    assert not UsageRecord.objects.filter(hold=hold).exists()
+    assert Hold.objects.get(pk=hold.pk).status == Hold.Status.RELEASED
 
 
 @pytest.mark.django_db
