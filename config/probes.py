@@ -1,9 +1,11 @@
 """Probes for load balancers and orchestrators.
 
 /livez   the process answers: no dependency is consulted, so a database outage never restarts it.
-/readyz  it can serve: the database answers, Redis too when configured, and with the worker queue
-         (INFERENCE_QUEUE_URL) every served model has at least one live worker taking requests.
-         503 with the failed checks named otherwise.
+/readyz  it can serve: the database answers, Redis too when configured, with the worker queue
+         (INFERENCE_QUEUE_URL) every served model has at least one live worker taking requests, and the warm
+         start (inference.dispatch.WarmStart) has loaded what the first request needs. 503 with the failed checks
+         named otherwise; while only the warm start is still loading, status "loading" and the check
+         "warm_start" names each part and its state.
 """
 from asgiref.sync import sync_to_async
 from django.conf import settings
@@ -32,15 +34,25 @@ async def readyz(request):
     queue = getattr(settings, "INFERENCE_QUEUE_URL", None)
     if queue:
         checks["workers"] = await sync_to_async(_workers, thread_sensitive=False)(queue)
+    from inference.dispatch import warm_start
+
+    warming = warm_start()
+    if warming is not None:
+        checks["warm_start"] = warming.state()
     failed = sorted(name for name, result in checks.items() if not _ok(result))
-    body = {"status": "error" if failed else "ok", "checks": checks}
+    loading = failed == ["warm_start"] and "loading" in checks["warm_start"].values() and \
+        all(state in ("ready", "loading") for state in checks["warm_start"].values())
+    body = {"status": "loading" if loading else "error" if failed else "ok", "checks": checks}
     if failed:
         body["failed"] = failed
     return JsonResponse(body, status=503 if failed else 200)
 
 
 def _ok(result) -> bool:
-    return result == "ok" if isinstance(result, str) else all(n > 0 for n in result.values()) and bool(result)
+    if isinstance(result, str):
+        return result == "ok"
+    # {model: live workers} or {warm start part: state}
+    return bool(result) and all(n == "ready" if isinstance(n, str) else n > 0 for n in result.values())
 
 
 def _database() -> str:

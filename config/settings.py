@@ -331,6 +331,10 @@ INFERENCE_QUEUE_LIMIT = env_int("INFERENCE_QUEUE_LIMIT", 256, minimum=1)
 # many seconds: the request ends with a 400 naming the limit.
 INFERENCE_GRAMMAR_COMPILE_TIMEOUT_S = env_float("INFERENCE_GRAMMAR_COMPILE_TIMEOUT_S", 10.0, minimum=0.1,
                                                 maximum=3600.0)
+# Warm start: a web process loads what the first request needs (the embedded engine with its warm-up requests,
+# or the models' tokenizers) in a background thread as it starts, and /readyz says not ready until it has;
+# workers run their warm-up requests before their first heartbeat. 0: everything loads on first use.
+INFERENCE_WARM_START = env_bool("INFERENCE_WARM_START", True)
 
 LOGGING = {
     "version": 1,

@@ -8,6 +8,10 @@ MODELS_FILE: {"model-id": {"path": "/dir", "input_usd_per_mtok": "0.1",
 the input price when absent), "dtype" (auto, bfloat16, float16, float32) and
 "quantization" (auto, none, int8, int4), which win over INFERENCE_DTYPE and
 INFERENCE_QUANTIZATION for that model.
+
+Only the hosts that run a model need its weights (the embedded default, the
+inference workers); a web host in front of the worker queue needs its tokenizer,
+chat template and config alone (`manage.py prepare_model --tokenizer-only`).
 """
 import json
 from dataclasses import dataclass
@@ -23,6 +27,17 @@ DEFAULT_MODEL_ID = "smollm2-135m-instruct"
 # What the model's authors recommend; the GGUF does not carry it, so
 # prepare_model writes it into the converted generation_config.json.
 DEFAULT_MODEL_SAMPLING = {"do_sample": True, "temperature": 0.2, "top_p": 0.9}
+
+
+# A checkpoint's weights, in any of the layouts transformers saves.
+WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model*.bin", "*.safetensors.index.json", "pytorch_model.bin.index.json")
+# What a web host needs of a checkpoint to tokenize and render prompts (`prepare_model --tokenizer-only`): every one
+# of these that the checkpoint has, and no weights.
+TOKENIZER_FILES = (
+    "config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+    "added_tokens.json", "chat_template.jinja", "chat_template.json", "tokenizer.model", "vocab.json", "merges.txt",
+    "vocab.txt",
+)
 
 
 @dataclass(frozen=True)
@@ -46,8 +61,24 @@ class ModelSpec:
         }
 
     @property
+    def has_weights(self) -> bool:
+        """The whole checkpoint is here: what an engine loads (the embedded default, a worker host)."""
+        return (self.path / "config.json").is_file() and any(
+            next(self.path.glob(pattern), None) is not None for pattern in WEIGHT_PATTERNS)
+
+    @property
+    def has_tokenizer(self) -> bool:
+        """The tokenizer, chat template and config are here: what a web host with the worker queue needs."""
+        return (self.path / "config.json").is_file() and any(
+            (self.path / name).is_file() for name in ("tokenizer.json", "tokenizer_config.json"))
+
+    @property
     def is_prepared(self) -> bool:
-        return (self.path / "config.json").exists()
+        """Prepared for this host: with the worker queue (INFERENCE_QUEUE_URL) a web host tokenizes and the workers
+        hold the weights, so its tokenizer files suffice; the embedded engine needs the weights here."""
+        if getattr(settings, "INFERENCE_QUEUE_URL", None):
+            return self.has_tokenizer
+        return self.has_weights
 
     def sampling_defaults(self) -> dict:
         """temperature and top_p from the checkpoint's generation_config.json, used when a request omits them."""
@@ -133,5 +164,6 @@ def get_model(model_id: str) -> ModelSpec | None:
 
 
 def served_models() -> list[ModelSpec]:
-    """Models that can answer now: listed and present on disk."""
+    """Models this host is prepared for (ModelSpec.is_prepared): listed, and their files on disk. With the worker
+    queue, models that live workers serve are listed too, files or not (inference.dispatch.listed_models)."""
     return [spec for spec in all_models().values() if spec.is_prepared]

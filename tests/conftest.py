@@ -20,6 +20,9 @@ def pytest_configure(config):
     # The live servers of the tests import config.asgi: no background periodic jobs there; the tests
     # run those jobs themselves when they mean to.
     settings.PERIODIC_IN_PROCESS = False
+    # Nor a warm start: it would load the default model from var/models into every test run's live server. The
+    # warm start's tests start their own server processes with it on (tests/config/test_warm_start.py).
+    settings.INFERENCE_WARM_START = False
     # Argon2 is deliberately slow; tests log in hundreds of times. The one test about how passwords are
     # stored puts the project's hashers back.
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

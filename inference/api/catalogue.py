@@ -1,11 +1,13 @@
-"""GET /v1/models and GET /v1/models/{id}: the models this server can answer with now."""
+"""GET /v1/models and GET /v1/models/{id}: the models this server can answer with now (inference.dispatch.listed_models:
+prepared here, or, with the worker queue, served by a live worker)."""
 from django.http import JsonResponse
 
-from core.catalogue import get_model, served_models
 from core.errors import APIError, json_response
 from inference.api.auth import authenticate
-from inference.chat.errors import model_not_found
+from inference.availability import ModelUnavailable
+from inference.chat.errors import backend_unavailable, model_not_found
 from inference.chat.limits import rate_headers
+from inference.dispatch import find_model, listed_models
 
 
 def _model(spec) -> dict:
@@ -17,7 +19,7 @@ async def list_models(request):
         key = await authenticate(request)
     except APIError as exc:
         return json_response(exc)
-    response = JsonResponse({"object": "list", "data": [_model(spec) for spec in served_models()]})
+    response = JsonResponse({"object": "list", "data": [_model(spec) for spec in await listed_models()]})
     for name, value in (await rate_headers(key)).items():
         response[name] = value
     return response
@@ -26,8 +28,11 @@ async def list_models(request):
 async def retrieve_model(request, model_id: str):
     try:
         await authenticate(request)
-        spec = get_model(model_id)
-        if spec is None or not spec.is_prepared:
+        try:
+            spec = await find_model(model_id)
+        except ModelUnavailable as exc:
+            raise backend_unavailable(exc) from None
+        if spec is None:
             raise model_not_found(model_id)
     except APIError as exc:
         return json_response(exc)

@@ -19,7 +19,7 @@ from accounts.models import APIKey, ChatSession, Organization
 from accounts.storage import StorageLimitExceeded
 from billing.services import InsufficientCredit, hold_place, hold_release, price_get
 from billing.spend import SpendCapReached
-from core.catalogue import ModelSpec, get_model
+from core.catalogue import ModelSpec
 from core.errors import APIError, outage_of
 from inference.availability import ModelUnavailable
 from inference.chat.errors import backend_unavailable, insufficient_credit, model_not_found
@@ -29,7 +29,7 @@ from inference.chat.metrics import label_model
 from inference.chat.prepare import PreparedChat, prepare
 from inference.chat.request import ChatRequest
 from inference.chat.validation import parse_chat_request
-from inference.dispatch import get_backend
+from inference.dispatch import find_model, get_backend
 from inference.engine.types import GenerationRequest
 
 log = logging.getLogger(__name__)
@@ -76,7 +76,7 @@ async def admit(body: dict, caller: Caller, *, request_id: str, started: float, 
     """Validate, pay for and queue the request; an APIError, with nothing held, when it is refused."""
     await limits.count_request(caller.rate_subject)  # before any work on the body (no-op if the caller did)
     chat = parse_chat_request(body)
-    spec = _model(chat, caller)
+    spec = await _model(chat, caller)
     session, messages = await _session(chat, caller)
     backend = get_backend()
     prepared = await prepare(chat, spec, backend, messages, caller.organization)
@@ -109,9 +109,12 @@ async def remember(chat: Chat, choices: list[dict]) -> None:
                     outage_of(exc))
 
 
-def _model(chat: ChatRequest, caller: Caller) -> ModelSpec:
-    spec = get_model(chat.model)
-    if spec is None or not spec.is_prepared:
+async def _model(chat: ChatRequest, caller: Caller) -> ModelSpec:
+    try:
+        spec = await find_model(chat.model)  # listed: prepared here, or served by a live worker (the queue)
+    except ModelUnavailable as exc:  # the queue, unreachable, cannot say whether a worker serves it
+        raise backend_unavailable(exc) from None
+    if spec is None:
         raise model_not_found(chat.model)
     label_model(spec.id)  # the HTTP request's answer is counted by this model from here on (403s included)
     if caller.api_key is not None:

@@ -69,6 +69,44 @@ def convert_gguf(gguf_path, out_dir) -> Path:
     return out
 
 
+def convert_gguf_tokenizer(gguf_path, out_dir) -> Path:
+    """Save only what a web host needs of `gguf_path` into `out_dir`: the tokenizer, its chat template and special
+    tokens, config.json and generation_config.json, the same files convert_gguf writes beside the weights, and no
+    weights (nothing is dequantized)."""
+    from types import SimpleNamespace
+
+    from transformers import GenerationConfig
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    gguf_path = Path(gguf_path).resolve()
+    if not gguf_path.is_file():
+        raise FileNotFoundError(f"GGUF file not found: {gguf_path}")
+    out = Path(out_dir).resolve()
+    out.parent.mkdir(parents=True, exist_ok=True)
+
+    tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name, local_files_only=True)
+    config = AutoConfig.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name, local_files_only=True)
+    # What saving the float32 model would have added to its config.
+    architecture = MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.get(config.model_type)
+    if architecture and not getattr(config, "architectures", None):
+        config.architectures = [architecture]
+    config.dtype = torch.float32
+    shell = SimpleNamespace(config=config, generation_config=GenerationConfig.from_model_config(config))
+    _fix_chat_metadata(tokenizer, shell, gguf_path)
+
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        tmp.chmod(0o755)
+        config.save_pretrained(tmp)
+        shell.generation_config.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        _replace_dir(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
 def _load_dequantized(gguf_path: Path):
     try:
         return AutoModelForCausalLM.from_pretrained(

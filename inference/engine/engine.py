@@ -22,8 +22,8 @@ from .sampler import Sampler, SamplingRow
 from .scheduler import Scheduler
 from .sequence import Sequence
 from .tokenizer import ChatTokenizer
-from .types import (FINISH_CANCELLED, FINISH_ERROR, FINISH_LENGTH, FINISH_STOP, GenerationRequest, TokenEvent,
-                    TokenLogprob)
+from .types import (FINISH_CANCELLED, FINISH_ERROR, FINISH_LENGTH, FINISH_STOP, GenerationRequest, SamplingParams,
+                    TokenEvent, TokenLogprob)
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +105,42 @@ class Engine:
                 raise RuntimeError("engine has been shut down")
             self._started = True
             self._cond.notify_all()
+
+    def warm_up(self, timeout: float | None = 600.0) -> None:
+        """Run short requests through every stage a first request meets (its chat rendered and tokenized, a prefill,
+        decodes of a batch of two, greedy and sampled choices with logprobs, detokenizing), so that what loads or
+        compiles lazily on the first steps has done so before any caller waits. Call it after start(); raises
+        RuntimeError when they do not end cleanly within `timeout` seconds."""
+        import uuid
+
+        prompt = self.tokenizer.encode_chat([{"role": "user", "content": "Hello!"}])
+        salt = f"warm-up-{uuid.uuid4().hex}"  # its cache blocks are nobody's prefix
+        requests = [
+            GenerationRequest(f"{salt}-greedy", prompt, SamplingParams(max_tokens=4, temperature=0.0, ignore_eos=True),
+                              cache_salt=salt),
+            GenerationRequest(f"{salt}-sampled", prompt, SamplingParams(max_tokens=4, temperature=0.7, top_p=0.9,
+                                                                        top_k=40, seed=0, logprobs=1, ignore_eos=True),
+                              cache_salt=salt),
+        ]
+        finals: list[TokenEvent] = []
+        done = threading.Event()
+
+        def on_event(event: TokenEvent) -> None:
+            if event.finished:
+                finals.append(event)
+                if len(finals) == len(requests):
+                    done.set()
+
+        for request in requests:
+            self.submit(request, on_event)
+        if not done.wait(timeout):
+            for request in requests:
+                self.cancel(request.request_id)
+            raise RuntimeError(f"the warm-up requests did not finish in {timeout} s")
+        failed = [event.error or event.finish_reason for event in finals if event.finish_reason not in
+                  (FINISH_STOP, FINISH_LENGTH)]
+        if failed:
+            raise RuntimeError(f"a warm-up request failed: {failed[0]}")
 
     def prepare(self, request: GenerationRequest) -> None:
         """Compile request.constraint into request.token_mask_factory (no-op without one).

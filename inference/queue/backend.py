@@ -1,7 +1,9 @@
 """The API side of the worker queue: the same calls as the in-process backend, served by workers.
 
-tokenizer() loads a ChatTokenizer per model here, once, for the API to encode prompts; generate() puts the request
-on the model's stream and follows its event stream; cancel() tells the worker.
+tokenizer() loads a ChatTokenizer per model here, once, for the API to encode prompts: a web host needs only the model's
+tokenizer files (`prepare_model --tokenizer-only`), the workers hold the weights; published() says which models live
+workers serve, files here or not; generate() puts the request on the model's stream and follows its event stream;
+cancel() tells the worker.
 
 A request always ends with exactly one final event. When no worker delivers one, this backend
 makes it up: error_code "not_claimed" when no worker took the request within `claim_timeout`,
@@ -94,6 +96,12 @@ class RedisBackend:
             if tokenizer is None:
                 from inference.engine.tokenizer import ChatTokenizer
 
+                if not spec.has_tokenizer:  # the workers have the model; this host cannot read its prompts
+                    raise ModelUnavailable(
+                        f"This web host lacks the tokenizer files of {spec.id} (none in {spec.path}): the inference "
+                        "workers serve it, but the web host tokenizes its prompts. Prepare them on every web host "
+                        f"with `manage.py prepare_model --tokenizer-only` (--model {spec.id} --source DIR, a "
+                        "checkpoint of it, for a model other than the default).")
                 try:
                     tokenizer = ChatTokenizer.from_pretrained(str(spec.path))
                 except Exception as exc:
@@ -103,8 +111,23 @@ class RedisBackend:
             return tokenizer
 
     async def tokenizer(self, spec):
-        """The model's ChatTokenizer, loaded once in this process."""
+        """The model's ChatTokenizer, loaded once in this process (ModelUnavailable without its files here)."""
         return await asyncio.to_thread(self._tokenizer, spec)
+
+    def warm_up(self, spec) -> None:
+        """Load the model's tokenizer and render one chat with it: what a first request would otherwise wait for
+        (blocking: called by the warm start's thread, see inference.dispatch)."""
+        self._tokenizer(spec).encode_chat([{"role": "user", "content": "Hello!"}])
+
+    async def published(self, model_ids) -> set[str]:
+        """Those of `model_ids` that a live worker serves now, whatever files this host has of them
+        (ModelUnavailable when the queue cannot be reached)."""
+        r = self._client().redis
+        try:
+            return {model_id for model_id in model_ids if await self._live_workers(r, model_id)}
+        except redis.RedisError as exc:
+            log.error("inference queue unreachable: %s", exc)
+            raise ModelUnavailable("The inference queue cannot be reached. Please retry shortly.") from exc
 
     # -- admission --------------------------------------------------------------
 

@@ -59,6 +59,8 @@ class WorkerCollector:
             inflight = len(w._inflight)
         yield gauge("inference_worker_requests_in_flight", "Requests this worker has claimed and not yet finished",
                     inflight)
+        yield gauge("inference_worker_ready", "1 once the model is loaded and warmed up (the first heartbeat follows); "
+                    "0 while it loads", int(getattr(w, "ready", False)))
         yield gauge("inference_worker_max_running", "Requests this worker takes at most at once", w.max_running)
         yield gauge("inference_worker_draining", "1 while the worker drains (takes no new requests)",
                     int(w._draining.is_set()))

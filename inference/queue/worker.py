@@ -87,6 +87,7 @@ class Worker(LivenessMixin, PublisherMixin):
         read_block_ms: int = 200,
         metrics_port: int | None = None,
         metrics_addr: str = "127.0.0.1",
+        warm_up: bool = True,
     ):
         if max_running < 1:
             raise ValueError("max_running must be >= 1")
@@ -101,6 +102,8 @@ class Worker(LivenessMixin, PublisherMixin):
         self.heartbeat_interval = heartbeat_interval
         self.read_block_ms = read_block_ms
         self.metrics_port, self.metrics_addr = metrics_port, metrics_addr
+        self.warm_up = warm_up  # run the engine's warm-up requests before the first heartbeat
+        self.ready = False  # loaded and warmed up: the first heartbeat follows (the metrics' inference_worker_ready)
 
         self._requests_key = p.requests_key(model_id)
         self._workers_key = p.workers_key(model_id)
@@ -139,21 +142,7 @@ class Worker(LivenessMixin, PublisherMixin):
             log.error("cannot reach the inference queue at %s: %s", _safe_url(self.redis_url), exc)
             return 1
         self._claim_script = self._redis.register_script(p.CLAIM_SCRIPT)
-        log.info("worker %s loading %s from %s on %s", self.worker_id, self.model_id, self.model_path, self.device)
-        try:
-            self._engine = self.engine_factory(self.model_path, self.device)
-            self._engine.start()
-        except Exception:
-            log.exception("could not load %s", self.model_id)
-            return 1
-
-        threads = [
-            threading.Thread(target=self._publisher_loop, name="queue-publisher", daemon=True),
-            threading.Thread(target=self._canceller_loop, name="queue-canceller", daemon=True),
-        ]
-        for t in threads:
-            t.start()
-        if self.metrics_port is not None:
+        if self.metrics_port is not None:  # from the start: inference_worker_ready says 0 while the model loads
             from inference.queue.metrics import serve_metrics
 
             try:
@@ -161,8 +150,33 @@ class Worker(LivenessMixin, PublisherMixin):
             except OSError as exc:
                 log.error("cannot serve metrics on %s:%d: %s", self.metrics_addr, self.metrics_port, exc)
                 return 1
+        log.info("worker %s loading %s from %s on %s", self.worker_id, self.model_id, self.model_path, self.device)
+        started = time.monotonic()
         try:
-            self._beat()  # visible to the API only now that the engine is ready
+            self._engine = self.engine_factory(self.model_path, self.device)
+            self._engine.start()
+            if self.warm_up:  # what the first steps would compile or load lazily, before any request waits for it
+                self._engine.warm_up()
+        except Exception:
+            log.exception("could not load %s", self.model_id)
+            if self._engine is not None:  # it loaded, but its warm-up failed
+                try:
+                    self._engine.shutdown(5.0)
+                except Exception:
+                    log.exception("stopping the engine failed")
+            return 1
+        log.info("worker %s loaded %s in %.1f s%s", self.worker_id, self.model_id, time.monotonic() - started,
+                 " (warm-up requests included)" if self.warm_up else "")
+
+        threads = [
+            threading.Thread(target=self._publisher_loop, name="queue-publisher", daemon=True),
+            threading.Thread(target=self._canceller_loop, name="queue-canceller", daemon=True),
+        ]
+        for t in threads:
+            t.start()
+        self.ready = True
+        try:
+            self._beat()  # visible to the API only now that the engine is loaded and warmed up
         except redis.RedisError as exc:
             log.warning("first heartbeat failed: %s", exc)
         heartbeat = threading.Thread(target=self._heartbeat_loop, name="queue-heartbeat", daemon=True)

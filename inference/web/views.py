@@ -1,10 +1,12 @@
 """The playground page: the form and transcript; the chat itself runs over the WebSocket (consumer.py)."""
+from asgiref.sync import async_to_sync
 from django.shortcuts import render
 
 from accounts.web.decorators import member_required
 from billing.services import account_for, price_get
-from core.catalogue import DEFAULT_MODEL_ID, served_models
+from core.catalogue import DEFAULT_MODEL_ID
 from core.money import usd_amount, usd_exact
+from inference.dispatch import listed_models
 from inference.web.routing import PLAYGROUND_PATH
 
 DEFAULT_MAX_TOKENS = 256
@@ -12,7 +14,7 @@ DEFAULT_MAX_TOKENS = 256
 
 def _model_options() -> list[dict]:
     options = []
-    for spec in sorted(served_models(), key=lambda s: (s.id != DEFAULT_MODEL_ID, s.id)):
+    for spec in sorted(async_to_sync(listed_models)(), key=lambda s: (s.id != DEFAULT_MODEL_ID, s.id)):
         price = price_get(model_id=spec.id, default=spec.default_price)
         options.append({
             "id": spec.id,

@@ -13,7 +13,8 @@ class Command(BaseCommand):
         "Run a dedicated inference worker: load one model on one device and serve the requests the API "
         "puts on the model's Redis stream (INFERENCE_QUEUE_URL, which defaults to REDIS_URL). Run one "
         "process per model and device; any number of them may serve the same model. The worker announces "
-        f"itself with a heartbeat ({HEARTBEAT_TTL_MS} ms TTL, refreshed every {HEARTBEAT_INTERVAL_S} s); "
+        f"itself with a heartbeat ({HEARTBEAT_TTL_MS} ms TTL, refreshed every {HEARTBEAT_INTERVAL_S} s) once its "
+        "model is loaded and has run its warm-up requests (INFERENCE_WARM_START=0: loaded only); "
         "the API answers 503 with Retry-After while no worker serves a model. SIGTERM or Ctrl-C drains: "
         "no new requests are taken, running ones finish, then the process exits 0 (a second signal cancels "
         "the running requests, a third exits at once)."
@@ -53,9 +54,9 @@ class Command(BaseCommand):
                             help="take new requests only while fewer than N run on this worker, and batch up to "
                                  "N sequences per step (default: 64)")
         parser.add_argument("--metrics-port", type=int, default=None, metavar="PORT",
-                            help="serve Prometheus metrics on this port (/metrics): running and waiting sequences, "
-                                 "KV cache blocks, prefix-cache hits, generated tokens, preemptions, queue depth "
-                                 "(default: none)")
+                            help="serve Prometheus metrics on this port (/metrics), from start-up: ready (0 while "
+                                 "the model loads and warms up), running and waiting sequences, KV cache blocks, "
+                                 "prefix-cache hits, generated tokens, preemptions, queue depth (default: none)")
         parser.add_argument("--metrics-addr", default="127.0.0.1", metavar="ADDR",
                             help="address for --metrics-port (default: 127.0.0.1; 0.0.0.0 for a remote Prometheus)")
         parser.add_argument("--worker-id", default=None, metavar="NAME",
@@ -77,10 +78,11 @@ class Command(BaseCommand):
         if spec is None:
             known = ", ".join(sorted(all_models())) or "none"
             raise CommandError(f"Unknown model {model!r}. Known models: {known}.")
-        if not spec.is_prepared:
+        if not spec.has_weights:  # a worker runs the model: tokenizer files alone (a web host's) do not do
             raise CommandError(
-                f"Model {model!r} is not prepared: no checkpoint in {spec.path} "
-                "(run `manage.py prepare_model` for the default model, or fix its path in MODELS_FILE)."
+                f"Model {model!r} is not prepared: no checkpoint with weights in {spec.path} "
+                "(run `manage.py prepare_model` for the default model, without --tokenizer-only, or fix its path "
+                "in MODELS_FILE)."
             )
         from inference.queue.worker import load_engine, run_worker  # Django-free; torch is imported when the model loads
 
@@ -97,7 +99,7 @@ class Command(BaseCommand):
         grammar_timeout = settings.INFERENCE_GRAMMAR_COMPILE_TIMEOUT_S  # compiles past it are stopped
         status = run_worker(redis_url=url, model_id=spec.id, model_path=str(spec.path), device=device,
                             max_running=max_running, worker_id=worker_id, metrics_port=metrics_port,
-                            metrics_addr=metrics_addr,
+                            metrics_addr=metrics_addr, warm_up=settings.INFERENCE_WARM_START,
                             engine_factory=partial(load_engine, kv_cache_bytes=None if kv_cache_mb is None
                                                    else kv_cache_mb << 20, max_num_seqs=max_running,
                                                    enable_prefix_caching=settings.INFERENCE_PREFIX_CACHE
