@@ -1,6 +1,10 @@
 # make run   - install into .venv, migrate, prepare the default model, print a demo login and API key, serve
 # make screenshots - regenerate the README's screenshots in docs/ (a real browser over make run)
 # make test  - install, prepare the default model, then run the whole test suite (PostgreSQL pass included when it is installed)
+# make up    - the scaled-out topology on this machine, in the background: PostgreSQL and Redis (data in DATA_DIR),
+#              migrations, WEB_REPLICAS web replicas behind PORT, WORKERS inference workers, Celery and one beat
+#              (platform/Procfile under honcho); prints the URL and an API key once every replica is ready
+# make down  - stop everything make up started, PostgreSQL and Redis included (make status: what runs)
 # make bench-peer - ours against llama.cpp's OpenAI-compatible server on the same GGUF (llama-cpp-python[server] is
 #                   compiled into .venv-peer once, ~12 minutes on 2 cores); BENCH_ARGS="--concurrency 1,4 ..." passes flags
 PYTHON ?= python3
@@ -10,10 +14,18 @@ PORT   ?= 8000
 HOST   ?= 127.0.0.1
 PEER   := .venv-peer
 BENCH_ARGS ?=
+# make up / make down (platform/topology.sh): replicas and workers, the ports of PostgreSQL and Redis, where state lives.
+WEB_REPLICAS ?= 2
+WORKERS ?= 1
+PG_PORT ?= 55432
+REDIS_PORT ?= 56379
+DATA_DIR ?= var
+TOPOLOGY = DATA_DIR=$(DATA_DIR) HOST=$(HOST) PORT=$(PORT) WEB_REPLICAS=$(WEB_REPLICAS) WORKERS=$(WORKERS) \
+           PG_PORT=$(PG_PORT) REDIS_PORT=$(REDIS_PORT) bash platform/topology.sh
 # The largest WebSocket message uvicorn reads: the playground's limit (config/settings.py), the same variable.
 PLAYGROUND_WS_MAX_BYTES ?= 2097152
 
-.PHONY: install run test migrate model clean bench-peer screenshots
+.PHONY: install run test migrate model clean bench-peer screenshots up down status
 
 # Each step says what it does and, at its end, how long it took ($(shell date +%s) is expanded as the recipe starts).
 DONE = @echo "    done in $$(( $$(date +%s) - $(shell date +%s) )) s"
@@ -47,6 +59,15 @@ run: migrate model
 	@echo
 	HF_HUB_OFFLINE=1 $(BIN)/uvicorn config.asgi:application --host $(HOST) --port $(PORT) --ws-max-size $(PLAYGROUND_WS_MAX_BYTES) --no-access-log --lifespan off
 
+up: install
+	@$(TOPOLOGY) up
+
+down:
+	@$(TOPOLOGY) down
+
+status:
+	@$(TOPOLOGY) status
+
 test: model
 	HF_HUB_OFFLINE=1 bash tests/run.sh
 
@@ -67,4 +88,5 @@ bench-peer: model $(PEER)/.installed
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/peer_llamacpp.py $(BENCH_ARGS)
 
 clean:
+	@bash platform/topology.sh down
 	rm -rf $(VENV) var
