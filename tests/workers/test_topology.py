@@ -94,7 +94,7 @@ class Topology:
                 break
         self.port = port
         # PostgreSQL runs as the postgres user when the tests run as root: a folder it can reach.
-        self.data_dir = Path(tempfile.mkdtemp(prefix="topology-"))
+        self.data_dir = Path(tempfile.mkdtemp(prefix="topology-", dir="/tmp"))
         self.data_dir.chmod(0o755)
         self.marker = secrets.token_hex(8)
         self.metrics_token = secrets.token_urlsafe(16)
