@@ -4,8 +4,8 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
-from accounts.models import APIKey, DISPLAY_PREFIX_LENGTH, key_digest
 from accounts.auth import api_key_authenticate
+from accounts.models import APIKey, DISPLAY_PREFIX_LENGTH, key_digest
 from accounts.services import api_key_revoke
 from tests.factories import make_key, make_org
 

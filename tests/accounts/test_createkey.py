@@ -3,8 +3,8 @@ from io import StringIO
 import pytest
 from django.core.management import CommandError, call_command
 
-from accounts.models import Organization
 from accounts.auth import api_key_authenticate
+from accounts.models import Organization
 from billing.selectors import ledger_sum_micro
 
 pytestmark = [pytest.mark.django_db, pytest.mark.money]

@@ -9,10 +9,10 @@ import openai
 import pytest
 
 from core import clock as limits_clock
+from core.catalogue import get_model
 from core.counters import get_counters
 from inference.dispatch import get_backend
 from inference.engine.tokenizer import ChatTokenizer
-from core.catalogue import get_model
 from tests.api.conftest import TINY
 from tests.factories import make_key, make_org
 

@@ -3,8 +3,8 @@ each invalid one is a 400 naming the parameter the way OpenAI does. No server ne
 import pytest
 
 from core.errors import APIError
-from inference.api.request import TOOL_CHOICE_AUTO, TOOL_CHOICE_NAMED, TOOL_CHOICE_NONE, TOOL_CHOICE_REQUIRED
-from inference.api.validation import parse_body, parse_chat_request
+from inference.chat.request import TOOL_CHOICE_AUTO, TOOL_CHOICE_NAMED, TOOL_CHOICE_NONE, TOOL_CHOICE_REQUIRED
+from inference.chat.validation import parse_body, parse_chat_request
 
 HELLO = [{"role": "user", "content": "hi"}]
 WEATHER = {"type": "function", "function": {

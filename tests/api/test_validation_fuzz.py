@@ -15,8 +15,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from core.errors import APIError
-from inference.api.request import TOOL_CHOICE_AUTO, TOOL_CHOICE_NAMED, TOOL_CHOICE_NONE, ChatRequest
-from inference.api.validation import ACCEPTED, NEUTRAL_ONLY, SEED_RANGE, UNSUPPORTED, parse_chat_request
+from inference.chat.request import TOOL_CHOICE_AUTO, TOOL_CHOICE_NAMED, TOOL_CHOICE_NONE, ChatRequest
+from inference.chat.validation import ACCEPTED, NEUTRAL_ONLY, SEED_RANGE, UNSUPPORTED, parse_chat_request
 from tests.fuzzing import SENT, edge_values, examples
 
 FUZZ = settings(max_examples=examples(1000), deadline=None, database=None,

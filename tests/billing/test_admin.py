@@ -13,8 +13,8 @@ from billing.models import (
     BillingProfile, CreditAccount, Hold, LedgerEntry, ModelPrice, Payment, PaymentIssue, StripeEvent, UsageDaily,
     UsageRecord,
 )
-from core.money import Price
 from billing.services import hold_place, hold_settle, price_get
+from core.money import Price
 from tests.factories import make_key, make_org
 
 pytestmark = pytest.mark.django_db

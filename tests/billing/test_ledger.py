@@ -2,9 +2,9 @@ import pytest
 from django.db import IntegrityError, transaction
 
 from billing.models import LedgerEntry, ModelPrice
-from core.money import Price, usd_to_micro
 from billing.selectors import ledger_sum_micro
 from billing.services import InsufficientCredit, credit_grant, ledger_post
+from core.money import Price, usd_to_micro
 from tests.factories import make_org
 
 pytestmark = [pytest.mark.django_db, pytest.mark.money]

@@ -13,8 +13,8 @@ from django.utils import timezone
 
 from accounts.models import User
 from billing.models import Hold, LedgerEntry, Payment, PaymentIssue, UsageRecord
-from core.money import Price
 from billing.services import hold_place, hold_settle, ledger_post
+from core.money import Price
 from tests.factories import make_org
 
 pytestmark = pytest.mark.django_db

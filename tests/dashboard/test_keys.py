@@ -8,8 +8,8 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
-from accounts.models import APIKey, Membership, User
 from accounts.auth import api_key_authenticate
+from accounts.models import APIKey, Membership, User
 from accounts.services import api_key_revoke
 from core.catalogue import DEFAULT_MODEL_ID
 from tests.factories import make_key, make_org

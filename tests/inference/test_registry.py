@@ -5,9 +5,9 @@ import pytest
 from django.core.exceptions import ImproperlyConfigured
 
 from billing.models import ModelPrice
-from core.money import Price
 from billing.services import price_get
 from core.catalogue import DEFAULT_MODEL_ID, _builtin, _from_file
+from core.money import Price
 
 pytestmark = pytest.mark.money
 

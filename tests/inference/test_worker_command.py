@@ -15,7 +15,7 @@ def captured(monkeypatch, settings, tiny_model_path, tmp_path):
                                            "output_usd_per_mtok": "2", "dtype": "float32"}}))
     settings.MODELS_FILE = str(models)
     settings.INFERENCE_QUEUE_URL = "redis://127.0.0.1:1/0"
-    from inference import registry
+    from core import catalogue as registry
 
     registry._catalogue.cache_clear()
     seen = {}

@@ -5,8 +5,8 @@ import openai
 import pytest
 
 from accounts.models import SpendWindow
-from billing.spend import window_bounds
 from billing.models import Hold
+from billing.spend import window_bounds
 from tests.api.conftest import TINY
 from tests.factories import make_key
 

@@ -2,7 +2,7 @@
 import pytest
 
 from accounts.models import APIKey, Organization
-from inference import ratelimit as rate
+from inference.chat import ratelimit as rate
 
 
 def key_of(org_id=1, key_id=1, *, rpm=None, tpm=None, org_rpm=None, org_tpm=None) -> APIKey:

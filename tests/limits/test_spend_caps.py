@@ -6,10 +6,10 @@ import pytest
 from django.db import connection
 
 from accounts.models import SpendWindow
-from billing.spend import SpendCapReached, spent_micro, window_bounds
 from billing.models import Hold
-from core.money import Price
 from billing.services import InsufficientCredit, hold_place, hold_release, hold_settle
+from billing.spend import SpendCapReached, spent_micro, window_bounds
+from core.money import Price
 from tests.factories import make_key, make_org
 
 pytestmark = pytest.mark.money

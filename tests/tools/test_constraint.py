@@ -2,9 +2,9 @@ import re
 
 import pytest
 
-from inference.api.request import Tool, ToolChoice
-from inference.engine.types import CONSTRAINT_EBNF
+from inference.chat.request import Tool, ToolChoice
 from inference.engine.tools import tool_call_constraint
+from inference.engine.types import CONSTRAINT_EBNF
 
 from .conftest import CLOCK, TOOLS, WEATHER
 

@@ -7,9 +7,9 @@ import threading
 import jsonschema
 import pytest
 
-from inference.api.request import ToolChoice
-from inference.engine.types import GenerationRequest, SamplingParams
+from inference.chat.request import ToolChoice
 from inference.engine.tools import ToolCallStream, parse_tool_calls, tool_call_constraint
+from inference.engine.types import GenerationRequest, SamplingParams
 
 from .conftest import TOOLS
 
