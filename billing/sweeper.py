@@ -17,9 +17,9 @@ from itertools import islice
 from django.conf import settings
 from django.utils import timezone
 
-from billing import final_counts, liveness
+from billing import final_counts, liveness, metrics
 from billing.models import Hold, UsageRecord
-from billing.services import hold_release, hold_settle
+from billing.services import HoldReleased, hold_release, hold_settle
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +48,7 @@ def sweep_stale_holds(*, now=None) -> dict:
             else:
                 continue
             liveness.forget(hold.request_id)
+    metrics.holds_swept(settled=settled, released=released)
     return {"settled": settled, "released": released}
 
 
@@ -61,7 +62,7 @@ def _settle_final(hold: Hold, final: final_counts.FinalCount) -> bool:
                              cached_tokens=final.cached_tokens, status=final.status,
                              finish_reason=final.finish_reason,
                              latency_ms=max(0, round(ended_ms - hold.created_at.timestamp() * 1000)))
-    except UsageRecord.DoesNotExist:  # released meanwhile by its own request path
+    except HoldReleased:  # released meanwhile by its own request path
         return False
     ours = record.created_at >= before
     if ours:
@@ -84,7 +85,7 @@ def _settle_lost(hold: Hold) -> str | None:
         record = hold_settle(hold=hold, prompt_tokens=hold.prompt_tokens,
                              completion_tokens=min(int(counts["completion_tokens"]), hold.max_tokens),
                              status=UsageRecord.Status.FAILED, finish_reason=LOST)
-    except UsageRecord.DoesNotExist:  # released meanwhile by its own request path
+    except HoldReleased:  # released meanwhile by its own request path
         return None
     log.warning("settled the hold of %s from its last heartbeat (%s tokens): its request died",
                 hold.request_id, counts["completion_tokens"])
