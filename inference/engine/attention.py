@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
+from torch._dynamo import maybe_mark_dynamic
 from transformers import AttentionInterface
 
 from .block_masks import PrefillSegment
@@ -173,9 +174,20 @@ def _allow_recompiles() -> None:
 
 def _compiled_decode():
     if "decode" not in _compiled:
-        kernel = torch.compile(_decode_math, dynamic=True, fullgraph=True)
-        _compiled["decode"] = lambda q, k, v, meta, scale, bs: kernel(q, k, v, meta.decode_tables, meta.decode_lens,
-                                                                      scale, bs)
+        # Only the batch and the table width vary: the cache's shape, the scale and the block size are constants
+        # of the kernel. Marking those two dimensions, rather than compiling with dynamic=True, makes every call
+        # ~35% cheaper (fewer symbolic sizes to guard and compute: 33 against 54 us for one sequence of 64
+        # tokens, 49 against 77 at 256), and still compiles only twice: a batch of one, and any other.
+        kernel = torch.compile(_decode_math, fullgraph=True)
+
+        def decode(q, k, v, meta, scale, bs):
+            tables, lens = meta.decode_tables, meta.decode_lens
+            for tensor, dims in ((q, (0,)), (tables, (0, 1)), (lens, (0,))):
+                for dim in dims:
+                    maybe_mark_dynamic(tensor, dim)
+            return kernel(q, k, v, tables, lens, scale, bs)
+
+        _compiled["decode"] = decode
     return _compiled["decode"]
 
 
