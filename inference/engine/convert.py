@@ -45,28 +45,10 @@ def default_gguf_path() -> Path:
 
 def convert_gguf(gguf_path, out_dir) -> Path:
     """Dequantize `gguf_path` to float32 and save model + tokenizer into `out_dir`."""
-    gguf_path = Path(gguf_path).resolve()
-    if not gguf_path.is_file():
-        raise FileNotFoundError(f"GGUF file not found: {gguf_path}")
-    out = Path(out_dir).resolve()
-    out.parent.mkdir(parents=True, exist_ok=True)
-
-    tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name, local_files_only=True)
+    gguf_path, tokenizer = _open(gguf_path)
     model = _load_dequantized(gguf_path)
     _fix_chat_metadata(tokenizer, model, gguf_path)
-
-    # Build beside the target and rename, so a crash never leaves a
-    # half-written directory that a later load would take for a model.
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
-        tmp.chmod(0o755)  # mkdtemp's 0700 would survive the rename
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        _replace_dir(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out
+    return _write_dir(out_dir, model.save_pretrained, tokenizer.save_pretrained)
 
 
 def convert_gguf_tokenizer(gguf_path, out_dir) -> Path:
@@ -78,13 +60,7 @@ def convert_gguf_tokenizer(gguf_path, out_dir) -> Path:
     from transformers import GenerationConfig
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
-    gguf_path = Path(gguf_path).resolve()
-    if not gguf_path.is_file():
-        raise FileNotFoundError(f"GGUF file not found: {gguf_path}")
-    out = Path(out_dir).resolve()
-    out.parent.mkdir(parents=True, exist_ok=True)
-
-    tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name, local_files_only=True)
+    gguf_path, tokenizer = _open(gguf_path)
     config = AutoConfig.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name, local_files_only=True)
     # What saving the float32 model would have added to its config.
     architecture = MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.get(config.model_type)
@@ -93,13 +69,29 @@ def convert_gguf_tokenizer(gguf_path, out_dir) -> Path:
     config.dtype = torch.float32
     shell = SimpleNamespace(config=config, generation_config=GenerationConfig.from_model_config(config))
     _fix_chat_metadata(tokenizer, shell, gguf_path)
+    return _write_dir(out_dir, config.save_pretrained, shell.generation_config.save_pretrained,
+                      tokenizer.save_pretrained)
 
+
+def _open(gguf_path) -> tuple[Path, object]:
+    """The GGUF file's resolved path and its tokenizer; FileNotFoundError when it is missing."""
+    gguf_path = Path(gguf_path).resolve()
+    if not gguf_path.is_file():
+        raise FileNotFoundError(f"GGUF file not found: {gguf_path}")
+    return gguf_path, AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name,
+                                                    local_files_only=True)
+
+
+def _write_dir(out_dir, *savers) -> Path:
+    """Call each saver on a fresh directory beside `out_dir`, then rename it into place, so that a crash never
+    leaves a half-written directory that a later load would take for a model."""
+    out = Path(out_dir).resolve()
+    out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
-        tmp.chmod(0o755)
-        config.save_pretrained(tmp)
-        shell.generation_config.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
+        tmp.chmod(0o755)  # mkdtemp's 0700 would survive the rename
+        for save in savers:
+            save(tmp)
         _replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
