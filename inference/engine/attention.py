@@ -13,11 +13,11 @@ Backends (chosen once per engine, see `choose_backend`):
             `_decode_math`: the block-table lookup happens inside its
             reduction loops, so blocks are read in place and lengths bound the
             loop (no gathered copy, no mask tensor); prefill chunks as in sdpa.
-            The CPU default: several times faster than flex or SDPA there for
-            one-query rows (bench/attention.py), and SDPA's CPU flash kernel
-            is 2.5x faster than flex's CPU template for prefill chunks (a
-            299-token chunk after 1,216 cached tokens: 290 against 765 ms
-            over the default model's 30 layers).
+            The CPU default: for one-query rows 2-9x faster than SDPA on
+            gathered blocks and 1.5-3x faster than flex there, and SDPA's CPU
+            flash kernel is 2-3x faster than flex's CPU template for prefill
+            chunks (bench/attention.py; a 299-token chunk after 1,216 cached
+            tokens: 11.8 against 34 ms per layer on 2 cores).
   sdpa      the eager reference: each decode sequence's blocks gathered into a
             buffer and attended with a padding mask, one SDPA call per prefill
             chunk (its keys gathered once per step, for all layers). No
@@ -176,8 +176,9 @@ def _compiled_decode():
     if "decode" not in _compiled:
         # Only the batch and the table width vary: the cache's shape, the scale and the block size are constants
         # of the kernel. Marking those two dimensions, rather than compiling with dynamic=True, makes every call
-        # ~35% cheaper (fewer symbolic sizes to guard and compute: 33 against 54 us for one sequence of 64
-        # tokens, 49 against 77 at 256), and still compiles only twice: a batch of one, and any other.
+        # 20-40% cheaper (fewer symbolic sizes to guard and compute; bench/attention.py, a layer's call with its
+        # cache write: 47 against 78 us for one sequence of 64 tokens, 89 against 138 at 256, 338 against 511
+        # for 64 of 64), and still compiles only twice: a batch of one, and any other.
         kernel = torch.compile(_decode_math, fullgraph=True)
 
         def decode(q, k, v, meta, scale, bs):

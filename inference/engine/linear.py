@@ -4,8 +4,8 @@ Weight-only: activations stay in the model's dtype; the weights are stored in
 fewer bits and expanded inside torch's own CPU kernels (`_weight_int8pack_mm`,
 `_weight_int4pack_mm_for_cpu`, the ones torchao and gpt-fast use). A
 one-sequence decode step streams every weight once, so bytes are time:
-on this project's 2-core benchmark machine a step's linear layers took 18.8 ms
-in bf16, 10.5 ms in int8 and 4.3 ms in int4 (bench/linear.py). (torchao 0.18's
+on this project's 2-core benchmark machine a step's linear layers take 32.5 ms
+in bf16, 14.5 ms in int8 and 8.9 ms in int4 (bench/linear.py). (torchao 0.18's
 Int8WeightOnlyConfig on torch 2.13 dequantized on every CPU call: 2.1 ms
 against 30 us for a 576x1536 layer, so the kernels are called directly.)
 
@@ -17,7 +17,8 @@ the argmax directly: `RefinedHead` scores the whole vocabulary in int4, then the
 64 best candidates again with the dense weights (bf16 agreement at int4 speed).
 
 Those kernels are matrix-vector kernels: past a few rows a bf16 matmul wins
-(64 rows: 61 ms dense against 134 ms int4), so with `dense_above` set, steps
+(64 rows: 69 ms dense against 122 ms int4; the output layer, with its
+refinement, already past 8 rows), so with `dense_above` set, steps
 with more rows (prefills, large decode batches) multiply by a dense copy of
 the same quantized weights.
 """
@@ -99,11 +100,14 @@ class RefinedHead:
     """
 
     CANDIDATES = 64
+    # Past this many rows the dense layer is faster than int4 and the refinement together (bench/linear.py: at
+    # 16 rows 9.3 against 13.4 ms on 2 cores, while the other layers still gain from int4 there).
+    DENSE_ABOVE = 8
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None = None, *, dense_above: int | None = None):
         self.coarse = Int4Linear(weight, bias, dense_above=None)
         self.weight, self.bias = weight, bias  # [V, H]
-        self.dense_above = dense_above if dense_above is not None else 0
+        self.dense_above = min(dense_above, self.DENSE_ABOVE) if dense_above is not None else 0
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[0] > self.dense_above:
