@@ -61,3 +61,36 @@ def test_readyz_fails_for_a_model_with_no_live_worker(web, settings, redis_url, 
     ready = web.get("/readyz")
     assert ready.status_code == 503 and ready.json()["failed"] == ["workers"]
     assert all(ready.json()["checks"]["workers"][m] == 0 for m in worker_less)
+
+
+def test_readyz_flips_when_the_last_worker_of_a_model_stops_and_back_when_one_starts(web, settings, redis_url,
+                                                                                     workers, worker_pool):
+    import signal
+
+    from tests.poll import wait_until
+
+    settings.REDIS_URL = redis_url
+
+    def probe():
+        ready, live = web.get("/readyz"), web.get("/livez")
+        assert live.status_code == 200 and live.json() == {"status": "ok"}  # liveness never looks at workers
+        return ready.status_code, ready.json()
+
+    status, body = probe()
+    assert body["checks"]["workers"][TINY] == 2
+    for proc in workers:  # the model's last workers stop (and drain: they leave the queue at once)
+        proc.send_signal(signal.SIGTERM)
+    for proc in workers:
+        proc.wait(timeout=30)
+
+    def no_worker():
+        status, body = probe()
+        return (status, body) if body["checks"]["workers"][TINY] == 0 else None
+
+    status, body = wait_until(no_worker, timeout=30, interval=0.2, message="/readyz to count no worker")
+    assert status == 503 and "workers" in body["failed"]
+    worker_pool.ensure(1)
+    status, body = probe()
+    assert body["checks"]["workers"][TINY] == 1
+    others_served = all(count for count in body["checks"]["workers"].values())
+    assert (status, body.get("failed")) == ((200, None) if others_served else (503, ["workers"]))
