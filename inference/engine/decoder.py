@@ -59,6 +59,22 @@ def _fused_rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.
     return F.rms_norm(x, weight.shape, weight, eps)
 
 
+class _OneRowRMSNorm:
+    """RMSNorm of one row through layer_norm, for bf16 on the CPU, where F.rms_norm is a composite of five ops and
+    layer_norm one kernel (8 against 14 us for a row of 576, 61 times a step): the layer norm of [x, -x] has
+    mean 0 and variance mean(x^2), so its first half is x's RMS norm (the same bf16 values as F.rms_norm but
+    for a last-bit difference in about one in 100,000). Other shapes go to F.rms_norm."""
+
+    def __init__(self, weights: list[torch.Tensor]):
+        self._doubled = {id(w): torch.cat([w, w]) for w in weights}
+
+    def __call__(self, x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+        doubled = self._doubled.get(id(weight))
+        if doubled is None or x.dim() != 2 or x.shape[0] != 1:
+            return F.rms_norm(x, weight.shape, weight, eps)
+        return F.layer_norm(torch.cat([x, x.neg()], -1), doubled.shape, doubled, None, eps)[:, :x.shape[1]]
+
+
 class _Layer:
     __slots__ = ("in_norm", "post_norm", "qkv", "q_norm", "k_norm", "o", "gate_up", "down")
 
@@ -113,6 +129,9 @@ class LeanDecoder:
         # bf16); on the CPU one fused op, which is the same in float32 and rounds once less in bf16.
         fused = self.embed.device.type == "cpu" or self.dtype == torch.float32
         self.norm_fn = _fused_rms_norm if fused else rms_norm
+        if self.embed.device.type == "cpu" and self.dtype == torch.bfloat16:
+            self.norm_fn = _OneRowRMSNorm([w for layer in self.layers for w in (layer.in_norm, layer.post_norm)]
+                                          + [self.norm])
 
         # The transformers modules' own copies of the weights are no longer needed.
         decoder.layers = torch.nn.ModuleList()

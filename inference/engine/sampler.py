@@ -109,8 +109,8 @@ class Sampler:
         work = sampled + work_greedy  # workspace rows: sampled first, so they are a contiguous slice
         if work:
             scores = self._load(raw, work)  # [W, V] float32, owned
-            self._process(scores, [rows[i] for i in work], [masks.get(i) for i in work], vocab)
-            self._revive(scores, raw, work, masks, vocab)
+            if self._process(scores, [rows[i] for i in work], [masks.get(i) for i in work], vocab):
+                self._revive(scores, raw, work, masks, vocab)
             n_sampled = len(sampled)
             if work_greedy:
                 tokens[work_greedy] = scores[n_sampled:].argmax(dim=-1)
@@ -149,8 +149,9 @@ class Sampler:
                 scores.copy_(raw.index_select(0, idx))
         return scores
 
-    def _process(self, scores: torch.Tensor, rows: list[SamplingRow], masks: list, vocab: int) -> None:
-        """Steps 2-5 in place on scores [W, V]: logit_bias, min_tokens, token mask, penalties."""
+    def _process(self, scores: torch.Tensor, rows: list[SamplingRow], masks: list, vocab: int) -> bool:
+        """Steps 2-5 in place on scores [W, V]: logit_bias, min_tokens, token mask, penalties. True when some
+        token was ruled out (-inf), which may have left a row nothing: biases and penalties stay finite."""
         biases = [(j, r.params.logit_bias) for j, r in enumerate(rows) if r.params.logit_bias]
         if biases:
             apply_logit_bias(scores, biases, vocab)
@@ -178,6 +179,7 @@ class Sampler:
                 [rows[j].params.frequency_penalty for j in penalised],
                 vocab,
             )
+        return bool(blocked or with_mask)
 
     def _sample(self, scores: torch.Tensor, rows: list[SamplingRow], vocab: int) -> torch.Tensor:
         """Temperature, top-k, top-p, min-p and one draw per row; scores [S, V] is consumed -> ids [S]."""
