@@ -4,9 +4,10 @@
     .venv/bin/python bench/prefix.py --device cuda    # GPU, same model
 
 Two workloads, each run with the cache off and on (each side in a fresh process):
-  session  4 turns of one conversation: every turn sends the whole history (system
-           prompt, earlier questions and the model's answers) plus a new question;
-           turn 4's prompt is about 1,500 tokens.
+  session  4 turns of one conversation: every turn sends the whole history (a
+           300-token system prompt, earlier ~250-token questions and the model's
+           answers, each ending where the model ends it, at most --answer-tokens)
+           plus a new question; turn 4's prompt is about 1,500 tokens.
   shared   16 requests with the same ~1,000-token system prompt and different
            questions, sent one after the other (as a few-shot preamble would be).
 Printed per request: prompt tokens, prompt tokens computed (the rest came from the
@@ -46,7 +47,7 @@ class Client:
         self.engine = engine
         self.count = 0
 
-    def ask(self, messages, max_tokens):
+    def ask(self, messages, max_tokens, ignore_eos=True):
         """(prompt tokens, cached tokens, TTFT seconds, answer text) of one greedy request."""
         from inference.engine.types import GenerationRequest, SamplingParams
 
@@ -63,7 +64,7 @@ class Client:
 
         self.count += 1
         start = time.perf_counter()
-        params = SamplingParams(max_tokens=max_tokens, temperature=0, ignore_eos=True)
+        params = SamplingParams(max_tokens=max_tokens, temperature=0, ignore_eos=ignore_eos)
         self.engine.submit(GenerationRequest(f"q{self.count}", ids, params, cache_salt="bench"), on_event)
         done.wait()
         return len(ids), self.final.cached_tokens, first[0] - start, "".join(text)
@@ -81,12 +82,16 @@ def run_side(args) -> list[dict]:
     client.ask([{"role": "user", "content": "Warm up."}], 2)
     rows = []
     tok = engine.tokenizer
-    history = [{"role": "system", "content": "You are a patient teacher. " + paragraph(tok, "the sea", 100)}]
+    history = [{"role": "system", "content": "You are a patient teacher. " + paragraph(tok, "the sea", 300)}]
     for turn in range(1, 5):
-        # Each turn adds ~250 tokens of question and the answer: turn 4's prompt is ~1,500 tokens.
+        # A 300-token system prompt, then each turn adds ~250 tokens of question and the answer: turn 4's prompt
+        # is ~1,500 tokens.
         history.append({"role": "user", "content": f"Turn {turn}. Tell me about {TOPICS[turn]}. "
                                                    + paragraph(tok, TOPICS[turn], 250)})
-        prompt, cached, ttft, answer = client.ask(history, args.answer_tokens)
+        # The answer ends where the model ends it, as a chat client sees it: an answer forced past its end
+        # runs on into chat-control tokens (<|im_end|>, <|im_start|>) that its text does not carry, so the
+        # next turn's prompt would part from the cached tokens a few words in.
+        prompt, cached, ttft, answer = client.ask(history, args.answer_tokens, ignore_eos=False)
         history.append({"role": "assistant", "content": answer})
         rows.append({"workload": "session", "request": f"turn {turn}", "prompt": prompt, "cached": cached,
                      "ttft": ttft})
