@@ -6,7 +6,7 @@
 #              (platform/Procfile under honcho); prints the URL and an API key once every replica is ready
 # make down  - stop everything make up started, PostgreSQL and Redis included (make status: what runs)
 # make bench-peer - ours against llama.cpp's OpenAI-compatible server on the same GGUF (llama-cpp-python[server] is
-#                   compiled into .venv-peer once, ~12 minutes on 2 cores); BENCH_ARGS="--concurrency 1,4 ..." passes flags
+#                   compiled into .venv-peer once, 6-12 minutes on 2 cores); BENCH_ARGS="--concurrency 1,4 ..." passes flags
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -80,7 +80,7 @@ screenshots: model
 $(PEER)/.installed:
 	test -x $(PEER)/bin/python || $(PYTHON) -m venv $(PEER)
 	$(PEER)/bin/python -c 'import sys, llama_cpp.server.app as _, llama_cpp; sys.exit(llama_cpp.__version__ != "0.3.36")' 2>/dev/null \
-	  || { echo "Compiling llama.cpp into $(PEER) (once, ~12 minutes on 2 cores)"; \
+	  || { echo "Compiling llama.cpp into $(PEER) (once, 6-12 minutes on 2 cores)"; \
 	       $(PEER)/bin/pip install --quiet 'llama-cpp-python[server]==0.3.36'; }
 	touch $@
 
