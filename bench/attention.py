@@ -29,7 +29,7 @@ import torch  # noqa: E402
 
 from inference.engine import attention as A  # noqa: E402
 from inference.engine.block_masks import PrefillMaskBuilder, PrefillSegment, bucket, decode_block_mask  # noqa: E402
-from inference.engine.model_runner import MIN_TABLE_WIDTH  # noqa: E402
+from inference.engine.model_runner import MIN_TABLE_WIDTH, PREFILL_Q_BLOCK  # noqa: E402
 from inference.engine.kv_cache import KVCache  # noqa: E402
 
 # SmolLM2-135M-Instruct: 9 query heads, 3 key/value heads of 64; a 1 GiB cache of its 30 layers in bf16.
@@ -52,6 +52,16 @@ def timed(fn, *, warmup: int, repeat: int) -> float:
     return statistics.median(samples)
 
 
+_DYNAMIC: list = []
+
+
+def _dynamic_kernel():
+    """The engine's decode kernel compiled with every size symbolic (once for the whole run)."""
+    if not _DYNAMIC:
+        _DYNAMIC.append(torch.compile(A._decode_math, dynamic=True, fullgraph=True))
+    return _DYNAMIC[0]
+
+
 def decode_case(cache: KVCache, backend: str, batch: int, length: int, device, dtype, rng) -> float:
     width = max(MIN_TABLE_WIDTH, -(-length // BLOCK))
     rows = bucket(batch, 1) if backend == "flex" else batch  # flex's batch is padded as the engine pads it
@@ -66,7 +76,7 @@ def decode_case(cache: KVCache, backend: str, batch: int, length: int, device, d
                                              pad_width=device.type == "cpu")
     attention = A.Attention("inductor" if backend == "inductor (dynamic)" else backend, cache)
     if backend == "inductor (dynamic)":
-        kernel = torch.compile(A._decode_math, dynamic=True, fullgraph=True)
+        kernel = _dynamic_kernel()
         attention._decode = lambda q, k, v, m, scale, bs: kernel(q, k, v, m.decode_tables, m.decode_lens, scale, bs)
     q = torch.randn(batch, HEADS, HEAD_DIM, generator=rng).to(device, dtype)
     kv = torch.randn(batch, 2, KV_HEADS, HEAD_DIM, generator=rng).to(device, dtype)
@@ -83,7 +93,7 @@ def prefill_case(cache: KVCache, backend: str, cached: int, new: int, device, dt
     meta = A.StepMetadata(slot_mapping=slots, num_decode=0, prefills=[segment])
     if backend == "flex":
         builder = PrefillMaskBuilder(num_blocks=cache.num_blocks, block_size=BLOCK, num_slots=cache.num_slots,
-                                     q_block=32 if device.type == "cpu" else 64, max_tokens=512, max_seqs=4,
+                                     q_block=PREFILL_Q_BLOCK[device.type], max_tokens=512, max_seqs=4,
                                      max_table=cache.num_blocks, device=device, pad_width=device.type == "cpu")
         meta.prefill_mask, meta.prefill_rows = builder.build([segment])
     attention = A.Attention(backend, cache)

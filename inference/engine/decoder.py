@@ -126,12 +126,14 @@ class LeanDecoder:
         half = self.head_dim // 2
         self.cos, self.signed_sin = cos[0], torch.cat((-sin[0, :, :half], sin[0, :, half:]), dim=-1)
         # transformers' RMSNorm step for step where its bits matter (GPU runs are compared with it in
-        # bf16); on the CPU one fused op, which is the same in float32 and rounds once less in bf16.
-        fused = self.embed.device.type == "cpu" or self.dtype == torch.float32
-        self.norm_fn = _fused_rms_norm if fused else rms_norm
-        if self.embed.device.type == "cpu" and self.dtype == torch.bfloat16:
+        # bf16); on the CPU one fused op, which is the same in float32 and rounds once less in bf16 (where
+        # single rows, every decode step's, go through layer_norm's kernel: _OneRowRMSNorm).
+        cpu = self.embed.device.type == "cpu"
+        if cpu and self.dtype == torch.bfloat16:
             self.norm_fn = _OneRowRMSNorm([w for layer in self.layers for w in (layer.in_norm, layer.post_norm)]
                                           + [self.norm])
+        else:
+            self.norm_fn = _fused_rms_norm if cpu or self.dtype == torch.float32 else rms_norm
 
         # The transformers modules' own copies of the weights are no longer needed.
         decoder.layers = torch.nn.ModuleList()

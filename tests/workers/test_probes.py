@@ -1,8 +1,11 @@
 """/livez answers whatever the dependencies do; /readyz says which of them keeps the process from serving."""
+import signal
+
 import pytest
 from django.db import OperationalError
 
 from tests.api.conftest import TINY
+from tests.poll import wait_until
 
 pytestmark = pytest.mark.django_db
 
@@ -65,10 +68,6 @@ def test_readyz_fails_for_a_model_with_no_live_worker(web, settings, redis_url, 
 
 def test_readyz_flips_when_the_last_worker_of_a_model_stops_and_back_when_one_starts(web, settings, redis_url,
                                                                                      workers, worker_pool):
-    import signal
-
-    from tests.poll import wait_until
-
     settings.REDIS_URL = redis_url
 
     def probe():
