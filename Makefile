@@ -81,7 +81,8 @@ $(PEER)/.installed:
 	test -x $(PEER)/bin/python || $(PYTHON) -m venv $(PEER)
 	$(PEER)/bin/python -c 'import sys, llama_cpp.server.app as _, llama_cpp; sys.exit(llama_cpp.__version__ != "0.3.36")' 2>/dev/null \
 	  || { echo "Compiling llama.cpp into $(PEER) (once, 6-12 minutes on 2 cores)"; \
-	       $(PEER)/bin/pip install --quiet 'llama-cpp-python[server]==0.3.36'; }
+	       CMAKE_ARGS="$$(bash bench/peer_cmake_args.sh)" \
+	       $(PEER)/bin/pip install --quiet --no-cache-dir 'llama-cpp-python[server]==0.3.36'; }
 	touch $@
 
 bench-peer: model $(PEER)/.installed

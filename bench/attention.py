@@ -58,7 +58,7 @@ _DYNAMIC: list = []
 def _dynamic_kernel():
     """The engine's decode kernel compiled with every size symbolic (once for the whole run)."""
     if not _DYNAMIC:
-        _DYNAMIC.append(torch.compile(A._decode_math, dynamic=True, fullgraph=True))
+        _DYNAMIC.append(torch.compile(A.decode_math, dynamic=True, fullgraph=True))
     return _DYNAMIC[0]
 
 

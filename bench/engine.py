@@ -9,7 +9,8 @@ run through (a) transformers' continuous batching (`generate_batch`), in its
 fastest dtype here (float32 on the CPU, where its bfloat16 matmuls repack the
 weights on every call), and (b) this engine in its default precision (`auto`:
 bfloat16 with int4 weights on a CPU with bf16 instructions, bfloat16 on a GPU),
-plus (c) this engine in float32 for a like-for-like row on the CPU. Each runs in
+plus (c) this engine in float32 for a like-for-like row on the CPU (and, with --sides ...,ours-eager, (d)
+the default precision with enforce_eager: no CUDA graphs, no compiled CPU decode step). Each runs in
 a fresh process. Printed: output tokens/s, time to first token p50/p99,
 inter-token latency p50, and our ratio to (a).
 """
@@ -37,7 +38,8 @@ QWEN25_05B = dict(  # Qwen2.5-0.5B-Instruct's config.json, weights random
     num_attention_heads=14, num_key_value_heads=2, vocab_size=151936, max_position_embeddings=32768,
     rope_theta=1000000.0, rms_norm_eps=1e-6, tie_word_embeddings=True, hidden_act="silu", sliding_window=None,
     use_sliding_window=False, bos_token_id=151643, eos_token_id=151645)
-SIDES = {"hf": "transformers continuous batching", "ours": "this engine", "ours-fp32": "this engine, float32"}
+SIDES = {"hf": "transformers continuous batching", "ours": "this engine", "ours-fp32": "this engine, float32",
+         "ours-eager": "this engine, enforce_eager"}
 
 
 def percentile(values, q):
@@ -70,14 +72,14 @@ def run_generate_batch(model, prompts, new_tokens):
     return summary(SIDES["hf"], tokens, seconds, ttfts, itls, dtype=str(model.dtype).replace("torch.", ""))
 
 
-def run_engine(name, model_path, prompts, new_tokens, device, dtype, kv_cache_gb):
+def run_engine(name, model_path, prompts, new_tokens, device, dtype, kv_cache_gb, enforce_eager=False):
     from inference.engine.config import EngineConfig
     from inference.engine.engine import Engine
     from inference.engine.types import GenerationRequest, SamplingParams
 
     kv = None if device.startswith("cuda") else int(kv_cache_gb * 2**30)
     config = EngineConfig(kv_cache_bytes=kv, max_num_seqs=max(len(prompts), 1), enable_prefix_caching=False)
-    engine = Engine(str(model_path), device=device, dtype=dtype, config=config)
+    engine = Engine(str(model_path), device=device, dtype=dtype, config=config, enforce_eager=enforce_eager)
     engine.start()
     params = SamplingParams(max_tokens=new_tokens, temperature=0, ignore_eos=True)
     done = threading.Event()  # warm-up: the first step pays one-off costs on every backend
@@ -136,8 +138,8 @@ def parse_args():
     parser.add_argument("--max-prompt", type=int, default=512)
     parser.add_argument("--output", type=int, default=128, help="output tokens per request")
     parser.add_argument("--kv-cache-gb", type=float, default=2.0, help="CPU only; a GPU sizes it from free memory")
-    parser.add_argument("--sides", default=None, help="comma list of hf,ours,ours-fp32 (default: all on the CPU, "
-                                                      "hf,ours on a GPU)")
+    parser.add_argument("--sides", default=None, help="comma list of hf,ours,ours-fp32,ours-eager (default: "
+                                                      "hf,ours,ours-fp32 on the CPU, hf,ours on a GPU)")
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--only", choices=sorted(SIDES), help=argparse.SUPPRESS)  # one side, in a child process
     parser.add_argument("--n", type=int, help=argparse.SUPPRESS)
@@ -164,7 +166,7 @@ def run_one(args):
     else:
         dtype = "float32" if args.only == "ours-fp32" else "auto"
         result = run_engine(SIDES[args.only], args.model_dir, prompts, args.output, args.device, dtype,
-                            args.kv_cache_gb)
+                            args.kv_cache_gb, enforce_eager=args.only == "ours-eager")
     print(json.dumps({**result, "concurrency": args.n}))
 
 

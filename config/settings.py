@@ -320,7 +320,8 @@ INFERENCE_PREFIX_CACHE = env_bool("INFERENCE_PREFIX_CACHE", True)
 # auto: flex_attention on GPUs; on the CPU a compiled paged decode kernel and flex_attention for prefills.
 # sdpa needs no compiler (the eager reference).
 INFERENCE_ATTENTION_BACKEND = env_choice("INFERENCE_ATTENTION_BACKEND", "auto", ("auto", "flex", "inductor", "sdpa"))
-# No CUDA graphs for decode steps (they are captured at start-up otherwise).
+# No CUDA graphs for decode steps on GPUs, no compiled one-sequence decode step on the CPU (both are made at
+# start-up otherwise).
 INFERENCE_ENFORCE_EAGER = env_bool("INFERENCE_ENFORCE_EAGER", False)
 # Dedicated inference workers (`manage.py inference_worker`) fed through Redis Streams: set by
 # default whenever REDIS_URL is. Unset (and no REDIS_URL): the engine runs inside the web process.

@@ -10,7 +10,7 @@ Backends (chosen once per engine, see `choose_backend`):
             through block masks built from the block tables (block_masks.py).
             The GPU default.
   inductor  decodes through a kernel that torch.compile generates from
-            `_decode_math`: the block-table lookup happens inside its
+            `decode_math`: the block-table lookup happens inside its
             reduction loops, so blocks are read in place and lengths bound the
             loop (no gathered copy, no mask tensor); prefill chunks as in sdpa.
             The CPU default: for one-query rows 2-9x faster than SDPA on
@@ -137,7 +137,7 @@ def compiler_available() -> bool:
 # -- decode -------------------------------------------------------------------------------------
 
 
-def _decode_math(q, k_cache, v_cache, tables, lens, scale: float, block_size: int):
+def decode_math(q, k_cache, v_cache, tables, lens, scale: float, block_size: int):
     # q [B, Hq, D]; k_cache, v_cache [Hkv, S, D]; tables [B, W]; lens [B]
     batch, width = tables.shape
     kv_heads, _, dim = k_cache.shape
@@ -179,7 +179,7 @@ def _compiled_decode():
         # 20-40% cheaper (fewer symbolic sizes to guard and compute; bench/attention.py, a layer's call with its
         # cache write: 47 against 78 us for one sequence of 64 tokens, 89 against 138 at 256, 338 against 511
         # for 64 of 64), and still compiles only twice: a batch of one, and any other.
-        kernel = torch.compile(_decode_math, fullgraph=True)
+        kernel = torch.compile(decode_math, fullgraph=True)
 
         def decode(q, k, v, meta, scale, bs):
             tables, lens = meta.decode_tables, meta.decode_lens

@@ -55,7 +55,7 @@ def _rotate_(x: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor) -> No
     x.mul_(cos).add_(rotated)
 
 
-def _fused_rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+def fused_rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     return F.rms_norm(x, weight.shape, weight, eps)
 
 
@@ -133,14 +133,19 @@ class LeanDecoder:
             self.norm_fn = _OneRowRMSNorm([w for layer in self.layers for w in (layer.in_norm, layer.post_norm)]
                                           + [self.norm])
         else:
-            self.norm_fn = _fused_rms_norm if cpu or self.dtype == torch.float32 else rms_norm
+            self.norm_fn = fused_rms_norm if cpu or self.dtype == torch.float32 else rms_norm
 
         # The transformers modules' own copies of the weights are no longer needed.
         decoder.layers = torch.nn.ModuleList()
 
-    def forward(self, input_ids: torch.Tensor, positions: torch.Tensor, meta: StepMetadata) -> torch.Tensor:
-        """input_ids, positions [T] -> hidden states [T, H] after the final norm."""
-        hq, hkv, d, eps, norm = self.num_heads, self.num_kv_heads, self.head_dim, self.eps, self.norm_fn
+    def forward(self, input_ids: torch.Tensor, positions: torch.Tensor, meta: StepMetadata, *,
+                attention=None, norm=None) -> torch.Tensor:
+        """input_ids, positions [T] -> hidden states [T, H] after the final norm.
+
+        attention, norm: other kernels for the same arithmetic (compiled_decode.py traces the forward with its own).
+        """
+        hq, hkv, d, eps = self.num_heads, self.num_kv_heads, self.head_dim, self.eps
+        attention, norm = attention or self.attention, norm or self.norm_fn
         tokens = input_ids.shape[0]
         cos = self.cos.index_select(0, positions).unsqueeze(1)  # [T, 1, D]
         sin = self.signed_sin.index_select(0, positions).unsqueeze(1)
@@ -151,7 +156,7 @@ class LeanDecoder:
                 qkv[:, :hq] = norm(qkv[:, :hq], layer.q_norm, eps)
                 qkv[:, hq:hq + hkv] = norm(qkv[:, hq:hq + hkv], layer.k_norm, eps)
             _rotate_(qkv[:, :hq + hkv], cos, sin)  # q and k together
-            out = self.attention(qkv[:, :hq], qkv[:, hq:].view(tokens, 2, hkv, d), i, meta, self.scale)
+            out = attention(qkv[:, :hq], qkv[:, hq:].view(tokens, 2, hkv, d), i, meta, self.scale)
             h = h + layer.o(out.reshape(tokens, hq * d))
             gate_up = layer.gate_up(norm(h, layer.post_norm, eps))  # [T, 2I]
             h = h + layer.down(F.silu(gate_up[:, :self.intermediate]) * gate_up[:, self.intermediate:])

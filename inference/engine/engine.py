@@ -36,7 +36,7 @@ class Engine:
                  config: EngineConfig | None = None) -> None:
         """dtype: auto | bfloat16 | float16 | float32 (precision.py says what auto picks);
         quantization: auto | none | int8 (weight-only); attention_backend: auto | flex | inductor | sdpa;
-        enforce_eager: no CUDA graphs; gpu_memory_utilization: share of the GPU this engine may fill
+        enforce_eager: no CUDA graphs, no compiled CPU decode step; gpu_memory_utilization: share of the GPU this engine may fill
         (the KV cache gets what the weights and a profiling step leave)."""
         self.tokenizer = ChatTokenizer.from_pretrained(model_path)
         self.config = config or EngineConfig()

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from transformers import AutoModelForCausalLM
 
+from . import compiled_decode
 from .attention import ATTN_IMPLEMENTATION, Attention, StepMetadata, choose_backend
 from .block_masks import PrefillMaskBuilder, PrefillSegment, bucket, decode_block_mask
 from .config import EngineConfig
@@ -89,6 +90,9 @@ class ModelRunner:
                  self.cache._storage.numel() * self.cache._storage.element_size() / 2**30, self.dtype,
                  self.dtype, "" if self.quantization == "none" else f" {self.quantization}", self.backend,
                  "lean decoder" if reason is None else f"transformers modules ({reason})")
+        self.compiled = None  # CPU one-sequence decode steps as one graph (compiled_decode.py)
+        if compiled_decode.applies(self.device, self.dtype, self.backend, self.decoder, enforce_eager):
+            self.compiled = compiled_decode.CompiledDecode(self.decoder, self.cache)
         self.graphs = None
         if self.device.type == "cuda" and not enforce_eager:
             from .cuda_graphs import DecodeGraphs
@@ -131,12 +135,20 @@ class ModelRunner:
         self._tables = torch.zeros(tokens, self.max_table, dtype=torch.long, device=self.device)
 
     def warm_up(self) -> None:
-        """Compile the kernels before the first request needs them: a prefill, decodes of 1 and of 2 rows.
+        """Compile the kernels before the first request needs them: a prefill, decodes of 1 and of 2 rows (the
+        one-row step compiled whole on the CPU: compiled_decode.py).
 
-        Kernels that do not compile here (a compiler missing, a torch too old for flex_attention on this
-        device) give way to the eager sdpa backend rather than an engine that cannot start.
+        A compiled decode step that fails to compile leaves decode steps eager; attention kernels that do not
+        compile here (a compiler missing, a torch too old for flex_attention on this device) give way to the eager
+        sdpa backend rather than an engine that cannot start.
         """
         sink = self.cache.sink_block
+        if self.compiled is not None:
+            try:
+                self._forward_dummy(1, 1, sink)
+            except Exception:
+                log.exception("the one-sequence decode step failed to compile: decode steps run eager")
+                self.compiled = None
         try:
             for rows, length in ((0, 3), (1, 1), (2, 1)):
                 self._forward_dummy(rows, length, sink)
@@ -144,7 +156,7 @@ class ModelRunner:
             if self.backend == "sdpa":
                 raise
             log.exception("the %s attention kernels failed to compile: falling back to sdpa", self.backend)
-            self.backend = "sdpa"
+            self.backend, self.compiled = "sdpa", None
             self._build(num_blocks=self.config.num_blocks)
             for rows, length in ((0, 3), (1, 1), (2, 1)):
                 self._forward_dummy(rows, length, sink)
@@ -270,6 +282,8 @@ class ModelRunner:
     def _forward(self, input_ids: torch.Tensor, positions: torch.Tensor, meta: StepMetadata,
                  rows: list[int] | None = None) -> torch.Tensor:
         """Logits [S, V] of the packed rows `rows` (all rows when None)."""
+        if self.compiled is not None and self.compiled.fits(meta, input_ids.shape[0]):
+            return self.compiled(input_ids, positions, meta)
         if self.decoder is not None:
             hidden = self.decoder.forward(input_ids, positions, meta)  # [T, H]
         else:

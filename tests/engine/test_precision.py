@@ -37,7 +37,8 @@ def reference():
     return AutoModelForCausalLM.from_pretrained(REAL_MODEL, local_files_only=True, dtype=torch.float32).eval()
 
 
-def answers(**engine_options):
+def answers(one_at_a_time=False, **engine_options):
+    """The engine's greedy answers to PROMPTS: all submitted at once (decoded as a batch), or one at a time."""
     engine = Engine(str(REAL_MODEL), config=EngineConfig(kv_cache_bytes=256 << 20), **engine_options)
     engine.start()
     try:
@@ -46,6 +47,8 @@ def answers(**engine_options):
         params = SamplingParams(max_tokens=TOKENS, temperature=0, ignore_eos=True)
         for i, (prompt, c) in enumerate(zip(prompts, collectors)):
             engine.submit(GenerationRequest(f"p{i}", prompt, params), c)
+            if one_at_a_time:
+                c.wait()
         return engine.runner, prompts, [[t for e in c.wait().events for t in e.token_ids] for c in collectors]
     finally:
         engine.shutdown()
@@ -63,11 +66,14 @@ def test_float32_greedy_is_transformers_greedy(reference):
         assert answer == reference_picks(reference, prompt, answer)
 
 
-def test_the_cpu_default_agrees_with_float32_on_the_next_token_almost_everywhere(reference):
-    runner, prompts, outputs = answers()  # dtype and quantization "auto"
+@pytest.mark.parametrize("one_at_a_time", [False, True], ids=["batched", "one-at-a-time"])
+def test_the_cpu_default_agrees_with_float32_on_the_next_token_almost_everywhere(reference, one_at_a_time):
+    runner, prompts, outputs = answers(one_at_a_time)  # dtype and quantization "auto"
     if runner.dtype != torch.bfloat16:
         pytest.skip("this CPU has no bf16 instructions: the default is float32, checked above")
     assert runner.quantization == "int4"
+    # One sequence decodes through the compiled graph (compiled_decode.py), a batch through the eager step.
+    assert runner.compiled is not None and (runner.compiled.calls > len(PROMPTS) * (TOKENS - 2)) is one_at_a_time
     same = sum(p == a for prompt, answer in zip(prompts, outputs)
                for p, a in zip(reference_picks(reference, prompt, answer), answer))
     assert same / (len(PROMPTS) * TOKENS) >= 0.95  # measured 99.2% over bench/precision.py's 16 prompts

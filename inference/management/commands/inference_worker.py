@@ -46,7 +46,8 @@ class Command(BaseCommand):
                             help="paged attention kernels (default: INFERENCE_ATTENTION_BACKEND; auto: "
                                  "flex_attention on GPUs, a compiled decode kernel and SDPA prefills on the CPU)")
         parser.add_argument("--enforce-eager", action="store_true", default=None,
-                            help="no CUDA graphs for decode steps (default: captured at start-up on GPUs)")
+                            help="no CUDA graphs for decode steps on GPUs, no compiled one-sequence decode step on the "
+                                 "CPU (default: both made at start-up)")
         parser.add_argument("--no-prefix-cache", action="store_true",
                             help="compute every prompt in full (default: reuse the KV cache of prefixes seen "
                                  "before, within one organization)")

@@ -1,0 +1,98 @@
+"""One-sequence CPU decode steps run as one compiled graph (compiled_decode.py) and compute what the eager step does."""
+import pytest
+import torch
+
+from inference.engine.compiled_decode import CompiledDecode
+from inference.engine.config import EngineConfig
+from inference.engine.engine import Engine
+from inference.engine.model_runner import ModelRunner
+
+from .helpers import TIMEOUT, greedy_tokens
+from .test_families import greedy_run
+
+
+def engine_for(path, **options):
+    engine = Engine(path, config=EngineConfig(kv_cache_bytes=16 << 20, max_num_batched_tokens=40), **options)
+    engine.start()
+    return engine
+
+
+def test_the_cpu_default_precision_compiles_one_sequence_decodes_and_enforce_eager_or_float32_do_not(
+        tiny_model_path):
+    for options, compiled in (({"dtype": "bfloat16"}, True), ({"dtype": "bfloat16", "enforce_eager": True}, False),
+                              ({"dtype": "float32"}, False), ({"dtype": "bfloat16", "attention_backend": "sdpa"},
+                                                              False)):
+        engine = engine_for(tiny_model_path, **options)
+        try:
+            assert (engine.runner.compiled is not None) is compiled, options
+            warm_up = engine.runner.compiled.calls if compiled else 0  # the runner's own warm-up step
+            prompt = engine.tokenizer.encode_chat([{"role": "user", "content": "wave " * 3}])
+            [tokens] = greedy_run(engine, [prompt])
+            assert len(tokens) == 12
+            if compiled:  # the prefill samples the first token; each of the 11 others is one compiled step
+                assert engine.runner.compiled.calls - warm_up == 11
+        finally:
+            engine.shutdown(timeout=TIMEOUT)
+
+
+def test_compiled_one_sequence_decodes_give_transformers_greedy_output_in_float32(tiny_model_path, hf_model):
+    engine = engine_for(tiny_model_path, dtype="float32")
+    try:
+        # float32 runs eager by default (transformers' arithmetic op for op): compiled here on purpose, where its
+        # fused arithmetic differs only in the last bits.
+        engine.runner.compiled = compiled = CompiledDecode(engine.runner.decoder, engine.runner.cache)
+        # One at a time, each through the graph; the longest crosses block boundaries (its table widens).
+        for words in (1, 7, 30):
+            prompt = engine.tokenizer.encode_chat([{"role": "user", "content": "wave " * words}])
+            assert greedy_run(engine, [prompt], max_tokens=24) == [greedy_tokens(hf_model, prompt, 24)]
+        assert compiled.calls == 3 * 23
+    finally:
+        engine.shutdown(timeout=TIMEOUT)
+
+
+@pytest.mark.parametrize("dtype, tolerance", [("float32", 1e-4), ("bfloat16", 0.05)])
+def test_a_compiled_step_writes_the_same_cache_and_gives_the_same_logits_as_the_eager_step(tiny_model_path, dtype,
+                                                                                           tolerance):
+    runner = ModelRunner(tiny_model_path, EngineConfig(kv_cache_bytes=8 << 20, max_num_batched_tokens=40),
+                         dtype=dtype, max_positions=256)
+    compiled = runner.compiled or CompiledDecode(runner.decoder, runner.cache)
+    generator = torch.Generator().manual_seed(0)
+    storage = runner.cache._storage
+    storage.copy_(torch.randn(storage.shape, generator=generator).to(storage.dtype))  # 40 earlier tokens, say
+    bs, table, position = runner.block_size, [5, 2, 7], 39
+
+    def step(kernel):
+        runner.compiled = kernel
+        host, tables = runner._host.numpy(), runner._host_tables.numpy()
+        host[:, 0] = (11, position, table[position // bs] * bs + position % bs, position + 1)
+        tables[0, :len(table)] = table
+        meta = runner._upload(1, 1, len(table))
+        with torch.inference_mode():
+            logits = runner._forward(runner._buf[0, :1], runner._buf[1, :1], meta, [0])
+        return logits, storage.clone()
+
+    eager_logits, eager_cache = step(None)
+    before = compiled.calls
+    compiled_logits, compiled_cache = step(compiled)
+    assert compiled.calls == before + 1
+    scale = eager_logits.abs().max().item()
+    torch.testing.assert_close(compiled_logits, eager_logits, atol=tolerance * scale, rtol=0)
+    # The step's keys and values land at its slot in every layer, in place, and nowhere else.
+    torch.testing.assert_close(compiled_cache.float(), eager_cache.float(), atol=tolerance * 10, rtol=0)
+    assert compiled_cache.data_ptr() != storage.data_ptr() and runner.cache._storage is storage
+
+
+def test_a_decode_step_that_fails_to_compile_leaves_decodes_eager_and_the_engine_serving(tiny_model_path, hf_model,
+                                                                                         monkeypatch, caplog):
+    def broken(self, *args):
+        raise RuntimeError("no C++ compiler")
+
+    monkeypatch.setattr(CompiledDecode, "__call__", broken)
+    engine = engine_for(tiny_model_path, dtype="bfloat16")
+    try:
+        assert engine.runner.compiled is None and engine.runner.backend == "inductor"
+        assert "the one-sequence decode step failed to compile" in caplog.text
+        prompt = engine.tokenizer.encode_chat([{"role": "user", "content": "wave"}])
+        assert len(greedy_run(engine, [prompt])[0]) == 12
+    finally:
+        engine.shutdown(timeout=TIMEOUT)
