@@ -6,7 +6,8 @@ the rows that are sampled. Llama-family models run the lean decoder
 (decoder.py); others run transformers' own modules with our paged attention
 plugged in. Step inputs are written into persistent buffers (one host-to-device
 copy each); on CUDA, decode-only steps replay a graph captured at start-up for
-the smallest bucket that holds the batch (cuda_graphs.py).
+the smallest bucket that holds the batch (cuda_graphs.py); on the CPU in reduced
+precision, a one-sequence decode step runs as one compiled graph (compiled_decode.py).
 """
 
 from __future__ import annotations
