@@ -16,6 +16,7 @@ session), through sdpa (SDPA's own kernel on the gathered keys) and flex
 (flex_attention over a paged block mask).
 """
 import argparse
+import functools
 import os
 import statistics
 import sys
@@ -52,14 +53,10 @@ def timed(fn, *, warmup: int, repeat: int) -> float:
     return statistics.median(samples)
 
 
-_DYNAMIC: list = []
-
-
+@functools.cache
 def _dynamic_kernel():
     """The engine's decode kernel compiled with every size symbolic (once for the whole run)."""
-    if not _DYNAMIC:
-        _DYNAMIC.append(torch.compile(A.decode_math, dynamic=True, fullgraph=True))
-    return _DYNAMIC[0]
+    return torch.compile(A.decode_math, dynamic=True, fullgraph=True)
 
 
 def decode_case(cache: KVCache, backend: str, batch: int, length: int, device, dtype, rng) -> float:

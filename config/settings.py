@@ -317,7 +317,7 @@ INFERENCE_QUANTIZATION = env_choice("INFERENCE_QUANTIZATION", "auto", ("auto", "
 # Reuse the KV cache of prompt prefixes seen before (a session's earlier turns, a shared system prompt),
 # within one organization.
 INFERENCE_PREFIX_CACHE = env_bool("INFERENCE_PREFIX_CACHE", True)
-# auto: flex_attention on GPUs; on the CPU a compiled paged decode kernel and flex_attention for prefills.
+# auto: flex_attention on GPUs; on the CPU a compiled paged decode kernel and SDPA for prefills.
 # sdpa needs no compiler (the eager reference).
 INFERENCE_ATTENTION_BACKEND = env_choice("INFERENCE_ATTENTION_BACKEND", "auto", ("auto", "flex", "inductor", "sdpa"))
 # No CUDA graphs for decode steps on GPUs, no compiled one-sequence decode step on the CPU (both are made at

@@ -1,8 +1,8 @@
 """One-sequence decode steps on the CPU as one compiled graph: the whole forward and the logits.
 
 Besides its 121 matrix-vector products, a one-sequence decode step of the default
-model runs about 600 small ops (norms, rotary, residuals, the attention kernel's
-call, 30 times over), and eager each costs its dispatch. Compiled by inductor
+model runs some 30 small ops a layer (norms, rotary, residuals, the cache write,
+the attention kernel's call), 30 layers over, and eager each costs its dispatch. Compiled by inductor
 with its C++ wrapper, the step is one call: the small ops fused into a few loops
 per layer, the int4 products called from C++. On the benchmark machine's 2
 cores, one request (`bench/engine.py --concurrency 1 --sides ours,ours-eager`):
@@ -24,13 +24,13 @@ from torch._dynamo import maybe_mark_dynamic
 
 from .attention import StepMetadata, decode_math
 from .decoder import LeanDecoder, fused_rms_norm
-from .kv_cache import KVCache
+from .kv_cache import KVCache, store
 
 
 @torch.library.custom_op("engine::write_kv", mutates_args=("storage",))
 def write_kv(storage: torch.Tensor, layer: int, kv: torch.Tensor, slots: torch.Tensor) -> None:
-    """KVCache.write on the cache's storage [2, layers, Hkv, slots, D]: kv [T, 2, Hkv, D] at slots [T]."""
-    storage[:, layer].index_copy_(2, slots, kv.permute(1, 2, 0, 3))
+    """KVCache.write as an op the compiler keeps whole: kv [T, 2, Hkv, D] at slots [T] of the cache's storage."""
+    store(storage, layer, kv, slots)
 
 
 class _GraphAttention:

@@ -30,7 +30,7 @@ class KVCache:
 
     def write(self, layer: int, kv: torch.Tensor, slots: torch.Tensor) -> None:
         """Store a step's keys and values, kv [T, 2, Hkv, D], at their slots [T]: one copy for both."""
-        self._storage[:, layer].index_copy_(2, slots, kv.permute(1, 2, 0, 3))
+        store(self._storage, layer, kv, slots)
 
     def copy_blocks(self, copies: list[tuple[int, int]]) -> None:
         """Duplicate whole blocks (a forked sequence's partially filled last block)."""
@@ -43,3 +43,8 @@ class KVCache:
     def bytes_per_block(*, num_layers: int, block_size: int, num_kv_heads: int, head_dim: int,
                         dtype: torch.dtype) -> int:
         return 2 * num_layers * block_size * num_kv_heads * head_dim * torch.finfo(dtype).bits // 8
+
+
+def store(storage: torch.Tensor, layer: int, kv: torch.Tensor, slots: torch.Tensor) -> None:
+    """KVCache.write on a cache's storage [2, layers, Hkv, slots, D] (also what compiled_decode.py's op runs)."""
+    storage[:, layer].index_copy_(2, slots, kv.permute(1, 2, 0, 3))

@@ -136,20 +136,16 @@ class ModelRunner:
         self._tables = torch.zeros(tokens, self.max_table, dtype=torch.long, device=self.device)
 
     def warm_up(self) -> None:
-        """Compile the kernels before the first request needs them: a prefill, decodes of 1 and of 2 rows (the
-        one-row step compiled whole on the CPU: compiled_decode.py).
+        """Compile the kernels before the first request needs them: a prefill, decodes of 1 and of 2 rows, then
+        the one-row step compiled whole (CPU: compiled_decode.py). The eager decode of one row is warmed too:
+        a step that mixes one decode with prefill chunks runs it.
 
-        A compiled decode step that fails to compile leaves decode steps eager; attention kernels that do not
-        compile here (a compiler missing, a torch too old for flex_attention on this device) give way to the eager
-        sdpa backend rather than an engine that cannot start.
+        Attention kernels that do not compile here (a compiler missing, a torch too old for flex_attention on this
+        device) give way to the eager sdpa backend rather than an engine that cannot start; a one-row step that
+        does not compile leaves decode steps eager.
         """
         sink = self.cache.sink_block
-        if self.compiled is not None:
-            try:
-                self._forward_dummy(1, 1, sink)
-            except Exception:
-                log.exception("the one-sequence decode step failed to compile: decode steps run eager")
-                self.compiled = None
+        compiled, self.compiled = self.compiled, None
         try:
             for rows, length in ((0, 3), (1, 1), (2, 1)):
                 self._forward_dummy(rows, length, sink)
@@ -157,10 +153,17 @@ class ModelRunner:
             if self.backend == "sdpa":
                 raise
             log.exception("the %s attention kernels failed to compile: falling back to sdpa", self.backend)
-            self.backend, self.compiled = "sdpa", None
+            self.backend, compiled = "sdpa", None
             self._build(num_blocks=self.config.num_blocks)
             for rows, length in ((0, 3), (1, 1), (2, 1)):
                 self._forward_dummy(rows, length, sink)
+        if compiled is not None:
+            self.compiled = compiled
+            try:
+                self._forward_dummy(1, 1, sink)
+            except Exception:
+                log.exception("the one-sequence decode step failed to compile: decode steps run eager")
+                self.compiled = None
         if self.graphs is not None:
             self.graphs.capture()
 

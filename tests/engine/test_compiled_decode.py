@@ -1,4 +1,6 @@
 """One-sequence CPU decode steps run as one compiled graph (compiled_decode.py) and compute what the eager step does."""
+import threading
+
 import pytest
 import torch
 
@@ -6,8 +8,9 @@ from inference.engine.compiled_decode import CompiledDecode
 from inference.engine.config import EngineConfig
 from inference.engine.engine import Engine
 from inference.engine.model_runner import ModelRunner
+from inference.engine.types import GenerationRequest, SamplingParams
 
-from .helpers import TIMEOUT, greedy_tokens
+from .helpers import TIMEOUT, Collector, greedy_tokens
 from .test_families import greedy_run
 
 
@@ -58,13 +61,15 @@ def test_a_compiled_step_writes_the_same_cache_and_gives_the_same_logits_as_the_
     compiled = runner.compiled or CompiledDecode(runner.decoder, runner.cache)
     generator = torch.Generator().manual_seed(0)
     storage = runner.cache._storage
-    storage.copy_(torch.randn(storage.shape, generator=generator).to(storage.dtype))  # 40 earlier tokens, say
+    before_step = torch.randn(storage.shape, generator=generator).to(storage.dtype)  # 40 earlier tokens, say
     bs, table, position = runner.block_size, [5, 2, 7], 39
+    slot = table[position // bs] * bs + position % bs
 
     def step(kernel):
+        storage.copy_(before_step)  # each step from the same cache: what it writes is all that differs
         runner.compiled = kernel
         host, tables = runner._host.numpy(), runner._host_tables.numpy()
-        host[:, 0] = (11, position, table[position // bs] * bs + position % bs, position + 1)
+        host[:, 0] = (11, position, slot, position + 1)
         tables[0, :len(table)] = table
         meta = runner._upload(1, 1, len(table))
         with torch.inference_mode():
@@ -79,7 +84,8 @@ def test_a_compiled_step_writes_the_same_cache_and_gives_the_same_logits_as_the_
     torch.testing.assert_close(compiled_logits, eager_logits, atol=tolerance * scale, rtol=0)
     # The step's keys and values land at its slot in every layer, in place, and nowhere else.
     torch.testing.assert_close(compiled_cache.float(), eager_cache.float(), atol=tolerance * 10, rtol=0)
-    assert compiled_cache.data_ptr() != storage.data_ptr() and runner.cache._storage is storage
+    written = (compiled_cache != before_step).nonzero()[:, 3].unique().tolist()  # [2, layers, Hkv, slots, D]
+    assert written == [slot] and runner.cache._storage is storage
 
 
 def test_a_decode_step_that_fails_to_compile_leaves_decodes_eager_and_the_engine_serving(tiny_model_path, hf_model,
@@ -94,5 +100,25 @@ def test_a_decode_step_that_fails_to_compile_leaves_decodes_eager_and_the_engine
         assert "the one-sequence decode step failed to compile" in caplog.text
         prompt = engine.tokenizer.encode_chat([{"role": "user", "content": "wave"}])
         assert len(greedy_run(engine, [prompt])[0]) == 12
+    finally:
+        engine.shutdown(timeout=TIMEOUT)
+
+
+def test_a_step_mixing_one_decode_with_a_prefill_compiles_nothing_while_serving(tiny_model_path):
+    import torch._dynamo.utils
+
+    engine = engine_for(tiny_model_path, dtype="bfloat16")
+    try:
+        graphs = torch._dynamo.utils.counters["stats"]["unique_graphs"]  # what start-up compiled
+        prompt = engine.tokenizer.encode_chat([{"role": "user", "content": "wave"}])
+        decoding, second = threading.Event(), Collector()
+        first = Collector(lambda event: len(first.events) == 3 and decoding.set())
+        engine.submit(GenerationRequest("first", prompt, SamplingParams(max_tokens=400, ignore_eos=True)), first)
+        assert decoding.wait(TIMEOUT)
+        # The next step decodes the first (one row, eager: prefill rows share the step) and prefills this one.
+        other = engine.tokenizer.encode_chat([{"role": "user", "content": "wave " * 9}])  # no prefix of the first
+        engine.submit(GenerationRequest("second", other, SamplingParams(max_tokens=3)), second)
+        assert first.wait().final.completion_tokens == 400 and second.wait().final.finish_reason
+        assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == graphs
     finally:
         engine.shutdown(timeout=TIMEOUT)
