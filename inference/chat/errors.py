@@ -56,8 +56,9 @@ def backend_unavailable(exc) -> APIError:
 
 # Final events a queue backend makes up when no worker delivered one (TokenEvent.error_code).
 _WORKER_FAILURES = {
-    "worker_lost": ("The inference worker running this request stopped. You were charged only for the "
-                    "{tokens} completion tokens generated before that, not for the prompt. Please retry.", 1),
+    "worker_lost": ("The inference worker running this request stopped, or the inference queue lost it. You were "
+                    "charged only for the {tokens} completion tokens generated before that, not for the prompt. "
+                    "Please retry.", 1),
     "not_claimed": ("No inference worker took this request in time. You were not charged. Please retry.", 5),
 }
 

@@ -7,8 +7,10 @@ cancel() tells the worker.
 
 A request always ends with exactly one final event. When no worker delivers one, this backend
 makes it up: error_code "not_claimed" when no worker took the request within `claim_timeout`,
-"worker_lost" when the worker that took it stopped beating. Its completion_tokens is the last count
-the worker reported, so the request is charged for what was generated and nothing more.
+"worker_lost" when the worker that took it stopped beating, or when its events were lost (Redis restarted
+without its data: the request's event stream is gone for EVENTS_LOST_GRACE_S, or comes back with a gap in its
+entry ids), and "cancelled" when a request cancelled here gets no final event within CANCEL_GRACE_S. Its
+completion_tokens is the last count read, so the request is charged for what was delivered and nothing more.
 
 While it follows a request, this process holds the request's lease (protocol.lease_key): set before the
 request is queued and renewed every `lease_renew_s` by one task per event loop, whatever pace the response
@@ -20,6 +22,7 @@ settles the hold itself. Left behind by a process that died, they are what billi
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import threading
 import time
@@ -39,6 +42,10 @@ log = logging.getLogger(__name__)
 RETRY_AFTER_NO_WORKER = 5
 RETRY_AFTER_QUEUE_FULL = 2
 LOST_CONTACT_S = 5.0  # Redis unreachable this long while following a request: give it up
+# A claimed request's event stream missing this long: Redis lost it (a restart without persistence) and no worker
+# writes to it any more (a worker still running the request recreates it with its next events).
+EVENTS_LOST_GRACE_S = 5.0
+CANCEL_GRACE_S = 10.0  # a request cancelled here whose worker sends no final event for this long: ended here
 
 
 @dataclass
@@ -76,7 +83,7 @@ class RedisBackend:
         self._lock = threading.Lock()
         self._tickets: dict[str, _Ticket] = {}  # enqueued, not yet followed
         self._following: set[str] = set()
-        self._cancelled: set[str] = set()  # cancelled here while followed
+        self._cancelled: dict[str, float] = {}  # cancelled here while followed: time.monotonic() of the cancel
         self._tasks: set[asyncio.Task] = set()
         self._sync: redis.Redis | None = None
 
@@ -214,7 +221,7 @@ class RedisBackend:
 
     def _forget(self, request_id: str) -> None:
         self._following.discard(request_id)
-        self._cancelled.discard(request_id)
+        self._cancelled.pop(request_id, None)
 
     # -- leases -----------------------------------------------------------------
 
@@ -255,6 +262,7 @@ class RedisBackend:
         key = p.events_key(request_id)
         state = _Followed()
         unreachable_since = None
+        missing_since = None  # when the claimed request's event stream was first found gone
 
         def final(reason: str, code: str | None = None, error: str | None = None) -> TokenEvent:
             return TokenEvent(request_id, finished=True, finish_reason=reason, error=error, error_code=code,
@@ -267,9 +275,18 @@ class RedisBackend:
                 for event in events:
                     if event.finished:
                         await self._linger(r, request_id)
+                        event = self._unasked(event)
                     yield event
                     if event.finished:
                         return
+                if state.gap is not None:
+                    # Redis lost entries the worker wrote (it restarted without them): the answer has a hole.
+                    log.error("entries %s up to %s of %s were lost by the inference queue; %d tokens were "
+                              "delivered", *state.gap, request_id, state.completion_tokens)
+                    await self._linger(r, request_id)
+                    await self._send_cancel(ticket.model_id, request_id)
+                    yield final(FINISH_ERROR, p.ERROR_WORKER_LOST, "The inference queue lost some of its events.")
+                    return
                 if state.worker is None:
                     cancelled = request_id in self._cancelled
                     if cancelled or time.monotonic() >= ticket.claim_deadline:
@@ -286,22 +303,47 @@ class RedisBackend:
                             return
                         # A worker won the claim: its "claimed" entry is already in the stream.
                         state.worker = await r.get(p.claim_key(request_id))
-                elif not events and not await r.exists(p.heartbeat_key(ticket.model_id, state.worker)):
-                    # Lost: deliver whatever it managed to publish, then settle for that.
-                    for event in state.absorb(await r.xread({key: state.last_id}, count=100_000)):
-                        if event.finished:
-                            await self._linger(r, request_id)
-                        yield event
-                        if event.finished:
-                            return
-                    log.warning("worker %s stopped while running %s (%d tokens generated)", state.worker,
-                                request_id, state.completion_tokens)
-                    await self._linger(r, request_id)
-                    # In case it is only slow to beat: it must not go on generating for nobody.
-                    await self._send_cancel(ticket.model_id, request_id)
-                    yield final(FINISH_ERROR, p.ERROR_WORKER_LOST,
-                                "The inference worker running the request stopped.")
-                    return
+                elif not events:
+                    async with r.pipeline(transaction=False) as pipe:
+                        pipe.exists(p.heartbeat_key(ticket.model_id, state.worker))
+                        pipe.exists(key)
+                        beating, kept = await pipe.execute()
+                    if not beating:
+                        # Lost: deliver whatever it managed to publish, then settle for that.
+                        for event in state.absorb(await r.xread({key: state.last_id}, count=100_000)):
+                            if event.finished:
+                                await self._linger(r, request_id)
+                                event = self._unasked(event)
+                            yield event
+                            if event.finished:
+                                return
+                        log.warning("worker %s stopped while running %s (%d tokens generated)", state.worker,
+                                    request_id, state.completion_tokens)
+                        await self._linger(r, request_id)
+                        # In case it is only slow to beat: it must not go on generating for nobody.
+                        await self._send_cancel(ticket.model_id, request_id)
+                        yield final(FINISH_ERROR, p.ERROR_WORKER_LOST,
+                                    "The inference worker running the request stopped.")
+                        return
+                    now = time.monotonic()
+                    missing_since = None if kept else missing_since or now
+                    if missing_since is not None and now - missing_since >= EVENTS_LOST_GRACE_S:
+                        # Its worker beats but writes nothing there: it finished the request (its final event
+                        # went with the stream) or lost it too.
+                        log.error("the event stream of %s is gone: the inference queue lost it (%d tokens were "
+                                  "delivered)", request_id, state.completion_tokens)
+                        await self._linger(r, request_id)
+                        await self._send_cancel(ticket.model_id, request_id)
+                        yield final(FINISH_ERROR, p.ERROR_WORKER_LOST, "The inference queue lost the request.")
+                        return
+                    cancelled_at = self._cancelled.get(request_id)
+                    if cancelled_at is not None and now - cancelled_at >= CANCEL_GRACE_S:
+                        log.warning("%s was cancelled %.0f s ago and worker %s sent no final event: ended here "
+                                    "(%d tokens generated)", request_id, now - cancelled_at, state.worker,
+                                    state.completion_tokens)
+                        await self._linger(r, request_id)
+                        yield final(FINISH_CANCELLED)
+                        return
                 unreachable_since = None
             except _UnreadableEvent as exc:
                 log.error("unreadable event for %s from worker %s: %s", request_id, state.worker, exc)
@@ -317,6 +359,18 @@ class RedisBackend:
                     yield final(FINISH_ERROR, p.ERROR_WORKER_LOST, "Lost contact with the inference queue.")
                     return
                 await asyncio.sleep(0.2)
+
+    def _unasked(self, event: TokenEvent) -> TokenEvent:
+        """A final event as this process reports it: a request its worker stopped unasked (it found the lease gone,
+        as after Redis lost its data) failed as a lost one does, charged what was generated, not its prompt."""
+        unasked = (event.finish_reason == FINISH_CANCELLED and event.request_id not in self._cancelled
+                   or event.error_code == p.ERROR_LEASE_LAPSED)
+        if not unasked:
+            return event
+        log.warning("worker stopped %s unasked (%s): the lease of this process was gone", event.request_id,
+                    event.error_code or event.finish_reason)
+        return dataclasses.replace(event, finish_reason=FINISH_ERROR, error_code=p.ERROR_WORKER_LOST,
+                                   error="The inference worker stopped the request: it found its lease gone.")
 
     @staticmethod
     async def _linger(r: aioredis.Redis, request_id: str) -> None:
@@ -334,7 +388,7 @@ class RedisBackend:
 
     def cancel(self, spec, request_id: str) -> None:
         if request_id in self._following or request_id in self._tickets:
-            self._cancelled.add(request_id)  # if no worker took it yet, generate() withdraws it itself
+            self._cancelled.setdefault(request_id, time.monotonic())  # unclaimed: generate() withdraws it itself
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
@@ -396,17 +450,25 @@ class _UnreadableEvent(Exception):
 
 
 class _Followed:
-    """What has been read of one request's event stream."""
+    """What has been read of one request's event stream.
+
+    Its entry ids are 0-1 ("claimed"), 0-2, 0-3... (the worker's events, in order): an id that does not follow the
+    last one read means Redis lost the entries between (it restarted without them); reading stops there (`gap`)."""
 
     def __init__(self):
         self.last_id = "0-0"
         self.worker: str | None = None
         self.completion_tokens = 0
+        self.gap: tuple[str, str] | None = None  # (the first entry lost, the entry read after those lost)
 
     def absorb(self, reply) -> list[TokenEvent]:
         events = []
         for _stream, entries in reply or []:
             for entry_id, fields in entries:
+                expected = _next_id(self.last_id)
+                if entry_id != expected:
+                    self.gap = (expected, entry_id)
+                    return events
                 self.last_id = entry_id
                 kind = fields.get("kind")
                 if kind == p.KIND_CLAIMED:
@@ -419,3 +481,8 @@ class _Followed:
                     self.completion_tokens = event.completion_tokens
                     events.append(event)
         return events
+
+
+def _next_id(entry_id: str) -> str:
+    ms, _, seq = entry_id.partition("-")
+    return f"{ms}-{int(seq) + 1}"

@@ -7,7 +7,10 @@ Threads:
               the model's set of accepting workers (ZREM once draining), re-check the cancel keys of
               the requests in flight, cancel those whose API process let its lease lapse (it died: the
               request would run on for nobody), and now and then drop consumers of dead workers from
-              the group.
+              the group. A lease is judged only once Redis has kept this worker's heartbeat for a whole
+              LEASE_TTL_S: after Redis was unreachable, or lost its data (a restart without persistence
+              loses every lease at once), the API processes still following their requests have that long
+              to renew theirs.
   canceller   listens on the model's cancel channel and cancels requests it runs.
 """
 from __future__ import annotations
@@ -51,6 +54,7 @@ class LivenessMixin:
     _stop_heartbeat: threading.Event
     _stop_canceller: threading.Event
     _clock_offset_ms: float
+    _leases_judged_from: float
     _cancels_sent: set[str]
     _started: float
     _redis: redis.Redis | None
@@ -68,6 +72,7 @@ class LivenessMixin:
                     next_prune = time.monotonic() + CONSUMER_PRUNE_EVERY_S
                     self._prune_consumers()
             except redis.RedisError as exc:
+                self._leases_judged_from = time.monotonic() + p.LEASE_TTL_S
                 log.warning("heartbeat failed: %s", exc)
             except Exception:
                 log.exception("heartbeat failed")
@@ -84,7 +89,7 @@ class LivenessMixin:
             "context_window": getattr(getattr(self._engine, "tokenizer", None), "context_window", None),
         }
         pipe = self._redis.pipeline(transaction=False)
-        pipe.set(self._heartbeat_key, json.dumps(info), px=self.heartbeat_ttl_ms)
+        pipe.set(self._heartbeat_key, json.dumps(info), px=self.heartbeat_ttl_ms, get=True)
         if not self._reading:
             # Out of the set only once no read can take a request any more: absent means not taking.
             pipe.zrem(self._workers_key, self.worker_id)
@@ -97,6 +102,8 @@ class LivenessMixin:
             pipe.exists(p.lease_key(request_id))
         before = time.time()
         results = pipe.execute()
+        if results[0] is None:  # Redis lost the previous beat (a restart, or this thread stalled past its TTL)
+            self._leases_judged_from = time.monotonic() + p.LEASE_TTL_S
         checks = len(running) + len(leased)
         cancelled_flags = results[len(results) - checks:len(results) - len(leased)]
         lease_flags = results[len(results) - len(leased):]
@@ -105,6 +112,8 @@ class LivenessMixin:
         for request_id, cancelled in zip(running, cancelled_flags):
             if cancelled and request_id not in self._cancels_sent:
                 self._cancel(request_id)
+        if time.monotonic() < self._leases_judged_from:
+            return
         for request_id, held in zip(leased, lease_flags):
             if held or request_id in self._cancels_sent:
                 continue

@@ -14,8 +14,8 @@ Threads:
   heartbeat   every HEARTBEAT_INTERVAL_S: SET the worker's key with a HEARTBEAT_TTL_MS TTL, ZADD it to
               the model's set of accepting workers (ZREM once draining), re-check the cancel keys of
               the requests in flight, cancel those whose API process let its lease lapse (it died: the
-              request would run on for nobody), and now and then drop consumers of dead workers from
-              the group.
+              request would run on for nobody; judged only once Redis has kept the heartbeat for a
+              LEASE_TTL_S), and now and then drop consumers of dead workers from the group.
               (inference.queue.liveness)
   canceller   listens on the model's cancel channel and cancels requests it runs.
               (inference.queue.liveness)
@@ -122,6 +122,7 @@ class Worker(LivenessMixin, PublisherMixin):
         self._stop_canceller = threading.Event()
         self._stop_publisher = threading.Event()
         self._clock_offset_ms = 0.0  # Redis server time minus local time
+        self._leases_judged_from = 0.0  # time.monotonic() from which a missing lease means its API process died
         self._cancels_sent: set[str] = set()
         self._started = time.time()
         self._redis: redis.Redis | None = None
