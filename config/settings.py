@@ -313,6 +313,9 @@ INFERENCE_GPU_MEMORY_UTILIZATION = env_float("INFERENCE_GPU_MEMORY_UTILIZATION",
 # instructions bfloat16 activations with int4 weights, elsewhere float32. A model's "dtype" and
 # "quantization" in MODELS_FILE win.
 INFERENCE_DTYPE = env_choice("INFERENCE_DTYPE", "auto", ("auto", "bfloat16", "float16", "float32"))
+# The context window (prompt + completion, in tokens) each engine gives its models: 0 is each model's own
+# (max_position_embeddings); a model's "max_model_len" in MODELS_FILE and `inference_worker --max-model-len` win.
+INFERENCE_MAX_MODEL_LEN = env_int("INFERENCE_MAX_MODEL_LEN", 0, minimum=0)
 INFERENCE_QUANTIZATION = env_choice("INFERENCE_QUANTIZATION", "auto", ("auto", "none", "int8", "int4"))
 # Reuse the KV cache of prompt prefixes seen before (a session's earlier turns, a shared system prompt),
 # within one organization.

@@ -7,7 +7,8 @@ MODELS_FILE: {"model-id": {"path": "/dir", "input_usd_per_mtok": "0.1",
 "cached_input_usd_per_mtok" (prompt tokens served from the prefix cache; half
 the input price when absent), "dtype" (auto, bfloat16, float16, float32) and
 "quantization" (auto, none, int8, int4), which win over INFERENCE_DTYPE and
-INFERENCE_QUANTIZATION for that model.
+INFERENCE_QUANTIZATION for that model, and "max_model_len" (a context window
+shorter than the model's, as INFERENCE_MAX_MODEL_LEN for that model).
 
 Only the hosts that run a model need its weights (the embedded default, the
 inference workers); a web host in front of the worker queue needs its tokenizer,
@@ -49,6 +50,12 @@ class ModelSpec:
     created: int = 1735689600  # 2025-01-01, when the model was added to the catalogue
     dtype: str | None = None  # None: INFERENCE_DTYPE
     quantization: str | None = None  # None: INFERENCE_QUANTIZATION
+    max_model_len: int | None = None  # None: INFERENCE_MAX_MODEL_LEN, else the model's own context window
+
+    @property
+    def context_limit(self) -> int | None:
+        """The context window an engine gives this model here (None: the model's own, from its config)."""
+        return self.max_model_len or settings.INFERENCE_MAX_MODEL_LEN or None
 
     def engine_options(self) -> dict:
         """How an engine runs this model here: its own choices, else the settings'."""
@@ -129,6 +136,13 @@ def _choice(entry: dict, key: str, choices: tuple[str, ...]) -> str | None:
     return value
 
 
+def _positive(entry: dict, key: str) -> int | None:
+    value = entry.get(key)
+    if value is not None and (type(value) is not int or value < 1):
+        raise ValueError(f"{key} must be a positive integer, not {value!r}")
+    return value
+
+
 def _from_file(path: str) -> dict[str, ModelSpec]:
     try:
         entries = json.loads(Path(path).read_text())
@@ -140,6 +154,7 @@ def _from_file(path: str) -> dict[str, ModelSpec]:
                 owned_by=entry.get("owned_by", "platform"),
                 dtype=_choice(entry, "dtype", DTYPES),
                 quantization=_choice(entry, "quantization", QUANTIZATIONS),
+                max_model_len=_positive(entry, "max_model_len"),
             )
             for model_id, entry in entries.items()
         }

@@ -40,6 +40,7 @@ class LocalBackend:
 
                 try:
                     config = EngineConfig(kv_cache_bytes=settings.INFERENCE_KV_CACHE_MB << 20,
+                                          max_model_len=spec.context_limit,
                                           enable_prefix_caching=settings.INFERENCE_PREFIX_CACHE,
                                           grammar_compile_timeout_s=settings.INFERENCE_GRAMMAR_COMPILE_TIMEOUT_S)
                     engine = Engine(str(spec.path), device=self._device, config=config, **spec.engine_options())
@@ -54,6 +55,10 @@ class LocalBackend:
         """The model's ChatTokenizer (loading the model the first time, or waiting for the warm start loading it)."""
         engine = await asyncio.to_thread(self._engine, spec)
         return engine.tokenizer
+
+    async def context_window(self, spec: ModelSpec, tokenizer) -> int:
+        """The window requests are checked against: the engine's (its tokenizer says it)."""
+        return tokenizer.context_window
 
     def warm_up(self, spec: ModelSpec) -> None:
         """Load the model's engine and run its warm-up requests (blocking: the warm start's thread calls it)."""

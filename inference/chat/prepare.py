@@ -139,13 +139,15 @@ async def prepare(chat: ChatRequest, spec, backend, messages: list[dict], organi
         tokenizer = await backend.tokenizer(spec)
     except ModelUnavailable as exc:
         raise unavailable(str(exc)) from None
-    await check_credit_floor(organization, spec, chat, tokenizer.context_window)
+    window = await backend.context_window(spec, tokenizer)
+    await check_credit_floor(organization, spec, chat, window)
     async with tokenizing(organization, work_chars):
-        return await prepare_chat(chat, spec, tokenizer, messages)
+        return await prepare_chat(chat, spec, tokenizer, messages, window)
 
 
-async def prepare_chat(chat: ChatRequest, spec, tokenizer, messages: list[dict]) -> PreparedChat:
-    """Everything the engine needs for this request, or a 400 naming what this model cannot do."""
+async def prepare_chat(chat: ChatRequest, spec, tokenizer, messages: list[dict], window: int) -> PreparedChat:
+    """Everything the engine needs for this request, or a 400 naming what this model cannot do (`window`: the context
+    window the engines serving the model give it)."""
     template_kwargs = _template_kwargs(chat, tokenizer)
     _check_token_ids(chat, len(tokenizer.hf_tokenizer))
     use_tools = bool(chat.tools) and chat.tool_choice.mode != TOOL_CHOICE_NONE
@@ -165,7 +167,7 @@ async def prepare_chat(chat: ChatRequest, spec, tokenizer, messages: list[dict])
         raise invalid(f"The model's chat template cannot render these messages: {exc}", "messages") from None
     if chat.truncate_prompt_tokens is not None and len(prompt_ids) > chat.truncate_prompt_tokens:
         prompt_ids = prompt_ids[-chat.truncate_prompt_tokens:]
-    max_tokens = _max_tokens(chat, len(prompt_ids), tokenizer.context_window)
+    max_tokens = _max_tokens(chat, len(prompt_ids), window)
     return PreparedChat(prompt_ids=prompt_ids, params=_sampling(chat, spec, max_tokens), constraint=constraint,
                         tool_format=tool_format,
                         echo_prefix=_echo_prefix(chat, messages))

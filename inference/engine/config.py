@@ -17,7 +17,9 @@ class EngineConfig:
     kv_cache_bytes: int | None = None
     max_num_seqs: int = 64  # running sequences at most
     max_num_batched_tokens: int = 1024  # token budget of one step (decode tokens + prefill chunk tokens)
-    max_model_len: int = 2048  # context window; prompt + output never exceeds it
+    # Context window: prompt + output never exceeds it. None: the model's own (max_position_embeddings); lowered to
+    # the model's sliding window, and to what the KV cache holds, when those are shorter.
+    max_model_len: int | None = None
     enable_prefix_caching: bool = True  # reuse the KV of full blocks whose token prefix was computed before
     # Seconds a grammar may take to compile, in a child process stopped at the deadline; None: in the
     # caller's thread, unbounded.
@@ -26,9 +28,11 @@ class EngineConfig:
     def __post_init__(self) -> None:
         # Fail at construction rather than as a hang or a ZeroDivisionError
         # deep inside a step.
-        for name in ("block_size", "max_num_seqs", "max_num_batched_tokens", "max_model_len"):
+        for name in ("block_size", "max_num_seqs", "max_num_batched_tokens"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")
+        if self.max_model_len is not None and self.max_model_len < 1:
+            raise ValueError("max_model_len must be >= 1 (or None: the model's context window)")
         if self.num_blocks < 0:
             raise ValueError("num_blocks must be >= 0 (0 => sized by the runner)")
         if self.kv_cache_bytes is not None and self.kv_cache_bytes < 0:

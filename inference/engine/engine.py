@@ -40,8 +40,11 @@ class Engine:
         (the KV cache gets what the weights and a profiling step leave)."""
         self.tokenizer = ChatTokenizer.from_pretrained(model_path)
         self.config = config or EngineConfig()
-        self.config.max_model_len = min(self.config.max_model_len or self.tokenizer.context_window,
-                                        self.tokenizer.context_window)
+        window = self.tokenizer.context_window
+        if self.config.max_model_len is not None and self.config.max_model_len > window:
+            raise ValueError(f"max_model_len {self.config.max_model_len} is longer than the context window of the "
+                             f"model in {model_path} ({window} tokens)")
+        self.config.max_model_len = self.config.max_model_len or window
         self._cond = threading.Condition()
         self._started = self._stopping = False
         self._loaded, self._ready = threading.Event(), threading.Event()  # runner built; engine built

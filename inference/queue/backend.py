@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import logging
 import threading
 import time
@@ -45,7 +46,8 @@ LOST_CONTACT_S = 5.0  # Redis unreachable this long while following a request: g
 # A claimed request's event stream missing this long: Redis lost it (a restart without persistence) and no worker
 # writes to it any more (a worker still running the request recreates it with its next events).
 EVENTS_LOST_GRACE_S = 5.0
-CANCEL_GRACE_S = 10.0  # a request cancelled here whose worker sends no final event for this long: ended here
+CANCEL_GRACE_S = 10.0
+WINDOW_TTL_S = 1.0  # how long the context window live workers give a model is taken as known  # a request cancelled here whose worker sends no final event for this long: ended here
 
 
 @dataclass
@@ -86,6 +88,7 @@ class RedisBackend:
         self._cancelled: dict[str, float] = {}  # cancelled here while followed: time.monotonic() of the cancel
         self._tasks: set[asyncio.Task] = set()
         self._sync: redis.Redis | None = None
+        self._windows: dict[str, tuple[int | None, float]] = {}  # model id -> (its workers' window, when asked)
 
     def _client(self) -> _Client:
         loop = asyncio.get_running_loop()
@@ -125,6 +128,35 @@ class RedisBackend:
         """Load the model's tokenizer and render one chat with it: what a first request would otherwise wait for
         (blocking: called by the warm start's thread, see inference.dispatch)."""
         self._tokenizer(spec).encode_chat([{"role": "user", "content": "Hello!"}])
+
+    async def context_window(self, spec, tokenizer) -> int:
+        """The window requests for the model are checked against: the smallest its live workers give it (a worker's
+        --max-model-len, or what its KV cache holds), else the model's own (its tokenizer's). Asked of Redis at most
+        once every WINDOW_TTL_S; unreachable, the model's own (admission answers the outage)."""
+        now = time.monotonic()
+        known = self._windows.get(spec.id)
+        if known is None or now - known[1] >= WINDOW_TTL_S:
+            try:
+                window = await self._workers_window(self._client().redis, spec.id)
+            except redis.RedisError:
+                window = None
+            known = self._windows[spec.id] = (window, now)
+        return min(known[0], tokenizer.context_window) if known[0] else tokenizer.context_window
+
+    @staticmethod
+    async def _workers_window(r: aioredis.Redis, model_id: str) -> int | None:
+        workers = await r.zrange(p.workers_key(model_id), 0, -1)
+        if not workers:
+            return None
+        windows = []
+        for raw in await r.mget([p.heartbeat_key(model_id, worker) for worker in workers]):
+            try:
+                window = json.loads(raw).get("context_window") if raw else None
+            except (ValueError, AttributeError):
+                continue
+            if type(window) is int and window > 0:
+                windows.append(window)
+        return min(windows, default=None)
 
     async def published(self, model_ids) -> set[str]:
         """Those of `model_ids` that a live worker serves now, whatever files this host has of them

@@ -55,6 +55,7 @@ class LivenessMixin:
     _stop_canceller: threading.Event
     _clock_offset_ms: float
     _leases_judged_from: float
+    _last_beat: float
     _cancels_sent: set[str]
     _started: float
     _redis: redis.Redis | None
@@ -100,10 +101,12 @@ class LivenessMixin:
             pipe.exists(p.cancel_key(request_id))
         for request_id in leased:
             pipe.exists(p.lease_key(request_id))
-        before = time.time()
+        before, sent = time.time(), time.monotonic()
         results = pipe.execute()
-        if results[0] is None:  # Redis lost the previous beat (a restart, or this thread stalled past its TTL)
+        if results[0] is None and sent - self._last_beat < self.heartbeat_ttl_ms / 1000:
+            # The previous beat, still within its TTL, is gone: Redis lost its data (a restart), leases included.
             self._leases_judged_from = time.monotonic() + p.LEASE_TTL_S
+        self._last_beat = sent
         checks = len(running) + len(leased)
         cancelled_flags = results[len(results) - checks:len(results) - len(leased)]
         lease_flags = results[len(results) - len(leased):]

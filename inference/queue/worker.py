@@ -54,15 +54,15 @@ STALE_GRACE_MS = 5000  # an entry older than its claim timeout plus this was giv
 
 def load_engine(model_path: str, device: str, kv_cache_bytes: int | None = 1 << 30, *, max_num_seqs: int = 64,
                 enable_prefix_caching: bool = True, grammar_compile_timeout_s: float | None = None,
-                **engine_options):
+                max_model_len: int | None = None, **engine_options):
     """engine_options: dtype, quantization, attention_backend, enforce_eager, gpu_memory_utilization
     (see Engine). kv_cache_bytes None: the GPU's free memory sizes the cache (the CPU's default is 1 GiB).
-    grammar_compile_timeout_s: see EngineConfig."""
+    grammar_compile_timeout_s, max_model_len (None: the model's context window): see EngineConfig."""
     from inference.engine.config import EngineConfig
     from inference.engine.engine import Engine  # torch is imported only here
 
     config = EngineConfig(kv_cache_bytes=kv_cache_bytes, max_num_seqs=max_num_seqs,
-                          enable_prefix_caching=enable_prefix_caching,
+                          enable_prefix_caching=enable_prefix_caching, max_model_len=max_model_len,
                           grammar_compile_timeout_s=grammar_compile_timeout_s)
     return Engine(model_path, device=device, config=config, **engine_options)
 
@@ -123,6 +123,7 @@ class Worker(LivenessMixin, PublisherMixin):
         self._stop_publisher = threading.Event()
         self._clock_offset_ms = 0.0  # Redis server time minus local time
         self._leases_judged_from = 0.0  # time.monotonic() from which a missing lease means its API process died
+        self._last_beat = float("-inf")  # time.monotonic() of the last heartbeat Redis took
         self._cancels_sent: set[str] = set()
         self._started = time.time()
         self._redis: redis.Redis | None = None

@@ -241,3 +241,21 @@ def test_shutdown_before_start_cancels_queued_requests(tiny_model_path, prompt_i
     eng.submit(GenerationRequest("never-run", prompt_ids, GREEDY), c)
     eng.shutdown()
     assert (c.wait().final.finish_reason, c.final.completion_tokens) == ("cancelled", 0)
+
+
+def test_max_model_len_shortens_the_window_and_past_the_models_own_is_refused(tiny_model_path, chat_tokenizer):
+    from inference.engine.config import EngineConfig
+
+    with pytest.raises(ValueError, match=f"longer than the context window .*{chat_tokenizer.context_window} tokens"):
+        Engine(tiny_model_path, dtype="float32", config=EngineConfig(
+            kv_cache_bytes=16 << 20, max_model_len=chat_tokenizer.context_window + 1))
+    eng = Engine(tiny_model_path, dtype="float32", config=EngineConfig(kv_cache_bytes=16 << 20, max_model_len=64))
+    eng.tokenizer.eos_token_ids = frozenset()
+    eng.start()
+    try:
+        assert eng.tokenizer.context_window == 64  # what the API checks prompts against (a worker's heartbeat says it)
+        c = Collector()
+        eng.submit(GenerationRequest("w", chat_tokenizer.encode("the")[:1] * 60, SamplingParams(max_tokens=50)), c)
+        assert (c.wait().final.finish_reason, c.final.completion_tokens) == ("length", 4)
+    finally:
+        eng.shutdown()

@@ -62,7 +62,7 @@ def test_engine_config_defaults_and_validation():
     cfg = EngineConfig()
     assert (cfg.block_size, cfg.num_blocks, cfg.max_num_seqs) == (16, 0, 64)
     # No cache size: the runner sizes it (1 GiB on the CPU, free memory on a GPU). Prefix caching is on.
-    assert cfg.max_num_batched_tokens == 1024 and cfg.max_model_len == 2048 and cfg.kv_cache_bytes is None
+    assert cfg.max_num_batched_tokens == 1024 and cfg.max_model_len is None and cfg.kv_cache_bytes is None
     assert cfg.enable_prefix_caching
     with pytest.raises(ValueError):
         EngineConfig(block_size=0)

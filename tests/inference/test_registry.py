@@ -55,3 +55,18 @@ def test_a_models_file_entry_may_choose_its_precision_over_the_settings(tmp_path
 def test_an_unknown_precision_in_the_models_file_is_refused(tmp_path, entry):
     with pytest.raises(ImproperlyConfigured, match="MODELS_FILE"):
         _from_file(models_file(tmp_path, **entry))
+
+
+def test_a_models_file_entry_may_shorten_its_context_window_over_the_setting(tmp_path, settings):
+    settings.INFERENCE_MAX_MODEL_LEN = 0  # each model's own window
+    assert _from_file(models_file(tmp_path))["m"].context_limit is None
+    assert _from_file(models_file(tmp_path, max_model_len=1024))["m"].context_limit == 1024
+    settings.INFERENCE_MAX_MODEL_LEN = 4096
+    assert _from_file(models_file(tmp_path))["m"].context_limit == 4096
+    assert _from_file(models_file(tmp_path, max_model_len=1024))["m"].context_limit == 1024
+
+
+@pytest.mark.parametrize("window", [0, -5, "4096", 2.5, True])
+def test_a_context_window_that_is_not_a_positive_integer_is_refused(tmp_path, window):
+    with pytest.raises(ImproperlyConfigured, match="max_model_len"):
+        _from_file(models_file(tmp_path, max_model_len=window))

@@ -46,8 +46,19 @@ def test_on_a_gpu_the_cache_is_sized_from_free_memory_unless_given(captured):
     (["--gpu-memory-utilization", "1.5"], "--gpu-memory-utilization"),
     (["--kv-cache-mb", "4"], "--kv-cache-mb"),
     (["--max-running", "0"], "--max-running"),
+    (["--max-model-len", "0"], "--max-model-len"),
 ])
 def test_bad_values_stop_the_worker_before_it_loads_anything(captured, args, message):
     with pytest.raises(CommandError, match=message):
         call_command("inference_worker", "--model", "tiny", *args)
     assert not captured
+
+
+def test_the_context_window_comes_from_the_flag_else_the_models_file_else_the_setting(captured, settings):
+    call_command("inference_worker", "--model", "tiny")
+    assert captured["engine_factory"].keywords["max_model_len"] is None  # the model's own window
+    settings.INFERENCE_MAX_MODEL_LEN = 1024
+    call_command("inference_worker", "--model", "tiny")
+    assert captured["engine_factory"].keywords["max_model_len"] == 1024
+    call_command("inference_worker", "--model", "tiny", "--max-model-len", "512")
+    assert captured["engine_factory"].keywords["max_model_len"] == 512

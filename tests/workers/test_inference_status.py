@@ -26,6 +26,7 @@ def test_it_lists_the_live_workers_of_a_model(workers, worker_pool):
     assert f"{TINY}: 2 live worker(s), 2 accepting; 0 request(s) waiting" in text
     for proc in workers:
         assert f"pid {proc.pid}" in text
+    assert text.count("window 2048 tokens") == 2  # the tiny model's own context window
 
 
 def test_it_counts_waiting_requests_and_the_oldest_ones_wait(queue, rds):

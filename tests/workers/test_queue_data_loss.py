@@ -138,22 +138,25 @@ def test_a_worker_judges_leases_only_once_redis_kept_its_heartbeat_for_a_lease(r
     worker._inflight = {"loss-alive": 3, "loss-dead": 3}
     worker._submitted = {"loss-alive", "loss-dead"}
     worker._leased = {"loss-alive", "loss-dead"}
-    try:
-        worker._beat()  # its first beat: Redis had no heartbeat of it
-        assert engine.cancelled == []
-        time.sleep(0.5)
-        rds.set(protocol.lease_key("loss-alive"), "1", px=60_000)
-        worker._beat()
-        assert engine.cancelled == ["loss-dead"]  # its API process died: the request runs for nobody
 
+    def cancelled_by_a_beat() -> list[str]:
         engine.cancelled.clear()
         worker._cancels_sent.clear()
-        rds.delete(protocol.heartbeat_key(MODEL, "lease-judge"), protocol.lease_key("loss-alive"))  # a restart
         worker._beat()
-        assert engine.cancelled == []  # the API processes get a lease's time to renew theirs
+        return engine.cancelled
+
+    try:
+        rds.set(protocol.lease_key("loss-alive"), "1", px=60_000)
+        assert cancelled_by_a_beat() == ["loss-dead"]  # its API process died: the request runs for nobody
+        # Redis restarted: the heartbeat it had a moment ago is gone, and every lease with it.
+        rds.delete(protocol.heartbeat_key(MODEL, "lease-judge"), protocol.lease_key("loss-alive"))
+        assert cancelled_by_a_beat() == []  # the API processes get a lease's time to renew theirs
         rds.set(protocol.lease_key("loss-alive"), "1", px=60_000)
         time.sleep(0.5)
-        worker._beat()
-        assert engine.cancelled == ["loss-dead"]
+        assert cancelled_by_a_beat() == ["loss-dead"]
+        # A heartbeat that lapsed because this worker beat too late says nothing of the leases.
+        rds.delete(protocol.heartbeat_key(MODEL, "lease-judge"))
+        worker._last_beat = time.monotonic() - 10
+        assert cancelled_by_a_beat() == ["loss-dead"]
     finally:
         worker._redis.close()

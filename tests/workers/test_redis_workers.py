@@ -249,6 +249,42 @@ def test_without_a_live_worker_the_api_answers_503_at_once_and_charges_nothing(c
     assert account_state(alice).balance_micro == CREDIT
 
 
+def test_prompts_are_checked_against_the_smallest_window_the_live_workers_give_the_model(client, alice, queue, rds):
+    """A worker started with --max-model-len (or whose KV cache holds less than the model's window) says its window
+    in its heartbeat: the API refuses what it could not run, before anything is held or queued."""
+    for worker, window in (("wide", 2048), ("narrow", 64)):
+        rds.set(protocol.heartbeat_key(TINY_GREEDY, worker), json.dumps({"worker": worker, "context_window": window}),
+                px=30_000)
+        rds.zadd(protocol.workers_key(TINY_GREEDY), {worker: int(time.time() * 1000)})
+    queue._windows.clear()  # what this process learnt of the workers in the last second
+    try:
+        long = [{"role": "user", "content": "the sea " * 40}]
+        with pytest.raises(openai.BadRequestError) as raised:
+            client.chat.completions.create(model=TINY_GREEDY, messages=long, max_tokens=5)
+        assert raised.value.body["code"] == "context_length_exceeded"
+        assert "maximum context length is 64 tokens" in raised.value.body["message"]
+        assert not rds.xlen(protocol.requests_key(TINY_GREEDY)) and not Hold.objects.exists()
+    finally:
+        rds.delete(protocol.workers_key(TINY_GREEDY), protocol.heartbeat_key(TINY_GREEDY, "wide"),
+                   protocol.heartbeat_key(TINY_GREEDY, "narrow"))
+        queue._windows.clear()
+
+
+async def test_without_workers_the_window_is_the_models_own_and_it_is_asked_at_most_once_a_second(redis_url, rds):
+    backend = RedisBackend(redis_url)
+    spec, tokenizer = SimpleNamespace(id="window-model"), SimpleNamespace(context_window=8192)
+    try:
+        assert await backend.context_window(spec, tokenizer) == 8192
+        fake_worker(rds, "window-model", "w1")
+        rds.set(protocol.heartbeat_key("window-model", "w1"), json.dumps({"worker": "w1", "context_window": 4096}))
+        assert await backend.context_window(spec, tokenizer) == 8192  # known for a second
+        time.sleep(1.05)
+        assert await backend.context_window(spec, tokenizer) == 4096
+        assert await backend.context_window(spec, SimpleNamespace(context_window=1024)) == 1024
+    finally:
+        rds.delete(protocol.workers_key("window-model"), protocol.heartbeat_key("window-model", "w1"))
+
+
 @pytest.mark.money
 def test_a_full_queue_is_503_and_a_request_nobody_takes_ends_cleanly(client, alice, queue, rds, settings,
                                                                       monkeypatch):

@@ -9,7 +9,7 @@ from core.catalogue import all_models
 class Command(BaseCommand):
     help = (
         "Show the inference workers and queues: per model the live workers (host, pid, device, requests running "
-        "of their maximum, draining or accepting, uptime), the requests waiting for a worker and how long the "
+        "of their maximum, context window, draining or accepting, uptime), the requests waiting for a worker and how long the "
         "oldest has waited. Reads the Redis of INFERENCE_QUEUE_URL; the embedded default has no queue."
     )
 
@@ -45,6 +45,7 @@ class Command(BaseCommand):
             for w in status["workers"]:
                 state = "draining" if w.get("draining") else "accepting" if w["accepting"] else "not accepting"
                 self.stdout.write(f"  {w.get('worker')}  {w.get('host')} pid {w.get('pid')}  {w.get('device')}  "
-                                  f"running {w.get('running')}/{w.get('max_running')}  {state}  "
+                                  f"running {w.get('running')}/{w.get('max_running')}  "
+                                  f"window {w.get('context_window')} tokens  {state}  "
                                   f"up {w.get('age_s')} s")
 

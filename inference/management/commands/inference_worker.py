@@ -48,6 +48,11 @@ class Command(BaseCommand):
         parser.add_argument("--enforce-eager", action="store_true", default=None,
                             help="no CUDA graphs for decode steps on GPUs, no compiled one-sequence decode step on the "
                                  "CPU (default: both made at start-up)")
+        parser.add_argument("--max-model-len", type=int, default=None, metavar="TOKENS",
+                            help="context window, prompt and completion together (default: the model's "
+                                 "max_model_len in MODELS_FILE, else INFERENCE_MAX_MODEL_LEN, else the model's own "
+                                 "window; lowered to what the KV cache holds); the API learns it from the "
+                                 "heartbeats")
         parser.add_argument("--no-prefix-cache", action="store_true",
                             help="compute every prompt in full (default: reuse the KV cache of prefixes seen "
                                  "before, within one organization)")
@@ -65,7 +70,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, model, device, max_running, worker_id, kv_cache_mb, gpu_memory_utilization, dtype,
                quantization, attention_backend, enforce_eager, no_prefix_cache, metrics_port, metrics_addr,
-               **options):
+               max_model_len, **options):
         url = getattr(settings, "INFERENCE_QUEUE_URL", None)
         if not url:
             raise CommandError("No inference queue is configured: set INFERENCE_QUEUE_URL (or REDIS_URL).")
@@ -75,6 +80,8 @@ class Command(BaseCommand):
             raise CommandError("--metrics-port must be a port number, 1 to 65535.")
         if gpu_memory_utilization is not None and not 0 < gpu_memory_utilization <= 1:
             raise CommandError("--gpu-memory-utilization must be in (0, 1].")
+        if max_model_len is not None and max_model_len < 1:
+            raise CommandError("--max-model-len must be at least 1.")
         spec = get_model(model)
         if spec is None:
             known = ", ".join(sorted(all_models())) or "none"
@@ -105,6 +112,7 @@ class Command(BaseCommand):
                                                    else kv_cache_mb << 20, max_num_seqs=max_running,
                                                    enable_prefix_caching=settings.INFERENCE_PREFIX_CACHE
                                                    and not no_prefix_cache,
-                                                   grammar_compile_timeout_s=grammar_timeout, **options))
+                                                   grammar_compile_timeout_s=grammar_timeout,
+                                                   max_model_len=max_model_len or spec.context_limit, **options))
         if status:
             sys.exit(status)
