@@ -5,6 +5,7 @@ default: SQLite, an in-process inference worker, in-memory cache and channel
 layer, and Celery tasks run eagerly. Setting them switches to PostgreSQL and
 Redis without code changes.
 """
+import os
 import secrets
 from pathlib import Path
 
@@ -303,6 +304,11 @@ SPECTACULAR_SETTINGS = {
 # Inference: public model ids are defined in core/catalogue.py; the model
 # cache holds converted checkpoints so the server never downloads anything.
 MODEL_CACHE_DIR = Path(env_str("MODEL_CACHE_DIR", str(DATA_DIR / "models")))
+# The kernels torch.compile makes at an engine's start (the CPU decode step, the attention kernels) are cached
+# here, so a restart, even after a reboot, loads them in seconds instead of compiling them again (1-2 minutes on a
+# 2-core CPU). torch's own TORCHINDUCTOR_CACHE_DIR, when set, wins.
+COMPILE_CACHE_DIR = Path(env_str("TORCHINDUCTOR_CACHE_DIR", str(DATA_DIR / "compile-cache")))
+os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(COMPILE_CACHE_DIR))
 MODELS_FILE = env_str("MODELS_FILE")
 INFERENCE_DEVICE = env_str("INFERENCE_DEVICE", "cpu")
 # Memory the engine reserves for its KV cache on the CPU (in-process, and per worker unless --kv-cache-mb says

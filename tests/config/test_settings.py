@@ -67,6 +67,18 @@ def test_database_url_selects_postgresql(tmp_path):
     assert result.stdout.split()[0] == "django.db.backends.postgresql"
 
 
+def test_compiled_kernels_are_cached_in_the_data_dir_unless_torch_is_told_otherwise(tmp_path):
+    code = ("import django; django.setup(); from torch._inductor.runtime.cache_dir_utils import cache_dir; "
+            "print(cache_dir())")
+    clean = {k: v for k, v in os.environ.items() if k != "TORCHINDUCTOR_CACHE_DIR"}
+    for extra, expected in (({}, tmp_path / "compile-cache"), ({"TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "mine")},
+                                                                 tmp_path / "mine")):
+        result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, env={
+            **clean, "DATA_DIR": str(tmp_path), "DJANGO_SETTINGS_MODULE": "config.settings", **extra})
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.strip() == str(expected)  # not /tmp, which a reboot empties
+
+
 def test_a_malformed_debug_value_stops_start_up(tmp_path):
     result = load_settings(tmp_path, DEBUG="sure")
     assert result.returncode != 0 and "DEBUG='sure'" in result.stderr
