@@ -329,7 +329,7 @@ INFERENCE_PREFIX_CACHE = env_bool("INFERENCE_PREFIX_CACHE", True)
 # auto: flex_attention on GPUs; on the CPU a compiled paged decode kernel and SDPA for prefills.
 # sdpa needs no compiler (the eager reference).
 INFERENCE_ATTENTION_BACKEND = env_choice("INFERENCE_ATTENTION_BACKEND", "auto", ("auto", "flex", "inductor", "sdpa"))
-# No CUDA graphs for decode steps on GPUs, no compiled one-sequence decode step on the CPU (both are made at
+# No CUDA graphs for decode steps on GPUs, no compiled decode steps on the CPU (both are made at
 # start-up otherwise).
 INFERENCE_ENFORCE_EAGER = env_bool("INFERENCE_ENFORCE_EAGER", False)
 # Dedicated inference workers (`manage.py inference_worker`) fed through Redis Streams: set by

@@ -1,20 +1,25 @@
-"""One-sequence decode steps on the CPU as one compiled graph: the whole forward and the logits.
+"""Decode steps on the CPU as one compiled graph: the whole forward and the logits, for up to MAX_ROWS sequences.
 
-Besides its 121 matrix-vector products, a one-sequence decode step of the default
-model runs some 30 small ops a layer (norms, rotary, residuals, the cache write,
-the attention kernel's call), 30 layers over, and eager each costs its dispatch. Compiled by inductor
-with its C++ wrapper, the step is one call: the small ops fused into a few loops
-per layer, the int4 products called from C++. On the benchmark machine's 2
-cores, one request (`bench/engine.py --concurrency 1 --sides ours,ours-eager`):
-74.7 against 54.4 tokens/s, 11.5 against 16.1 ms between tokens.
+Besides its 121 matrix-vector products, a decode step of the default model runs
+some 30 small ops a layer (norms, rotary, residuals, the cache write, the
+attention kernel's call), 30 layers over, and eager each costs its dispatch.
+Compiled by inductor with its C++ wrapper, the step is one call: the small ops
+fused into a few loops per layer, the int4 products called from C++. On the
+benchmark machine's 2 cores (`bench/engine.py --sides ours,ours-eager`), one
+request: 74.7 against 54.4 tokens/s, 11.5 against 16.1 ms between tokens; 2, 4
+and 8 requests: 12.7-13.3, 17.1 and 30.1-35.2 ms between tokens, against
+16.7-17.7, 20.4-29.1 and 35.8-40.9 with only the one-row step compiled.
 
 The graph is the lean decoder's own forward (decoder.py), traced with the fused
 RMSNorm and an attention that writes the step's keys and values through
 `engine::write_kv`: an opaque in-place op, where a plain index_copy_ into the
-cache would be functionalized into a copy of the whole cache every step. It is
-compiled at start-up for a batch of one and any table width; other steps run
-eager. CPU only, in reduced precision (float32 stays transformers' arithmetic
-op for op), off with enforce_eager.
+cache would be functionalized into a copy of the whole cache every step. Two
+graphs are compiled at start-up, any table width each: one row, and 2..MAX_ROWS
+rows (a dynamic batch); steps that mix in prefill chunks, or decode more rows,
+run eager. Compiling both takes about 3 minutes on 2 cores the first time (1.5
+for the one-row graph alone), seconds once cached. CPU only, in reduced
+precision (float32 stays transformers' arithmetic op for op), off with
+enforce_eager.
 """
 
 from __future__ import annotations
@@ -54,6 +59,12 @@ def applies(device: torch.device, dtype: torch.dtype, backend: str, decoder: Lea
             and not enforce_eager)
 
 
+# Decode steps of up to this many sequences run compiled. Past it the int4 layers switch to their dense copies (the
+# output layer past 8 rows, the others past model_runner.QUANTIZED_DENSE_ABOVE): a branch on the row count that a
+# graph is specialised on, so a larger step would compile another graph mid-serving (over a minute on 2 cores).
+MAX_ROWS = 8
+
+
 class CompiledDecode:
     def __init__(self, decoder: LeanDecoder, cache: KVCache):
         self._decoder = decoder
@@ -62,15 +73,19 @@ class CompiledDecode:
         self.calls = 0
 
     def _forward(self, input_ids, positions, slots, tables, lens) -> torch.Tensor:
-        meta = StepMetadata(slot_mapping=slots, num_decode=1, decode_tables=tables, decode_lens=lens)
+        meta = StepMetadata(slot_mapping=slots, num_decode=input_ids.shape[0], decode_tables=tables, decode_lens=lens)
         hidden = self._decoder.forward(input_ids, positions, meta, attention=self._attention, norm=fused_rms_norm)
         return self._decoder.logits(hidden).float()
 
-    def fits(self, meta: StepMetadata, tokens: int) -> bool:
-        return tokens == 1 and meta.num_decode == 1
+    def fits(self, meta: StepMetadata, tokens: int, rows: list[int] | None = None) -> bool:
+        """A step of decodes alone, every one sampled, at most MAX_ROWS of them."""
+        return tokens == meta.num_decode and 1 <= tokens <= MAX_ROWS and (rows is None or len(rows) == tokens)
 
     def __call__(self, input_ids: torch.Tensor, positions: torch.Tensor, meta: StepMetadata) -> torch.Tensor:
-        """Logits [1, V] of a one-sequence decode step."""
-        maybe_mark_dynamic(meta.decode_tables, 1)  # the table's width grows with the sequence
+        """Logits [B, V] of a decode step of B sequences."""
+        maybe_mark_dynamic(meta.decode_tables, 1)  # the table's width grows with the sequences
+        if input_ids.shape[0] > 1:  # one graph for 2..MAX_ROWS rows (one row is a graph of its own)
+            for tensor in (input_ids, positions, meta.slot_mapping, meta.decode_tables, meta.decode_lens):
+                maybe_mark_dynamic(tensor, 0)
         self.calls += 1
         return self._step(input_ids, positions, meta.slot_mapping, meta.decode_tables, meta.decode_lens)

@@ -7,7 +7,7 @@ the rows that are sampled. Llama-family models run the lean decoder
 plugged in. Step inputs are written into persistent buffers (one host-to-device
 copy each); on CUDA, decode-only steps replay a graph captured at start-up for
 the smallest bucket that holds the batch (cuda_graphs.py); on the CPU in reduced
-precision, a one-sequence decode step runs as one compiled graph (compiled_decode.py).
+precision, a decode-only step of up to 8 sequences runs as one compiled graph (compiled_decode.py).
 """
 
 from __future__ import annotations
@@ -91,7 +91,7 @@ class ModelRunner:
                  self.cache._storage.numel() * self.cache._storage.element_size() / 2**30, self.dtype,
                  self.dtype, "" if self.quantization == "none" else f" {self.quantization}", self.backend,
                  "lean decoder" if reason is None else f"transformers modules ({reason})")
-        self.compiled = None  # CPU one-sequence decode steps as one graph (compiled_decode.py)
+        self.compiled = None  # CPU decode steps of up to 8 sequences as one graph (compiled_decode.py)
         if compiled_decode.applies(self.device, self.dtype, self.backend, self.decoder, enforce_eager):
             self.compiled = compiled_decode.CompiledDecode(self.decoder, self.cache)
         self.graphs = None
@@ -137,11 +137,11 @@ class ModelRunner:
 
     def warm_up(self) -> None:
         """Compile the kernels before the first request needs them: a prefill, decodes of 1 and of 2 rows, then
-        the one-row step compiled whole (CPU: compiled_decode.py). The eager decode of one row is warmed too:
-        a step that mixes one decode with prefill chunks runs it.
+        the decode step compiled whole for one row and for 2..MAX_ROWS rows (CPU: compiled_decode.py). The eager
+        decodes are warmed too: a step that mixes decodes with prefill chunks runs them.
 
         Attention kernels that do not compile here (a compiler missing, a torch too old for flex_attention on this
-        device) give way to the eager sdpa backend rather than an engine that cannot start; a one-row step that
+        device) give way to the eager sdpa backend rather than an engine that cannot start; a decode step that
         does not compile leaves decode steps eager.
         """
         sink = self.cache.sink_block
@@ -160,9 +160,10 @@ class ModelRunner:
         if compiled is not None:
             self.compiled = compiled
             try:
-                self._forward_dummy(1, 1, sink)
+                for rows in (1, 2):  # the graph of one row, and the one of 2..MAX_ROWS
+                    self._forward_dummy(rows, 1, sink)
             except Exception:
-                log.exception("the one-sequence decode step failed to compile: decode steps run eager")
+                log.exception("the compiled decode step failed to compile: decode steps run eager")
                 self.compiled = None
         if self.graphs is not None:
             self.graphs.capture()
@@ -286,7 +287,7 @@ class ModelRunner:
     def _forward(self, input_ids: torch.Tensor, positions: torch.Tensor, meta: StepMetadata,
                  rows: list[int] | None = None) -> torch.Tensor:
         """Logits [S, V] of the packed rows `rows` (all rows when None)."""
-        if self.compiled is not None and self.compiled.fits(meta, input_ids.shape[0]):
+        if self.compiled is not None and self.compiled.fits(meta, input_ids.shape[0], rows):
             return self.compiled(input_ids, positions, meta)
         if self.decoder is not None:
             hidden = self.decoder.forward(input_ids, positions, meta)  # [T, H]

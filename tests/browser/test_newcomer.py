@@ -44,7 +44,9 @@ def _clean_env(**extra) -> dict:
 def make_run(tmp_path):
     """`make run` serving from a fresh DATA_DIR; yields (base URL, printed lines, env)."""
     port = _free_port()
-    env = _clean_env(DATA_DIR=str(tmp_path / "data"), MODEL_CACHE_DIR=str(ROOT / "var" / "models"), PORT=str(port))
+    # The converted model and the compiled kernels are shared with the rest of the run, as with an earlier `make run`.
+    env = _clean_env(DATA_DIR=str(tmp_path / "data"), MODEL_CACHE_DIR=str(ROOT / "var" / "models"), PORT=str(port),
+                     TORCHINDUCTOR_CACHE_DIR=str(ROOT / "var" / "compile-cache"))
     process = subprocess.Popen(["make", "--no-print-directory", "run"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True, start_new_session=True)
     lines: list[str] = []

@@ -1,10 +1,11 @@
-"""One-sequence CPU decode steps run as one compiled graph (compiled_decode.py) and compute what the eager step does."""
+"""CPU decode steps of up to MAX_ROWS sequences run as one compiled graph (compiled_decode.py) and compute what the
+eager step does."""
 import threading
 
 import pytest
 import torch
 
-from inference.engine.compiled_decode import CompiledDecode
+from inference.engine.compiled_decode import MAX_ROWS, CompiledDecode
 from inference.engine.config import EngineConfig
 from inference.engine.engine import Engine
 from inference.engine.model_runner import ModelRunner
@@ -53,6 +54,43 @@ def test_compiled_one_sequence_decodes_give_transformers_greedy_output_in_float3
         engine.shutdown(timeout=TIMEOUT)
 
 
+def test_decode_steps_of_several_sequences_run_compiled_and_give_transformers_greedy_output(tiny_model_path,
+                                                                                            hf_model):
+    import torch._dynamo.utils
+
+    engine = engine_for(tiny_model_path, dtype="float32")
+    try:
+        engine.runner.compiled = compiled = CompiledDecode(engine.runner.decoder, engine.runner.cache)
+        prompts = [engine.tokenizer.encode_chat([{"role": "user", "content": "wave " * k}]) for k in (1, 7, 30)]
+        assert greedy_run(engine, prompts, max_tokens=24) == [greedy_tokens(hf_model, p, 24) for p in prompts]
+        assert compiled.calls >= 23  # the three decode together, each step one call of the graph
+        # Every count of rows up to MAX_ROWS runs through the graphs made so far: none is compiled while serving.
+        graphs = torch._dynamo.utils.counters["stats"]["unique_graphs"]
+        before = compiled.calls
+        many = [engine.tokenizer.encode_chat([{"role": "user", "content": f"wave {k}"}]) for k in range(MAX_ROWS)]
+        assert greedy_run(engine, many, max_tokens=6) == [greedy_tokens(hf_model, p, 6) for p in many]
+        assert compiled.calls > before
+        assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == graphs
+    finally:
+        engine.shutdown(timeout=TIMEOUT)
+
+
+def test_start_up_compiles_the_graphs_of_every_decode_step_up_to_max_rows_in_the_cpu_default(tiny_model_path):
+    import torch._dynamo.utils
+
+    engine = engine_for(tiny_model_path, dtype="bfloat16")  # int4 weights where the CPU has bf16 instructions
+    try:
+        graphs = torch._dynamo.utils.counters["stats"]["unique_graphs"]
+        compiled, before = engine.runner.compiled, engine.runner.compiled.calls
+        for rows in (MAX_ROWS, 3):
+            prompts = [engine.tokenizer.encode_chat([{"role": "user", "content": f"wave {k}"}]) for k in range(rows)]
+            assert [len(tokens) for tokens in greedy_run(engine, prompts, max_tokens=6)] == [6] * rows
+        assert compiled.calls > before
+        assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == graphs  # nothing compiled while serving
+    finally:
+        engine.shutdown(timeout=TIMEOUT)
+
+
 @pytest.mark.parametrize("dtype, tolerance", [("float32", 1e-4), ("bfloat16", 0.05)])
 def test_a_compiled_step_writes_the_same_cache_and_gives_the_same_logits_as_the_eager_step(tiny_model_path, dtype,
                                                                                            tolerance):
@@ -97,7 +135,7 @@ def test_a_decode_step_that_fails_to_compile_leaves_decodes_eager_and_the_engine
     engine = engine_for(tiny_model_path, dtype="bfloat16")
     try:
         assert engine.runner.compiled is None and engine.runner.backend == "inductor"
-        assert "the one-sequence decode step failed to compile" in caplog.text
+        assert "the compiled decode step failed to compile" in caplog.text
         prompt = engine.tokenizer.encode_chat([{"role": "user", "content": "wave"}])
         assert len(greedy_run(engine, [prompt])[0]) == 12
     finally:

@@ -46,7 +46,7 @@ class Command(BaseCommand):
                             help="paged attention kernels (default: INFERENCE_ATTENTION_BACKEND; auto: "
                                  "flex_attention on GPUs, a compiled decode kernel and SDPA prefills on the CPU)")
         parser.add_argument("--enforce-eager", action="store_true", default=None,
-                            help="no CUDA graphs for decode steps on GPUs, no compiled one-sequence decode step on the "
+                            help="no CUDA graphs for decode steps on GPUs, no compiled decode steps on the "
                                  "CPU (default: both made at start-up)")
         parser.add_argument("--max-model-len", type=int, default=None, metavar="TOKENS",
                             help="context window, prompt and completion together (default: the model's "
