@@ -14,7 +14,8 @@ The graph is the lean decoder's own forward (decoder.py), traced with the fused
 RMSNorm and an attention that writes the step's keys and values through
 `engine::write_kv`: an opaque in-place op, where a plain index_copy_ into the
 cache would be functionalized into a copy of the whole cache every step. Two
-graphs are compiled at start-up, any table width each: one row, and 2..MAX_ROWS
+graphs are compiled at start-up, any table width and any KV cache size each
+(one compile cached for every INFERENCE_KV_CACHE_MB): one row, and 2..MAX_ROWS
 rows (a dynamic batch); steps that mix in prefill chunks, or decode more rows,
 run eager. Compiling both takes about 3 minutes on 2 cores the first time (1.5
 for the one-row graph alone), seconds once cached. CPU only, in reduced
@@ -23,6 +24,8 @@ enforce_eager.
 """
 
 from __future__ import annotations
+
+from functools import partial
 
 import torch
 from torch._dynamo import maybe_mark_dynamic
@@ -38,19 +41,14 @@ def write_kv(storage: torch.Tensor, layer: int, kv: torch.Tensor, slots: torch.T
     store(storage, layer, kv, slots)
 
 
-class _GraphAttention:
+def _graph_attention(storage: torch.Tensor, block_size: int, q, kv, layer: int, meta: StepMetadata,
+                     scale: float) -> torch.Tensor:
     """The inductor backend's decode, with its cache write inside the graph."""
-
-    def __init__(self, cache: KVCache):
-        self.storage = cache._storage
-        self.block_size = cache.block_size
-
-    def __call__(self, q, kv, layer: int, meta: StepMetadata, scale: float) -> torch.Tensor:
-        write_kv(self.storage, layer, kv, meta.slot_mapping)
-        # The cache read from the storage the write mutated (a separate view would be a separate input, which the
-        # compiler may read before the write).
-        return decode_math(q, self.storage[0, layer], self.storage[1, layer], meta.decode_tables, meta.decode_lens,
-                            scale, self.block_size)
+    write_kv(storage, layer, kv, meta.slot_mapping)
+    # The cache read from the storage the write mutated (a separate view would be a separate input, which the
+    # compiler may read before the write).
+    return decode_math(q, storage[0, layer], storage[1, layer], meta.decode_tables, meta.decode_lens, scale,
+                       block_size)
 
 
 def applies(device: torch.device, dtype: torch.dtype, backend: str, decoder: LeanDecoder | None,
@@ -68,13 +66,15 @@ MAX_ROWS = 8
 class CompiledDecode:
     def __init__(self, decoder: LeanDecoder, cache: KVCache):
         self._decoder = decoder
-        self._attention = _GraphAttention(cache)
+        self._storage = cache._storage
+        self._block_size = cache.block_size
         self._step = torch.compile(self._forward, fullgraph=True, options={"cpp_wrapper": True})
         self.calls = 0
 
-    def _forward(self, input_ids, positions, slots, tables, lens) -> torch.Tensor:
+    def _forward(self, storage, input_ids, positions, slots, tables, lens) -> torch.Tensor:
         meta = StepMetadata(slot_mapping=slots, num_decode=input_ids.shape[0], decode_tables=tables, decode_lens=lens)
-        hidden = self._decoder.forward(input_ids, positions, meta, attention=self._attention, norm=fused_rms_norm)
+        attention = partial(_graph_attention, storage, self._block_size)
+        hidden = self._decoder.forward(input_ids, positions, meta, attention=attention, norm=fused_rms_norm)
         return self._decoder.logits(hidden).float()
 
     def fits(self, meta: StepMetadata, tokens: int, rows: list[int] | None = None) -> bool:
@@ -84,8 +84,10 @@ class CompiledDecode:
     def __call__(self, input_ids: torch.Tensor, positions: torch.Tensor, meta: StepMetadata) -> torch.Tensor:
         """Logits [B, V] of a decode step of B sequences."""
         maybe_mark_dynamic(meta.decode_tables, 1)  # the table's width grows with the sequences
+        maybe_mark_dynamic(self._storage, 3)  # one compile (and one cache entry) for every KV cache size
         if input_ids.shape[0] > 1:  # one graph for 2..MAX_ROWS rows (one row is a graph of its own)
             for tensor in (input_ids, positions, meta.slot_mapping, meta.decode_tables, meta.decode_lens):
                 maybe_mark_dynamic(tensor, 0)
         self.calls += 1
-        return self._step(input_ids, positions, meta.slot_mapping, meta.decode_tables, meta.decode_lens)
+        return self._step(self._storage, input_ids, positions, meta.slot_mapping, meta.decode_tables,
+                          meta.decode_lens)
