@@ -37,6 +37,7 @@ import redis.asyncio as aioredis
 from inference.availability import ModelUnavailable, NoCapacity
 from inference.engine.types import FINISH_CANCELLED, FINISH_ERROR, GenerationRequest, TokenEvent
 from inference.queue import protocol as p
+from inference.queue.stream import Followed, UnreadableEvent
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +47,8 @@ LOST_CONTACT_S = 5.0  # Redis unreachable this long while following a request: g
 # A claimed request's event stream missing this long: Redis lost it (a restart without persistence) and no worker
 # writes to it any more (a worker still running the request recreates it with its next events).
 EVENTS_LOST_GRACE_S = 5.0
-CANCEL_GRACE_S = 10.0
-WINDOW_TTL_S = 1.0  # how long the context window live workers give a model is taken as known  # a request cancelled here whose worker sends no final event for this long: ended here
+CANCEL_GRACE_S = 10.0  # a request cancelled here whose worker sends no final event for this long: ended here
+WINDOW_TTL_S = 1.0  # how long the context window live workers give a model is taken as known
 
 
 @dataclass
@@ -292,7 +293,7 @@ class RedisBackend:
     async def _follow(self, ticket: _Ticket, request_id: str) -> AsyncIterator[TokenEvent]:
         r = self._client().redis
         key = p.events_key(request_id)
-        state = _Followed()
+        state = Followed()
         unreachable_since = None
         missing_since = None  # when the claimed request's event stream was first found gone
 
@@ -303,14 +304,11 @@ class RedisBackend:
         while True:
             try:
                 reply = await r.xread({key: state.last_id}, count=512, block=self.block_ms)
-                events = state.absorb(reply)
+                events = await self._handed_on(r, request_id, state.absorb(reply))
                 for event in events:
-                    if event.finished:
-                        await self._linger(r, request_id)
-                        event = self._unasked(event)
                     yield event
-                    if event.finished:
-                        return
+                if events and events[-1].finished:
+                    return
                 if state.gap is not None:
                     # Redis lost entries the worker wrote (it restarted without them): the answer has a hole.
                     log.error("entries %s up to %s of %s were lost by the inference queue; %d tokens were "
@@ -342,10 +340,8 @@ class RedisBackend:
                         beating, kept = await pipe.execute()
                     if not beating:
                         # Lost: deliver whatever it managed to publish, then settle for that.
-                        for event in state.absorb(await r.xread({key: state.last_id}, count=100_000)):
-                            if event.finished:
-                                await self._linger(r, request_id)
-                                event = self._unasked(event)
+                        published = state.absorb(await r.xread({key: state.last_id}, count=100_000))
+                        for event in await self._handed_on(r, request_id, published):
                             yield event
                             if event.finished:
                                 return
@@ -377,7 +373,7 @@ class RedisBackend:
                         yield final(FINISH_CANCELLED)
                         return
                 unreachable_since = None
-            except _UnreadableEvent as exc:
+            except UnreadableEvent as exc:
                 log.error("unreadable event for %s from worker %s: %s", request_id, state.worker, exc)
                 await self._send_cancel(ticket.model_id, request_id)
                 yield final(FINISH_ERROR, None, "The inference worker sent an unreadable event.")
@@ -391,6 +387,15 @@ class RedisBackend:
                     yield final(FINISH_ERROR, p.ERROR_WORKER_LOST, "Lost contact with the inference queue.")
                     return
                 await asyncio.sleep(0.2)
+
+    async def _handed_on(self, r: aioredis.Redis, request_id: str, events: list[TokenEvent]) -> list[TokenEvent]:
+        """The events read, as they are handed on: up to the final one, which ends the request for this process
+        (see _linger) and is reported as _unasked says."""
+        for i, event in enumerate(events):
+            if event.finished:
+                await self._linger(r, request_id)
+                return [*events[:i], self._unasked(event)]
+        return events
 
     def _unasked(self, event: TokenEvent) -> TokenEvent:
         """A final event as this process reports it: a request its worker stopped unasked (it found the lease gone,
@@ -475,46 +480,3 @@ class RedisBackend:
                 await self._send_cancel_with(pipe, model_id, request_id).execute()
         except redis.RedisError as exc:
             log.error("could not cancel %s: %s", request_id, exc)
-
-
-class _UnreadableEvent(Exception):
-    pass
-
-
-class _Followed:
-    """What has been read of one request's event stream.
-
-    Its entry ids are 0-1 ("claimed"), 0-2, 0-3... (the worker's events, in order): an id that does not follow the
-    last one read means Redis lost the entries between (it restarted without them); reading stops there (`gap`)."""
-
-    def __init__(self):
-        self.last_id = "0-0"
-        self.worker: str | None = None
-        self.completion_tokens = 0
-        self.gap: tuple[str, str] | None = None  # (the first entry lost, the entry read after those lost)
-
-    def absorb(self, reply) -> list[TokenEvent]:
-        events = []
-        for _stream, entries in reply or []:
-            for entry_id, fields in entries:
-                expected = _next_id(self.last_id)
-                if entry_id != expected:
-                    self.gap = (expected, entry_id)
-                    return events
-                self.last_id = entry_id
-                kind = fields.get("kind")
-                if kind == p.KIND_CLAIMED:
-                    self.worker = fields.get("worker")
-                elif kind == p.KIND_EVENT:
-                    try:
-                        event = p.decode_event(fields["event"])
-                    except (KeyError, TypeError, ValueError) as exc:
-                        raise _UnreadableEvent(f"{entry_id}: {exc!r}") from exc
-                    self.completion_tokens = event.completion_tokens
-                    events.append(event)
-        return events
-
-
-def _next_id(entry_id: str) -> str:
-    ms, _, seq = entry_id.partition("-")
-    return f"{ms}-{int(seq) + 1}"
