@@ -5,7 +5,8 @@
          (INFERENCE_QUEUE_URL) every served model has at least one live worker taking requests, and the warm
          start (inference.dispatch.WarmStart) has loaded what the first request needs. 503 with the failed checks
          named otherwise; while only the warm start is still loading, status "loading" and the check
-         "warm_start" names each part and its state.
+         "warm_start" names each part and its state. Ready or not, "compiling" lists the models whose engine here
+         still compiles its CPU decode step in the background (they answer meanwhile, more slowly).
 """
 from asgiref.sync import sync_to_async
 from django.conf import settings
@@ -43,9 +44,18 @@ async def readyz(request):
     loading = failed == ["warm_start"] and "loading" in checks["warm_start"].values() and \
         all(state in ("ready", "loading") for state in checks["warm_start"].values())
     body = {"status": "loading" if loading else "error" if failed else "ok", "checks": checks}
+    compiling = _compiling()
+    if compiling:  # ready, though these models decode eager until their compiled step is ready
+        body["compiling"] = compiling
     if failed:
         body["failed"] = failed
     return JsonResponse(body, status=503 if failed else 200)
+
+
+def _compiling() -> list[str]:
+    from inference.dispatch import get_backend
+
+    return getattr(get_backend(), "compiling", list)()
 
 
 def _ok(result) -> bool:

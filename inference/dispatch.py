@@ -43,7 +43,8 @@ class LocalBackend:
                                           max_model_len=spec.context_limit,
                                           enable_prefix_caching=settings.INFERENCE_PREFIX_CACHE,
                                           grammar_compile_timeout_s=settings.INFERENCE_GRAMMAR_COMPILE_TIMEOUT_S)
-                    engine = Engine(str(spec.path), device=self._device, config=config, **spec.engine_options())
+                    engine = Engine(str(spec.path), device=self._device, config=config, compile_in_background=True,
+                                    **spec.engine_options())
                 except Exception as exc:
                     log.exception("could not load %s from %s", spec.id, spec.path)
                     raise ModelUnavailable(f"model {spec.id} could not be loaded") from exc
@@ -88,6 +89,10 @@ class LocalBackend:
             yield event
             if event.finished:
                 return
+
+    def compiling(self) -> list[str]:
+        """The models whose engine is compiling its decode step in the background (serving eager meanwhile)."""
+        return [model_id for model_id, engine in list(self._engines.items()) if engine.stats().get("compiling")]
 
     def cancel(self, spec: ModelSpec, request_id: str) -> None:
         engine = self._engines.get(spec.id)

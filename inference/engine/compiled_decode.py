@@ -14,13 +14,14 @@ The graph is the lean decoder's own forward (decoder.py), traced with the fused
 RMSNorm and an attention that writes the step's keys and values through
 `engine::write_kv`: an opaque in-place op, where a plain index_copy_ into the
 cache would be functionalized into a copy of the whole cache every step. Two
-graphs are compiled at start-up, any table width and any KV cache size each
-(one compile cached for every INFERENCE_KV_CACHE_MB): one row, and 2..MAX_ROWS
-rows (a dynamic batch); steps that mix in prefill chunks, or decode more rows,
-run eager. Compiling both takes about 3 minutes on 2 cores the first time (1.5
-for the one-row graph alone), seconds once cached. CPU only, in reduced
-precision (float32 stays transformers' arithmetic op for op), off with
-enforce_eager.
+graphs, any table width and any KV cache size each (one compile cached for
+every INFERENCE_KV_CACHE_MB): one row, and 2..MAX_ROWS rows (a dynamic batch);
+steps that mix in prefill chunks, or decode more rows, run eager. Compiling both
+takes about 3 minutes on 2 cores the first time (1.5 for the one-row graph
+alone), seconds once cached: at start-up, or for a serving engine with nothing
+cached yet, in a child process while decode steps run eager
+(background_compile.py). CPU only, in reduced precision (float32 stays
+transformers' arithmetic op for op), off with enforce_eager.
 """
 
 from __future__ import annotations

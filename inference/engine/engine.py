@@ -28,16 +28,19 @@ from .types import (FINISH_CANCELLED, FINISH_ERROR, FINISH_LENGTH, FINISH_STOP, 
 log = logging.getLogger(__name__)
 
 EventCallback = Callable[[TokenEvent], None]
+COMPILE_POLL_S = 1.0  # how often an idle engine looks whether its decode step's background compile is done
 
 
 class Engine:
     def __init__(self, model_path: str, *, device: str = "cpu", dtype: str = "auto", quantization: str = "auto",
                  attention_backend: str = "auto", enforce_eager: bool = False, gpu_memory_utilization: float = 0.9,
-                 config: EngineConfig | None = None) -> None:
+                 config: EngineConfig | None = None, compile_in_background: bool = False) -> None:
         """dtype: auto | bfloat16 | float16 | float32 (precision.py says what auto picks);
         quantization: auto | none | int8 (weight-only); attention_backend: auto | flex | inductor | sdpa;
         enforce_eager: no CUDA graphs, no compiled CPU decode step; gpu_memory_utilization: share of the GPU this engine may fill
-        (the KV cache gets what the weights and a profiling step leave)."""
+        (the KV cache gets what the weights and a profiling step leave); compile_in_background: when torch's compile
+        cache lacks the compiled CPU decode step, serve with eager decode steps while a child process compiles it
+        (background_compile.py), rather than compile it before start-up ends."""
         self.tokenizer = ChatTokenizer.from_pretrained(model_path)
         self.config = config or EngineConfig()
         window = self.tokenizer.context_window
@@ -55,7 +58,8 @@ class Engine:
         self._thread = threading.Thread(target=self._main, name="inference-engine", daemon=True, args=(loaded, lambda: (
             ModelRunner(model_path, self.config, device=device, dtype=dtype, quantization=quantization,
                         attention_backend=attention_backend, enforce_eager=enforce_eager,
-                        gpu_memory_utilization=gpu_memory_utilization, max_positions=self.config.max_model_len))))
+                        gpu_memory_utilization=gpu_memory_utilization, max_positions=self.config.max_model_len,
+                        compile_in_background=compile_in_background))))
         self._thread.start()
         self._loaded.wait()
         if "error" in loaded:
@@ -100,7 +104,8 @@ class Engine:
                 "kv_blocks_total": bm.num_blocks, "kv_blocks_free": bm.num_free_blocks,
                 "kv_block_size": bm.block_size, "prefix_queried_tokens": bm.queried_tokens,
                 "prefix_hit_tokens": bm.hit_tokens, "preemptions": sched.num_preemptions,
-                "generated_tokens": self.generated_tokens, "steps": self.steps}
+                "generated_tokens": self.generated_tokens, "steps": self.steps,
+                "compiling": int(self.runner.pending_compile is not None)}
 
     def start(self) -> None:
         with self._cond:
@@ -211,18 +216,27 @@ class Engine:
                 self._cond.wait()
         self._ready.wait()  # the rest of __init__, or its failure (then _stopping is set)
         if not hasattr(self, "_inbox"):
+            loaded["runner"].stop_compile()
             return
         self._loop()
 
     def _loop(self) -> None:
+        compiling = self.runner.poll_compile()
         while True:
             with self._cond:
                 while not self._inbox and not self._stopping and not self.scheduler.has_unfinished:
-                    self._cond.wait()
+                    if not compiling:
+                        self._cond.wait()
+                    elif not self._cond.wait(COMPILE_POLL_S):
+                        break  # idle: see whether the background compile is done
                 stopping = self._stopping
-            self._drain_inbox()
             if stopping:
+                self.runner.stop_compile()
+                self._drain_inbox()
                 break
+            if compiling:
+                compiling = self.runner.poll_compile()  # once done, its graphs load here between two steps
+            self._drain_inbox()
             if self.scheduler.has_unfinished:
                 try:
                     self._step()

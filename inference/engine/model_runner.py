@@ -7,18 +7,21 @@ the rows that are sampled. Llama-family models run the lean decoder
 plugged in. Step inputs are written into persistent buffers (one host-to-device
 copy each); on CUDA, decode-only steps replay a graph captured at start-up for
 the smallest bucket that holds the batch (cuda_graphs.py); on the CPU in reduced
-precision, a decode-only step of up to 8 sequences runs as one compiled graph (compiled_decode.py).
+precision, a decode-only step of up to 8 sequences runs as one compiled graph (compiled_decode.py), compiled
+at start-up, or, with compile_in_background and nothing cached, by a child process while decode steps run eager
+(background_compile.py).
 """
 
 from __future__ import annotations
 
 import logging
+import time
 
 import numpy as np
 import torch
 from transformers import AutoModelForCausalLM
 
-from . import compiled_decode
+from . import background_compile, compiled_decode
 from .attention import ATTN_IMPLEMENTATION, Attention, StepMetadata, choose_backend
 from .block_masks import PrefillMaskBuilder, PrefillSegment, bucket, decode_block_mask
 from .config import EngineConfig
@@ -44,7 +47,9 @@ QUANTIZED_DENSE_ABOVE = 16
 class ModelRunner:
     def __init__(self, model_path: str, config: EngineConfig, *, device: str = "cpu", dtype: str = "auto",
                  quantization: str = "auto", attention_backend: str = "auto", enforce_eager: bool = False,
-                 gpu_memory_utilization: float = 0.9, max_positions: int | None = None):
+                 gpu_memory_utilization: float = 0.9, max_positions: int | None = None,
+                 compile_in_background: bool = False, compile_only: bool = False):
+        self.model_path = str(model_path)
         self.device = torch.device(device)
         self.dtype = resolve_dtype(dtype, self.device)
         self.quantization = resolve_quantization(quantization, self.device, self.dtype)
@@ -92,6 +97,10 @@ class ModelRunner:
                  self.dtype, "" if self.quantization == "none" else f" {self.quantization}", self.backend,
                  "lean decoder" if reason is None else f"transformers modules ({reason})")
         self.compiled = None  # CPU decode steps of up to 8 sequences as one graph (compiled_decode.py)
+        self.compile_in_background = compile_in_background
+        self.compile_only = compile_only  # warm up the compiled decode graphs alone (the background compile's child)
+        self.pending_compile: background_compile.BackgroundCompile | None = None
+        self._threads = torch.get_num_threads()  # this (the engine's) thread's, restored once a background compile ends
         if compiled_decode.applies(self.device, self.dtype, self.backend, self.decoder, enforce_eager):
             self.compiled = compiled_decode.CompiledDecode(self.decoder, self.cache)
         self.graphs = None
@@ -147,7 +156,7 @@ class ModelRunner:
         sink = self.cache.sink_block
         compiled, self.compiled = self.compiled, None
         try:
-            for rows, length in ((0, 3), (1, 1), (2, 1)):
+            for rows, length in () if self.compile_only else ((0, 3), (1, 1), (2, 1)):
                 self._forward_dummy(rows, length, sink)
         except Exception:
             if self.backend == "sdpa":
@@ -158,15 +167,74 @@ class ModelRunner:
             for rows, length in ((0, 3), (1, 1), (2, 1)):
                 self._forward_dummy(rows, length, sink)
         if compiled is not None:
-            self.compiled = compiled
-            try:
-                for rows in (1, 2):  # the graph of one row, and the one of 2..MAX_ROWS
-                    self._forward_dummy(rows, 1, sink)
-            except Exception:
-                log.exception("the compiled decode step failed to compile: decode steps run eager")
-                self.compiled = None
+            if self.compile_in_background and not background_compile.recorded(self._compile_spec()):
+                try:
+                    self.pending_compile = background_compile.BackgroundCompile(self._compile_spec(), compiled)
+                except OSError:
+                    log.exception("could not start the background compile: compiling the decode step now")
+            if self.pending_compile is not None:
+                # One core left to the child: eager steps on every core would stall on the one it takes.
+                self._threads = torch.get_num_threads()
+                torch.set_num_threads(max(1, self._threads - 1))
+                log.info("decode steps run eager on %d thread(s) until their compiled graphs are ready: compiling "
+                         "them in a child process (pid %d; once per machine, about 3 minutes on 2 cores for the "
+                         "default model)", torch.get_num_threads(), self.pending_compile.process.pid)
+            else:
+                self._compile_decode(compiled)
         if self.graphs is not None:
             self.graphs.capture()
+
+    def _compile_decode(self, compiled: compiled_decode.CompiledDecode) -> None:
+        """Compile (or load from torch's cache) the decode graphs of one row and of 2..MAX_ROWS rows, and use them."""
+        started = time.monotonic()
+        self.compiled = compiled
+        try:
+            for rows in (1, 2):
+                self._forward_dummy(rows, 1, self.cache.sink_block)
+        except Exception:
+            log.exception("the compiled decode step failed to compile: decode steps run eager")
+            self.compiled = None
+        else:
+            background_compile.record(self._compile_spec(), time.monotonic() - started)
+
+    def _compile_spec(self) -> dict:
+        """What a child process needs to build this runner's decode graphs (background_compile.py)."""
+        config = self.config
+        return {"model_path": self.model_path, "dtype": str(self.dtype).removeprefix("torch."),
+                "quantization": self.quantization, "attention_backend": self.backend,
+                "max_positions": self.max_positions,
+                "config": {"block_size": config.block_size, "max_num_seqs": config.max_num_seqs,
+                           "max_num_batched_tokens": config.max_num_batched_tokens}}
+
+    def poll_compile(self) -> bool:
+        """Between steps: once the child compiling the decode graphs has exited, compile them here from the cache
+        it filled (seconds) and use them, or stay eager if it failed. True while it still runs."""
+        pending = self.pending_compile
+        if pending is None:
+            return False
+        status = pending.poll()
+        if status is None:
+            return True
+        torch.set_num_threads(self._threads)  # the compiled graphs' loops are made for every core
+        if status == 0:
+            started = time.monotonic()
+            self._compile_decode(pending.compiled)
+            log.info("compiled decode step %s after %.0f s in the background (%.1f s here, from the cache)",
+                     "ready" if self.compiled else "failed", time.monotonic() - pending.started,
+                     time.monotonic() - started)
+        else:
+            log.error("compiling the decode step in the background failed (exit status %s): decode steps stay "
+                      "eager. Its output:\n%s", status, pending.output())
+        self.pending_compile = None
+        pending.stop()
+        return False
+
+    def stop_compile(self) -> None:
+        """Stop a background compile still running (the engine is shutting down)."""
+        pending, self.pending_compile = self.pending_compile, None
+        if pending is not None:
+            pending.stop()
+            torch.set_num_threads(self._threads)
 
     @torch.inference_mode()
     def _forward_dummy(self, decodes: int, prefill: int, sink: int) -> None:

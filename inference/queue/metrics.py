@@ -19,6 +19,8 @@ GAUGES = {  # engine stats key -> (name, help)
     "kv_blocks_free": ("inference_worker_kv_cache_free_blocks",
                        "KV cache blocks free (prefix-cached blocks nobody holds count as free)"),
     "kv_block_size": ("inference_worker_kv_cache_block_tokens", "Tokens per KV cache block"),
+    "compiling": ("inference_worker_compiling", "1 while the compiled CPU decode step compiles in a child process "
+                  "(decode steps run eager meanwhile)"),
 }
 COUNTERS = {
     "generated_tokens": ("inference_worker_generated_tokens", "Tokens generated (rate: tokens per second)"),

@@ -166,6 +166,24 @@ def test_readyz_says_loading_then_names_a_part_that_failed(web, settings, warm_s
 
 
 @pytest.mark.django_db
+def test_readyz_names_the_models_whose_engine_still_compiles_its_decode_step(web, settings, warm_start,
+                                                                            monkeypatch):
+    """Ready: their engines answer, eager, while a child process compiles the decode step (background_compile.py)."""
+    from inference import dispatch
+
+    settings.REDIS_URL = settings.INFERENCE_QUEUE_URL = None
+    warm_start(_Stub({"urls": "ready", "engine m": "ready"}))
+    backend = dispatch.get_backend()
+    engine = type("Engine", (), {"stats": lambda self: {"compiling": self.compiling}})()
+    monkeypatch.setitem(backend._engines, "m", engine)
+    engine.compiling = 1
+    ready = web.get("/readyz")
+    assert ready.status_code == 200 and ready.json()["status"] == "ok" and ready.json()["compiling"] == ["m"]
+    engine.compiling = 0
+    assert "compiling" not in web.get("/readyz").json()
+
+
+@pytest.mark.django_db
 def test_a_queue_web_host_loads_the_tokenizers_it_has_files_for(web, settings, warm_start, tiny_model_path,
                                                                tmp_path):
     """With the worker queue the web host loads tokenizers only (no Redis needed for that), one per model whose

@@ -47,7 +47,8 @@ class Command(BaseCommand):
                                  "flex_attention on GPUs, a compiled decode kernel and SDPA prefills on the CPU)")
         parser.add_argument("--enforce-eager", action="store_true", default=None,
                             help="no CUDA graphs for decode steps on GPUs, no compiled decode steps on the "
-                                 "CPU (default: both made at start-up)")
+                                 "CPU (default: both made at start-up; on the CPU, the first time on a machine, "
+                                 "decode steps run eager while a child process compiles them)")
         parser.add_argument("--max-model-len", type=int, default=None, metavar="TOKENS",
                             help="context window, prompt and completion together (default: the model's "
                                  "max_model_len in MODELS_FILE, else INFERENCE_MAX_MODEL_LEN, else the model's own "
