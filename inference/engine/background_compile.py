@@ -7,21 +7,17 @@ process at a lower CPU priority that builds the same model runner, compiles the 
 Then the engine compiles them itself between steps, from the cache (seconds), and decode steps switch to them. Every
 compile that succeeds leaves a record (a file named by a hash of what the graphs depend on), so the next engine
 compiles at start-up, from the cache. One child at a time compiles a set of graphs on a machine (a file lock): a
-second waits, then finds them cached. A child ends with its engine: stopped when the engine shuts down, killed by
-the kernel when the engine's thread or process ends.
-
-python -m inference.engine.background_compile SPEC is the child (SPEC: the JSON of child_spec()).
+second waits, then finds them cached. Meanwhile the engine's eager steps run on one thread fewer, the core left to
+the compile (model_runner.py). A child ends with its engine: stopped when the engine shuts down, killed by the
+kernel when the engine's thread or process ends. The child is compile_child.py.
 """
 
 from __future__ import annotations
 
-import ctypes
-import fcntl
 import hashlib
 import json
 import logging
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -32,9 +28,6 @@ import torch
 
 log = logging.getLogger(__name__)
 
-NICENESS = 10  # the child's CPU priority below the serving process's
-CHILD_KV_CACHE_BYTES = 16 << 20
-PR_SET_PDEATHSIG = 1
 ROOT = Path(__file__).resolve().parents[2]  # the directory holding the `inference` package
 
 
@@ -75,7 +68,8 @@ def record(spec: dict, seconds: float) -> None:
 
 
 def child_command(spec: dict) -> list[str]:
-    return [sys.executable, "-m", "inference.engine.background_compile", json.dumps({**spec, "parent": os.getpid()})]
+    """The child's command line: compile_child.py with the runner's spec (ModelRunner._compile_spec) and this pid."""
+    return [sys.executable, "-m", "inference.engine.compile_child", json.dumps({**spec, "parent": os.getpid()})]
 
 
 class BackgroundCompile:
@@ -104,38 +98,3 @@ class BackgroundCompile:
             self.process.kill()
             self.process.wait()
         self._output.close()
-
-
-def _die_with(parent: int) -> None:
-    """Be killed when the thread that started this process ends (the engine's, on Linux): no compile outlives it."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    except (OSError, AttributeError):
-        pass
-    if os.getppid() != parent:  # it ended before this process could ask
-        sys.exit(2)
-
-
-def main(argv: list[str]) -> int:
-    spec = json.loads(argv[0])
-    _die_with(spec["parent"])
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    os.nice(NICENESS)
-    from .config import EngineConfig
-    from .model_runner import ModelRunner
-
-    folder = records_dir()
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / f"{graph_key(spec)}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # another engine's child compiling the same graphs: they will be cached
-        # The graphs alone, on a small KV cache: they take any cache size (compiled_decode.py).
-        runner = ModelRunner(spec["model_path"], EngineConfig(kv_cache_bytes=CHILD_KV_CACHE_BYTES, **spec["config"]),
-                             device="cpu", dtype=spec["dtype"], quantization=spec["quantization"],
-                             attention_backend=spec["attention_backend"], max_positions=spec["max_positions"],
-                             compile_only=True)
-    return 0 if runner.compiled is not None else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
