@@ -167,14 +167,14 @@ class ModelRunner:
             for rows, length in ((0, 3), (1, 1), (2, 1)):
                 self._forward_dummy(rows, length, sink)
         if compiled is not None:
-            if self.compile_in_background and not background_compile.recorded(self._compile_spec()):
+            spec = self._compile_spec()
+            if self.compile_in_background and not background_compile.recorded(spec):
                 try:
-                    self.pending_compile = background_compile.BackgroundCompile(self._compile_spec(), compiled)
+                    self.pending_compile = background_compile.BackgroundCompile(spec, compiled)
                 except OSError:
                     log.exception("could not start the background compile: compiling the decode step now")
             if self.pending_compile is not None:
                 # One core left to the child: eager steps on every core would stall on the one it takes.
-                self._threads = torch.get_num_threads()
                 torch.set_num_threads(max(1, self._threads - 1))
                 log.info("decode steps run eager on %d thread(s) until their compiled graphs are ready: compiling "
                          "them in a child process (pid %d; once per machine, about 3 minutes on 2 cores for the "
