@@ -57,6 +57,26 @@ class ModelSpec:
         """The context window an engine gives this model here (None: the model's own, from its config)."""
         return self.max_model_len or settings.INFERENCE_MAX_MODEL_LEN or None
 
+    @property
+    def config_window(self) -> int | None:
+        """The model's own context window as its config.json states it (max_position_embeddings, or its text
+        model's), read without loading the model; None when the file or the number is missing."""
+        try:
+            config = json.loads((self.path / "config.json").read_text())
+        except (OSError, ValueError):
+            return None
+        for section in (config, config.get("text_config") if isinstance(config, dict) else None):
+            window = section.get("max_position_embeddings") if isinstance(section, dict) else None
+            if type(window) is int and window > 0:
+                return window
+        return None
+
+    @property
+    def declared_window(self) -> int | None:
+        """The context window an engine here would give the model, before one is loaded: the shorter of
+        context_limit and config_window (a loaded engine may lower it further, to what its KV cache holds)."""
+        return min((w for w in (self.context_limit, self.config_window) if w), default=None)
+
     def engine_options(self) -> dict:
         """How an engine runs this model here: its own choices, else the settings'."""
         return {

@@ -61,6 +61,11 @@ class LocalBackend:
         """The window requests are checked against: the engine's (its tokenizer says it)."""
         return tokenizer.context_window
 
+    async def served_window(self, spec: ModelSpec) -> int | None:
+        """The window GET /v1/models reports, loading nothing: the loaded engine's, else the one it would get."""
+        engine = self._engines.get(spec.id)
+        return engine.tokenizer.context_window if engine is not None else spec.declared_window
+
     def warm_up(self, spec: ModelSpec) -> None:
         """Load the model's engine and run its warm-up requests (blocking: the warm start's thread calls it)."""
         engine = self._engine(spec)

@@ -7,11 +7,17 @@ from inference.api.auth import authenticate
 from inference.availability import ModelUnavailable
 from inference.chat.errors import backend_unavailable, model_not_found
 from inference.chat.limits import rate_headers
-from inference.dispatch import find_model, listed_models
+from inference.dispatch import find_model, get_backend, listed_models
 
 
-def _model(spec) -> dict:
-    return {"id": spec.id, "object": "model", "created": spec.created, "owned_by": spec.owned_by}
+async def _model(spec) -> dict:
+    """OpenAI's model object, with vLLM's max_model_len: the context window (prompt and completion together) that
+    requests for the model are checked against here; absent only when nothing here states it."""
+    model = {"id": spec.id, "object": "model", "created": spec.created, "owned_by": spec.owned_by}
+    window = await get_backend().served_window(spec)
+    if window:
+        model["max_model_len"] = window
+    return model
 
 
 async def list_models(request):
@@ -19,7 +25,7 @@ async def list_models(request):
         key = await authenticate(request)
     except APIError as exc:
         return json_response(exc)
-    response = JsonResponse({"object": "list", "data": [_model(spec) for spec in await listed_models()]})
+    response = JsonResponse({"object": "list", "data": [await _model(spec) for spec in await listed_models()]})
     for name, value in (await rate_headers(key)).items():
         response[name] = value
     return response
@@ -36,4 +42,4 @@ async def retrieve_model(request, model_id: str):
             raise model_not_found(model_id)
     except APIError as exc:
         return json_response(exc)
-    return JsonResponse(_model(spec))
+    return JsonResponse(await _model(spec))

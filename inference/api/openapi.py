@@ -311,6 +311,9 @@ SCHEMAS = {
         "object": {"type": "string", "enum": ["model"]},
         "created": {"type": "integer"},
         "owned_by": {"type": "string"},
+        "max_model_len": {"type": "integer", "minimum": 1,
+                          "description": "The context window (prompt and completion tokens together) requests for "
+                                         "the model are checked against on this server."},
     }, ["id", "object", "created", "owned_by"], closed=False),
     "ModelList": _obj({
         "object": {"type": "string", "enum": ["list"]},

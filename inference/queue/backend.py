@@ -134,6 +134,19 @@ class RedisBackend:
         """The window requests for the model are checked against: the smallest its live workers give it (a worker's
         --max-model-len, or what its KV cache holds), else the model's own (its tokenizer's). Asked of Redis at most
         once every WINDOW_TTL_S; unreachable, the model's own (admission answers the outage)."""
+        window = await self._known_window(spec)
+        return min(window, tokenizer.context_window) if window else tokenizer.context_window
+
+    async def served_window(self, spec) -> int | None:
+        """The window GET /v1/models reports, loading nothing: what context_window gives once this host's tokenizer
+        is loaded; before, or without the model's files here, its config.json's and its live workers'."""
+        tokenizer = self._tokenizers.get((spec.id, str(spec.path)))
+        own = tokenizer.context_window if tokenizer is not None else spec.config_window
+        return min((w for w in (await self._known_window(spec), own) if w), default=None)
+
+    async def _known_window(self, spec) -> int | None:
+        """The smallest window the model's live workers report (None: no worker says, or Redis is unreachable),
+        cached for WINDOW_TTL_S."""
         now = time.monotonic()
         known = self._windows.get(spec.id)
         if known is None or now - known[1] >= WINDOW_TTL_S:
@@ -142,7 +155,7 @@ class RedisBackend:
             except redis.RedisError:
                 window = None
             known = self._windows[spec.id] = (window, now)
-        return min(known[0], tokenizer.context_window) if known[0] else tokenizer.context_window
+        return known[0]
 
     @staticmethod
     async def _workers_window(r: aioredis.Redis, model_id: str) -> int | None:

@@ -17,6 +17,21 @@ def test_a_model_can_be_retrieved_by_id(client):
     assert (model.id, model.object) == (TINY, "model")
 
 
+def test_a_model_reports_the_context_window_requests_are_checked_against(client):
+    window = client.models.retrieve(TINY).max_model_len
+    assert window == {m.id: m.max_model_len for m in client.models.list().data}[TINY]
+    messages = [{"role": "user", "content": "Hi"}]
+    probe = client.chat.completions.create(model=TINY, messages=messages, max_tokens=1)
+    prompt = probe.usage.prompt_tokens
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.chat.completions.create(model=TINY, messages=messages, max_tokens=window - prompt + 1)
+    assert refused.value.code == "context_length_exceeded" and f"is {window} tokens" in refused.value.message
+    # At the window exactly the request is admitted (read its first chunk only: it could run to the window).
+    with client.chat.completions.create(model=TINY, messages=messages, max_tokens=window - prompt,
+                                        stream=True) as stream:
+        assert next(iter(stream)).choices[0].delta.role == "assistant"
+
+
 def test_an_unknown_model_id_is_404(client):
     with pytest.raises(openai.NotFoundError):
         client.models.retrieve("no-such-model")

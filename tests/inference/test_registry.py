@@ -70,3 +70,20 @@ def test_a_models_file_entry_may_shorten_its_context_window_over_the_setting(tmp
 def test_a_context_window_that_is_not_a_positive_integer_is_refused(tmp_path, window):
     with pytest.raises(ImproperlyConfigured, match="max_model_len"):
         _from_file(models_file(tmp_path, max_model_len=window))
+
+
+@pytest.mark.parametrize("config, limit, declared", [
+    ({"max_position_embeddings": 8192}, None, 8192),
+    ({"max_position_embeddings": 8192}, 1024, 1024),
+    ({"text_config": {"max_position_embeddings": 4096}}, None, 4096),  # a multimodal checkpoint's text model
+    ({"max_position_embeddings": "long"}, None, None),
+    ({}, 1024, 1024),
+    (None, None, None),  # no config.json
+])
+def test_a_models_window_is_known_before_its_engine_loads(tmp_path, settings, config, limit, declared):
+    """What GET /v1/models reports for a model no engine has loaded yet."""
+    settings.INFERENCE_MAX_MODEL_LEN = 0
+    if config is not None:
+        (tmp_path / "config.json").write_text(json.dumps(config))
+    entry = {"max_model_len": limit} if limit else {}
+    assert _from_file(models_file(tmp_path, **entry))["m"].declared_window == declared

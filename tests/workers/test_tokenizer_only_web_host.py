@@ -18,6 +18,7 @@ from tests.workers.conftest import WorkerPool
 SPLIT = "tiny-split"  # the web host has its tokenizer files only; a worker its weights
 BARE = "tiny-split-bare"  # the web host has none of its files; a worker its weights
 NOBODY = "tiny-split-nobody"  # listed in the web host's MODELS_FILE, but no files and no worker
+BARE_WINDOW = 640  # BARE's worker serves a window shorter than the model's
 MESSAGES = [{"role": "system", "content": "Answer briefly."}, {"role": "user", "content": "Name three colours."}]
 
 
@@ -40,11 +41,11 @@ def hosts(tiny_model_path, tmp_path_factory, redis_url):
         call_command("prepare_model", "--tokenizer-only", "--model", SPLIT, "--source", tiny_model_path)
     pools = [WorkerPool(redis_url, workers, folder, model=model) for model in (SPLIT, BARE)]
     try:
-        for pool in pools:
-            pool.start()
+        pools[0].start()
+        pools[1].start("--max-model-len", str(BARE_WINDOW))
         for pool in pools:
             pool.ensure(1)
-        yield {"web": web, "web_folder": web_folder, "weights": weights}
+        yield {"web": web, "web_folder": web_folder, "weights": weights, "pools": dict(zip((SPLIT, BARE), pools))}
     finally:
         for pool in pools:
             pool.stop_all()
@@ -94,6 +95,15 @@ def test_a_model_only_the_workers_have_is_listed_and_refused_naming_the_files_to
         openai_client.chat.completions.create(model=NOBODY, messages=MESSAGES, max_tokens=8)
     with pytest.raises(openai.NotFoundError):
         openai_client.models.retrieve(NOBODY)
+
+
+def test_the_model_list_reports_the_window_the_workers_serve(hosts, settings, queue, openai_client):
+    settings.MODELS_FILE = hosts["web"]
+    split_window = next(iter(hosts["pools"][SPLIT].heartbeats().values()))["context_window"]
+    listed = {m.id: m.max_model_len for m in openai_client.models.list().data}
+    assert listed[SPLIT] == split_window  # its config.json says 2048; the worker may hold fewer in its KV cache
+    assert listed[BARE] == BARE_WINDOW  # no files here: the live worker's --max-model-len
+    assert openai_client.models.retrieve(BARE).max_model_len == BARE_WINDOW
 
 
 def test_with_the_queue_unreachable_a_model_without_files_here_is_a_503_not_a_404(hosts, settings, queue,
