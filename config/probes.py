@@ -1,6 +1,8 @@
 """Probes for load balancers and orchestrators.
 
-/livez   the process answers: no dependency is consulted, so a database outage never restarts it.
+/livez   the process answers: no dependency is consulted, so a database outage never restarts it. 503 (status
+         "stalled", naming the models) when an engine in this process (the embedded default) has run one step for
+         INFERENCE_STALL_TIMEOUT_S: a hung device or kernel, which only a restart ends.
 /readyz  it can serve: the database answers, Redis too when configured, with the worker queue
          (INFERENCE_QUEUE_URL) every served model has at least one live worker taking requests, and the warm
          start (inference.dispatch.WarmStart) has loaded what the first request needs. 503 with the failed checks
@@ -25,6 +27,11 @@ async def healthz(request):
 
 
 async def livez(request):
+    from inference.dispatch import get_backend
+
+    stalled = getattr(get_backend(), "stalled", list)()
+    if stalled:
+        return JsonResponse({"status": "stalled", "stalled": stalled}, status=503)
     return JsonResponse({"status": "ok"})
 
 

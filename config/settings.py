@@ -341,6 +341,11 @@ INFERENCE_QUEUE_LIMIT = env_int("INFERENCE_QUEUE_LIMIT", 256, minimum=1)
 # many seconds: the request ends with a 400 naming the limit.
 INFERENCE_GRAMMAR_COMPILE_TIMEOUT_S = env_float("INFERENCE_GRAMMAR_COMPILE_TIMEOUT_S", 10.0, minimum=0.1,
                                                 maximum=3600.0)
+# An engine whose step has run this many seconds is taken as hung (a stuck device or kernel): an inference worker
+# leaves the queue and exits 3 (its requests end as worker_lost) so that its supervisor restarts it, and the
+# embedded server's /livez answers 503. 0: never. A step is one batch's forward pass and sampling: a second or
+# less for the default model, more for large models on a CPU.
+INFERENCE_STALL_TIMEOUT_S = env_float("INFERENCE_STALL_TIMEOUT_S", 120.0, minimum=0.0, maximum=86400.0)
 # Warm start: a web process loads what the first request needs (the embedded engine with its warm-up requests,
 # or the models' tokenizers) in a background thread as it starts, and /readyz says not ready until it has;
 # workers run their warm-up requests before their first heartbeat. 0: everything loads on first use.

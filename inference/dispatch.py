@@ -99,6 +99,19 @@ class LocalBackend:
         """The models whose engine is compiling its decode step in the background (serving eager meanwhile)."""
         return [model_id for model_id, engine in list(self._engines.items()) if engine.stats().get("compiling")]
 
+    def stalled(self) -> list[str]:
+        """The models whose engine has run one step for INFERENCE_STALL_TIMEOUT_S (hung: /livez fails), logging
+        where each engine's thread is."""
+        limit = settings.INFERENCE_STALL_TIMEOUT_S
+        stalled = []
+        for model_id, engine in list(self._engines.items()):
+            seconds = engine.stalled_for()
+            if limit and seconds >= limit:
+                log.critical("the engine of %s has run one step for %.0f s (INFERENCE_STALL_TIMEOUT_S %g): it "
+                             "hangs. Its thread:\n%s", model_id, seconds, limit, engine.thread_stack())
+                stalled.append(model_id)
+        return stalled
+
     def cancel(self, spec: ModelSpec, request_id: str) -> None:
         engine = self._engines.get(spec.id)
         if engine is not None:

@@ -8,7 +8,10 @@ thread only. Requests join and leave the running batch at every step.
 from __future__ import annotations
 
 import logging
+import sys
 import threading
+import time
+import traceback
 from collections import deque
 from collections.abc import Callable
 
@@ -92,6 +95,7 @@ class Engine:
         self._grammar_lock = threading.Lock()
         self.generated_tokens = 0  # since start, every choice's tokens
         self.steps = 0
+        self._busy_since: float | None = None  # time.monotonic() when the step (or graph load) under way began
         self._ready.set()
 
     # -- any thread ---------------------------------------------------------
@@ -106,6 +110,17 @@ class Engine:
                 "prefix_hit_tokens": bm.hit_tokens, "preemptions": sched.num_preemptions,
                 "generated_tokens": self.generated_tokens, "steps": self.steps,
                 "compiling": int(self.runner.pending_compile is not None)}
+
+    def stalled_for(self) -> float:
+        """Seconds the step under way has been running (0 between steps): what tells a hung model or device (a
+        worker's --stall-timeout, the embedded server's /livez) from a busy one."""
+        since = self._busy_since
+        return 0.0 if since is None else max(0.0, time.monotonic() - since)
+
+    def thread_stack(self) -> str:
+        """Where the engine's thread is now, as a traceback (for the log of a stalled engine)."""
+        frame = sys._current_frames().get(self._thread.ident)
+        return "".join(traceback.format_stack(frame)) if frame is not None else "(the engine thread has ended)"
 
     def start(self) -> None:
         with self._cond:
@@ -235,14 +250,19 @@ class Engine:
                 self._drain_inbox()
                 break
             if compiling:
+                self._busy_since = time.monotonic()
                 compiling = self.runner.poll_compile()  # once done, its graphs load here between two steps
+                self._busy_since = None
             self._drain_inbox()
             if self.scheduler.has_unfinished:
+                self._busy_since = time.monotonic()
                 try:
                     self._step()
                 except Exception as exc:  # the model or the device failed: end what was running, keep serving
                     log.exception("engine step failed")
                     self._fail_all(f"{type(exc).__name__}: {exc}")
+                finally:
+                    self._busy_since = None
         self._cancel_all()
 
     def _drain_inbox(self) -> None:

@@ -3,7 +3,11 @@
 Django-free, like the worker it is part of (`inference.queue.worker.Worker` mixes it in).
 
 Threads:
-  heartbeat   every HEARTBEAT_INTERVAL_S: SET the worker's key with a HEARTBEAT_TTL_MS TTL, ZADD it to
+  heartbeat   every HEARTBEAT_INTERVAL_S: first, when the engine's step under way has run past the stall timeout
+              (a hung device or kernel: nothing in the process can stop it), logs where the engine's thread is,
+              leaves the queue (its heartbeat deleted: the API processes end its requests as worker_lost at
+              once, settled for what it published) and exits the process with EXIT_STALLED for its supervisor to
+              restart it. Then SET the worker's key with a HEARTBEAT_TTL_MS TTL, ZADD it to
               the model's set of accepting workers (ZREM once draining), re-check the cancel keys of
               the requests in flight, cancel those whose API process let its lease lapse (it died: the
               request would run on for nobody), and now and then drop consumers of dead workers from
@@ -29,6 +33,7 @@ from inference.queue import protocol as p
 
 log = logging.getLogger("inference.queue.worker")  # the worker's logger, as before the split
 
+EXIT_STALLED = 3  # the process status of a worker whose engine hung
 CONSUMER_PRUNE_EVERY_S = 30.0
 CONSUMER_DEAD_IDLE_MS = 60_000
 
@@ -42,6 +47,7 @@ class LivenessMixin:
     max_running: int
     heartbeat_ttl_ms: int
     heartbeat_interval: float
+    stall_timeout_s: float
     _requests_key: str
     _workers_key: str
     _heartbeat_key: str
@@ -67,6 +73,7 @@ class LivenessMixin:
     def _heartbeat_loop(self) -> None:
         next_prune = time.monotonic() + 1.0
         while not self._stop_heartbeat.wait(self.heartbeat_interval):
+            self._exit_if_stalled()
             try:
                 self._beat()
                 if time.monotonic() >= next_prune:
@@ -77,6 +84,26 @@ class LivenessMixin:
                 log.warning("heartbeat failed: %s", exc)
             except Exception:
                 log.exception("heartbeat failed")
+
+    def _exit_if_stalled(self) -> None:
+        stalled = self._engine.stalled_for()
+        if not self.stall_timeout_s or stalled < self.stall_timeout_s:
+            return
+        with self._cond:
+            running = len(self._inflight)
+        log.critical("the engine's step has run for %.0f s (stall timeout %g s): the engine hangs. Worker %s leaves "
+                     "the queue and exits %d; its %d running requests end as worker_lost. The engine's thread:\n%s",
+                     stalled, self.stall_timeout_s, self.worker_id, EXIT_STALLED, running,
+                     self._engine.thread_stack())
+        try:
+            pipe = self._redis.pipeline(transaction=False)
+            pipe.zrem(self._workers_key, self.worker_id)
+            pipe.delete(self._heartbeat_key)
+            pipe.execute()
+        except redis.RedisError as exc:  # the heartbeat lapses within its TTL all the same
+            log.warning("could not leave the queue: %s", exc)
+        logging.shutdown()
+        os._exit(EXIT_STALLED)  # the engine's thread cannot be stopped, nor joined: no orderly exit waits for it
 
     def _beat(self) -> None:
         with self._cond:

@@ -88,6 +88,7 @@ class Worker(LivenessMixin, PublisherMixin):
         metrics_port: int | None = None,
         metrics_addr: str = "127.0.0.1",
         warm_up: bool = True,
+        stall_timeout_s: float = 120.0,
     ):
         if max_running < 1:
             raise ValueError("max_running must be >= 1")
@@ -103,6 +104,7 @@ class Worker(LivenessMixin, PublisherMixin):
         self.read_block_ms = read_block_ms
         self.metrics_port, self.metrics_addr = metrics_port, metrics_addr
         self.warm_up = warm_up  # run the engine's warm-up requests before the first heartbeat
+        self.stall_timeout_s = stall_timeout_s  # a step running longer: the engine hangs, the worker exits (0: never)
         self.ready = False  # loaded and warmed up: the first heartbeat follows (the metrics' inference_worker_ready)
 
         self._requests_key = p.requests_key(model_id)

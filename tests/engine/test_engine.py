@@ -259,3 +259,21 @@ def test_max_model_len_shortens_the_window_and_past_the_models_own_is_refused(ti
         assert (c.wait().final.finish_reason, c.final.completion_tokens) == ("length", 4)
     finally:
         eng.shutdown()
+
+
+def test_a_step_that_hangs_is_seen_from_other_threads_with_where_it_hangs(engine, prompt_ids):
+    started, release = threading.Event(), threading.Event()
+    assert engine.stalled_for() == 0.0  # idle
+    c = Collector(blocking_callback(started, release))
+    engine.submit(GenerationRequest("hangs", prompt_ids, SamplingParams(max_tokens=4, temperature=0.0)), c)
+    try:
+        assert started.wait(TIMEOUT)
+        first = engine.stalled_for()
+        wait_until(lambda: engine.stalled_for() >= first + 0.2, timeout=5, message="the stall to grow")
+        stack = engine.thread_stack()
+        assert "_step" in stack and "on_event" in stack  # the engine's thread, held in the callback
+    finally:
+        release.set()
+    c.wait()
+    assert c.final.finish_reason == "length"
+    wait_until(lambda: engine.stalled_for() == 0.0, timeout=5, message="no step under way")

@@ -47,6 +47,8 @@ def test_on_a_gpu_the_cache_is_sized_from_free_memory_unless_given(captured):
     (["--kv-cache-mb", "4"], "--kv-cache-mb"),
     (["--max-running", "0"], "--max-running"),
     (["--max-model-len", "0"], "--max-model-len"),
+    (["--stall-timeout", "-1"], "--stall-timeout"),
+    (["--stall-timeout", "nan"], "--stall-timeout"),
 ])
 def test_bad_values_stop_the_worker_before_it_loads_anything(captured, args, message):
     with pytest.raises(CommandError, match=message):
@@ -62,3 +64,13 @@ def test_the_context_window_comes_from_the_flag_else_the_models_file_else_the_se
     assert captured["engine_factory"].keywords["max_model_len"] == 1024
     call_command("inference_worker", "--model", "tiny", "--max-model-len", "512")
     assert captured["engine_factory"].keywords["max_model_len"] == 512
+
+
+def test_the_stall_timeout_comes_from_the_flag_else_the_setting(captured, settings):
+    call_command("inference_worker", "--model", "tiny")
+    assert captured["stall_timeout_s"] == 120.0
+    settings.INFERENCE_STALL_TIMEOUT_S = 30.0
+    call_command("inference_worker", "--model", "tiny")
+    assert captured["stall_timeout_s"] == 30.0
+    call_command("inference_worker", "--model", "tiny", "--stall-timeout", "0")
+    assert captured["stall_timeout_s"] == 0.0  # never

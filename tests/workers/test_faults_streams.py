@@ -27,6 +27,7 @@ from billing.selectors import ledger_sum_micro
 from billing.tasks.holds import sweep_holds
 from inference.engine.types import GenerationRequest, SamplingParams
 from inference.queue import protocol
+from inference.queue.liveness import EXIT_STALLED
 from tests.plugins.live_server import TINY_PRICE, tiny_cost
 from tests.poll import wait_until
 from tests.workers.conftest import ROOT, WorkerPool
@@ -36,6 +37,8 @@ TOKENS_PER_S = 25
 CREDIT = 1_000_000
 LONG = [{"role": "user", "content": "Tell me a long story about the sea and the ships."}]
 WEB_START_TIMEOUT = 60
+HANG_SEED, HANG_AFTER = 4242, 12  # a request with this seed hangs its paced worker's engine after so many tokens
+STALL_TIMEOUT = 4.0  # the paced workers' --stall-timeout (their steps take 1/TOKENS_PER_S)
 
 
 def _free_port() -> int:
@@ -76,7 +79,9 @@ class PacedPool(WorkerPool):
         with open(path, "wb") as log:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "tests.workers.paced_worker", "--redis-url", self.env["REDIS_URL"],
-                 "--model", PACED, "--model-path", self.model_path, "--tokens-per-s", str(TOKENS_PER_S), *extra],
+                 "--model", PACED, "--model-path", self.model_path, "--tokens-per-s", str(TOKENS_PER_S),
+                 "--hang-seed", str(HANG_SEED), "--hang-after", str(HANG_AFTER),
+                 "--stall-timeout", str(STALL_TIMEOUT), *extra],
                 cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         proc.log_path = path
         self.procs.append(proc)
@@ -466,6 +471,45 @@ def test_a_worker_killed_mid_stream_ends_the_stream_with_its_usage_and_done_and_
            charged_prompt=0, cost_micro=lost_record.cost_micro,
            other_stream=f"{kept.finish_reason}, {kept_record.completion_tokens} tokens, "
                         f"{kept_record.cost_micro} micro-USD")
+
+
+@pytest.mark.money
+def test_a_worker_whose_engine_hangs_leaves_the_queue_and_exits_and_its_stream_ends_with_its_usage(
+        web_replica, workers, paced_pool, org_key, rds, scaled_out):
+    org, secret = org_key
+    web = web_replica()
+    hung = SSEReader(web.url, secret, {**stream_body(400), "seed": HANG_SEED})
+    hung.start()
+    assert hung.started_event.wait(60) and hung.status == 200, (hung.status, hung.broken, web.log())
+    worker_id = wait_until(lambda: rds.get(protocol.claim_key(hung.request_id)), timeout=30,
+                           message="the request to be claimed")
+    victim = paced_pool.proc_of(worker_id)
+    wait_until(lambda: max((e.completion_tokens for e in worker_events(rds, hung.request_id)), default=0)
+               >= HANG_AFTER, timeout=60, interval=0.01, message="the tokens before the hang")
+    hung_at = time.monotonic()
+
+    assert victim.wait(timeout=STALL_TIMEOUT + 30) == EXIT_STALLED
+    hung.join(timeout=30)
+    assert not hung.is_alive()
+    ended_after = time.monotonic() - hung_at
+    log = paced_pool.log_of(victim)
+    assert "the engine hangs" in log and "hang_forever" in log, log  # where the engine's thread was held
+    assert worker_id not in rds.zrange(protocol.workers_key(PACED), 0, -1)
+
+    # The stream: the tokens before the hang, the error, the usage of what was generated, then [DONE].
+    assert hung.broken is None and hung.events[-1] == "[DONE]", (hung.broken, hung.events[-3:])
+    usage_chunk, error_event = hung.events[-2], hung.events[-3]
+    assert error_event["error"]["code"] == "worker_lost", error_event
+    assert usage_chunk["usage"]["completion_tokens"] == HANG_AFTER
+    assert hung.text == "".join(e.text for e in worker_events(rds, hung.request_id))  # all it published
+    record = wait_until(lambda: UsageRecord.objects.filter(request_id=hung.request_id).first(),
+                        message="the request settled")
+    assert (record.status, record.completion_tokens) == ("failed", HANG_AFTER)
+    assert record.cost_micro == tiny_cost(0, HANG_AFTER)
+    assert sweep_holds() == {"settled": 0, "released": 0}
+    assert_ledger_exact(org, [record])
+    report("engine hangs", stall_timeout_s=STALL_TIMEOUT, stream_ended_after_s=round(ended_after, 1),
+           generated=HANG_AFTER, cost_micro=record.cost_micro)
 
 
 @pytest.mark.money

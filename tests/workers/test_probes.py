@@ -93,3 +93,34 @@ def test_readyz_flips_when_the_last_worker_of_a_model_stops_and_back_when_one_st
     assert body["checks"]["workers"][TINY] == 1
     others_served = all(count for count in body["checks"]["workers"].values())
     assert (status, body.get("failed")) == ((200, None) if others_served else (503, ["workers"]))
+
+
+class _Engine:
+    """What /livez asks of an embedded engine: how long its step under way has run, and where its thread is."""
+
+    def __init__(self, stalled: float):
+        self.stalled = stalled
+
+    def stalled_for(self) -> float:
+        return self.stalled
+
+    def thread_stack(self) -> str:
+        return '  File "model_runner.py", line 1, in run\n'
+
+
+def test_livez_fails_while_an_embedded_engine_hangs_in_one_step_and_names_its_model(web, settings, monkeypatch,
+                                                                                    caplog):
+    from inference import dispatch
+
+    settings.REDIS_URL = settings.INFERENCE_QUEUE_URL = None
+    settings.INFERENCE_STALL_TIMEOUT_S = 120
+    engine = _Engine(stalled=119.0)  # a long step, not yet a hung one
+    monkeypatch.setitem(dispatch.get_backend()._engines, "m", engine)
+    assert web.get("/livez").json() == {"status": "ok"}
+    engine.stalled = 121.0
+    live = web.get("/livez")
+    assert live.status_code == 503 and live.json() == {"status": "stalled", "stalled": ["m"]}
+    assert "The engine of m has run one step for 121 s".lower() in caplog.text.lower()
+    assert "model_runner.py" in caplog.text  # where its thread is held
+    settings.INFERENCE_STALL_TIMEOUT_S = 0  # never
+    assert web.get("/livez").status_code == 200

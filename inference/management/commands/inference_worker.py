@@ -17,7 +17,8 @@ class Command(BaseCommand):
         "model is loaded and has run its warm-up requests (INFERENCE_WARM_START=0: loaded only); "
         "the API answers 503 with Retry-After while no worker serves a model. SIGTERM or Ctrl-C drains: "
         "no new requests are taken, running ones finish, then the process exits 0 (a second signal cancels "
-        "the running requests, a third exits at once)."
+        "the running requests, a third exits at once). A worker whose engine hangs in one step for --stall-timeout "
+        "seconds logs where, leaves the queue (its running requests end as worker_lost) and exits 3."
     )
 
     requires_system_checks = []  # a worker serves no URLs or admin: start as fast as possible
@@ -66,12 +67,17 @@ class Command(BaseCommand):
                                  "prefix-cache hits, generated tokens, preemptions, queue depth (default: none)")
         parser.add_argument("--metrics-addr", default="127.0.0.1", metavar="ADDR",
                             help="address for --metrics-port (default: 127.0.0.1; 0.0.0.0 for a remote Prometheus)")
+        parser.add_argument("--stall-timeout", type=float, default=None, metavar="SECONDS",
+                            help="a step of the engine running longer is taken as a hung device or kernel: the "
+                                 "worker logs the engine thread's stack, leaves the queue and exits 3 for its "
+                                 "supervisor to restart it; 0: never (default: the INFERENCE_STALL_TIMEOUT_S "
+                                 "setting, 120)")
         parser.add_argument("--worker-id", default=None, metavar="NAME",
                             help="name in heartbeats and logs (default: host-pid-random; must be unique)")
 
     def handle(self, *args, model, device, max_running, worker_id, kv_cache_mb, gpu_memory_utilization, dtype,
                quantization, attention_backend, enforce_eager, no_prefix_cache, metrics_port, metrics_addr,
-               max_model_len, **options):
+               max_model_len, stall_timeout, **options):
         url = getattr(settings, "INFERENCE_QUEUE_URL", None)
         if not url:
             raise CommandError("No inference queue is configured: set INFERENCE_QUEUE_URL (or REDIS_URL).")
@@ -83,6 +89,8 @@ class Command(BaseCommand):
             raise CommandError("--gpu-memory-utilization must be in (0, 1].")
         if max_model_len is not None and max_model_len < 1:
             raise CommandError("--max-model-len must be at least 1.")
+        if stall_timeout is not None and not 0 <= stall_timeout <= 86400:
+            raise CommandError("--stall-timeout must be 0 (never) to 86400 seconds.")
         spec = get_model(model)
         if spec is None:
             known = ", ".join(sorted(all_models())) or "none"
@@ -109,6 +117,8 @@ class Command(BaseCommand):
         status = run_worker(redis_url=url, model_id=spec.id, model_path=str(spec.path), device=device,
                             max_running=max_running, worker_id=worker_id, metrics_port=metrics_port,
                             metrics_addr=metrics_addr, warm_up=settings.INFERENCE_WARM_START,
+                            stall_timeout_s=settings.INFERENCE_STALL_TIMEOUT_S if stall_timeout is None
+                            else stall_timeout,
                             engine_factory=partial(load_engine, kv_cache_bytes=None if kv_cache_mb is None
                                                    else kv_cache_mb << 20, max_num_seqs=max_running,
                                                    enable_prefix_caching=settings.INFERENCE_PREFIX_CACHE
