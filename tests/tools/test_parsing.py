@@ -44,16 +44,38 @@ def test_hermes_arguments_given_as_a_json_string_are_accepted():
 @pytest.mark.parametrize("text", [
     "Just an answer, no tools needed.",
     "<tool_call>\nnot json\n</tool_call>",
-    '<tool_call>{"name": "f", "arguments": {"a": 1</tool_call>',  # unbalanced
+    '<tool_call>{"arguments": {"a": 1}, "name": "f"</tool_call>',  # unbalanced, name last: never a call
     '<tool_call>{"arguments": {}}</tool_call>',  # no name
     '<tool_call>{"name": "f", "arguments": [1, 2]}</tool_call>',  # arguments not an object
-    '<tool_call>{"name": "f", "arguments": {"x": NaN}}</tool_call>',
+    '<tool_call>{"arguments": {"x": NaN}, "name": "f"}</tool_call>',
     "I would use <tool_call> here but I won't.",
     "Ends with a partial tag <tool_ca",
     "  leading and trailing whitespace is kept  \n",
 ])
 def test_hermes_text_that_is_not_a_call_stays_content_unchanged(text):
     assert parse_tool_calls("hermes", text) == (text, [])
+
+
+@pytest.mark.parametrize("text, name, arguments", [
+    # Cut off by max_tokens: the call keeps the arguments it has, as OpenAI's do (finish_reason "length").
+    ('<tool_call>\n{"name": "get_weather", "arguments": {"city": "Par', "get_weather", '{"city": "Par'),
+    ('<tool_call>{"name": "f", "arguments": {"a": 1</tool_call>', "f", '{"a": 1'),  # a brace skipped
+    ('<tool_call>{"name": "f", "arguments": {"x": NaN}}</tool_call>', "f", '{"x": NaN}'),  # as written
+    ('<tool_call>{"name":"f","arguments":{"a":1}}</tool_call>', "f", '{"a":1}'),  # compact, as written
+    ('<tool_call>{"name": "f", "arguments": {"a": 1}</tool_call>', "f", '{"a": 1}'),  # the call's brace missing
+    ('<tool_call>{"name": "f", "arguments": {"a": 1}, "id": 7}</tool_call>', "f", '{"a": 1}'),  # more keys
+    ('<tool_call>{"arguments": {"a":1}, "name": "f"}</tool_call>', "f", '{"a": 1}'),  # name last: read whole
+])
+def test_hermes_a_call_naming_its_function_first_is_a_call_from_its_arguments_on(text, name, arguments):
+    content, found = parse_tool_calls("hermes", text)
+    assert content is None and [(c.name, c.arguments) for c in found] == [(name, arguments)]
+
+
+def test_llama3_a_call_cut_off_keeps_its_arguments():
+    content, found = parse_tool_calls("llama3", '{"name": "get_time", "parameters": {"offset_hours": 3')
+    assert content is None and [(c.name, c.arguments) for c in found] == [("get_time", '{"offset_hours": 3')]
+    content, found = parse_tool_calls("llama3", '{"name": "get_time", "parameters": {"offset_hours": 3}')
+    assert [(c.name, c.arguments) for c in found] == [("get_time", '{"offset_hours": 3}')]
 
 
 def test_hermes_garbage_tag_before_a_real_call_stays_content():
@@ -95,7 +117,7 @@ def test_llama3_text_after_the_calls_is_content():
 @pytest.mark.parametrize("text", [
     "The capital of France is Paris.",
     'Here is JSON: {"name": "get_time", "parameters": {}}',  # a call only counts at the start
-    '{"name": "get_time", "parameters": {"offset_hours": 3}',  # cut off
+    '{"parameters": {"offset_hours": 3}, "name": "get_time"',  # cut off, name last
     '{"city": "Paris"}',  # JSON, but not a call
     '[{"name": "get_time", "parameters": {}}]',
     "<|python_tag|>print('hi')",

@@ -19,6 +19,13 @@ OUTPUTS = {
         "<tool_call>\n{\"name\": \"half\", \"arguments\": {\"a\": 1\n",
         "Plain answer with < and <tool and </tool_call> but no call.  ",
         "  ",
+        '<tool_call>{"name":"f","arguments":{"a":[1,{"b":"}"}],"c":"x\x04y"}}</tool_call>',
+        '<tool_call>{"name": "f", "arguments": {"a": 1}, "extra": {"k": "}"}}</tool_call> after',
+        '<tool_call>{"name": "f", "arguments": {"a": 1}</tool_call><tool_call>{"name": "g", "arguments": {}}',
+        '<tool_call>{"name": "f", "arguments": {"a": 1 </tool_call> then text',
+        '<tool_call>{"arguments": {"a": 1}, "name": "f"}</tool_call>',
+        '<tool_call>{"name": "f", "arguments": "{\\"a\\": 1}"}</tool_call>',
+        '<tool_call>{"name": "f", "arguments": {"s": "unterminated',
     ],
     "llama3": [
         '{"name": "get_time", "parameters": {"offset_hours": 5}}',
@@ -29,6 +36,8 @@ OUTPUTS = {
         "<|python_tag",
         "Not a call at all, but {braces} and ; semicolons.",
         '{"name": "cut", "parameters": {"a": "unterminated',
+        '{"name":"f","parameters":{"a":{"b":[]}}};{"name":"g","arguments":{}} ; x',
+        '{"parameters": {"a": 1}, "name": "f"}; {"name": "g", "parameters": {"b": 2}}',
     ],
 }
 CASES = [(fmt, text) for fmt, texts in OUTPUTS.items() for text in texts]
@@ -112,20 +121,37 @@ def test_partial_tag_markup_is_never_sent_as_content():
     assert not any("<" in d.get("content", "") for d in deltas)
 
 
-def test_a_call_is_sent_as_soon_as_it_is_complete():
+def test_a_calls_name_is_sent_as_its_arguments_begin_and_its_arguments_as_they_come():
     stream = ToolCallStream("hermes")
     assert stream.feed("Hi ") == [{"content": "Hi"}]
     assert stream.feed("<tool_") == []
-    assert stream.feed(f"call>{CALL_T}") == []  # the closing tag may still follow
-    deltas = stream.feed("</tool_call>")
-    call_id = stream.calls[0].id
+    assert stream.feed('call>\n{"name": "get_time", "argu') == []  # not yet known to be a call
+    deltas = stream.feed('ments": {"offset')
+    call_id = deltas[0]["tool_calls"][0]["id"]
     assert re.fullmatch(r"call_[A-Za-z0-9]{24}", call_id)
     assert deltas == [
         {"tool_calls": [{"index": 0, "id": call_id, "type": "function",
                          "function": {"name": "get_time", "arguments": ""}}]},
-        {"tool_calls": [{"index": 0, "function": {"arguments": json.dumps({"offset_hours": -3})}}]},
+        {"tool_calls": [{"index": 0, "function": {"arguments": '{"offset'}}]},
     ]
-    assert stream.finish() == []
+    assert stream.feed('_hours": -3') == [{"tool_calls": [{"index": 0, "function": {"arguments": '_hours": -3'}}]}]
+    assert stream.feed("}}\n</tool_") == [{"tool_calls": [{"index": 0, "function": {"arguments": "}"}}]}]
+    assert stream.feed("call>") == [] and stream.finish() == []
+    assert [(c.id, c.name, c.arguments) for c in stream.calls] == [(call_id, "get_time", '{"offset_hours": -3}')]
+
+
+def test_a_call_written_otherwise_is_sent_whole_once_complete():
+    stream = ToolCallStream("hermes")
+    assert stream.feed('<tool_call>{"arguments": {"offset_hours": -3}, ') == []
+    deltas = stream.feed('"name": "get_time"}</tool_call>')
+    assert [d["tool_calls"][0]["function"] for d in deltas] == [
+        {"name": "get_time", "arguments": ""}, {"arguments": json.dumps({"offset_hours": -3})}]
+
+
+def test_raw_control_characters_are_escaped_as_the_arguments_stream():
+    _, deltas = run_stream("hermes", list('<tool_call>{"name": "echo", "arguments": {"text": "a\x04b\nc"}}'))
+    _, calls = assemble(deltas)
+    assert "\x04" not in calls[0]["arguments"] and json.loads(calls[0]["arguments"]) == {"text": "a\x04b\nc"}
 
 
 def test_call_ids_differ_between_calls():

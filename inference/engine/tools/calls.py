@@ -92,13 +92,13 @@ def call_from_json(text: str) -> ParsedCall | None:
     return ParsedCall(name=name, arguments=dumps(args))
 
 
-def object_end(text: str, start: int) -> int | None:
-    """Index just past the JSON object or array opening at text[start], or None if it is not closed yet.
+def object_end(text: str, start: int, depth: int = 0) -> int | None:
+    """Index just past the JSON object or array opening at text[start] (with `depth` 1: the one text[start] is
+    inside of), or None if it is not closed yet.
 
     Only brackets outside strings count, so a "</tool_call>" or "}" inside a string
     value cannot end a call early. The span is not validated here.
     """
-    depth = 0
     in_string = escaped = False
     for i in range(start, len(text)):
         ch = text[i]
