@@ -4,10 +4,11 @@ Django-free; everything it needs comes in as arguments (see `manage.py inference
 
 Threads:
   main        reads requests (XREADGROUP, one at a time, only while fewer than max_running are in
-              flight), claims them (an atomic script: ACK + XDEL + claim key + "claimed" event),
-              compiles their grammar constraint if any (Engine.prepare: up to ~1 s on a cache miss,
-              with the GIL released, so heartbeats and the engine loop go on) and submits them to the
-              engine.
+              flight), claims them (an atomic script: ACK + XDEL + claim key + "claimed" event) and
+              submits them to the engine.
+  prepare     PREPARE_THREADS threads take over a request with a grammar constraint after its claim: its
+              compile (Engine.prepare, in the engine's grammar process, up to its timeout on a cache miss)
+              never holds up the reading of the requests behind it; then they submit it.
   publisher   XADDs every TokenEvent the engine reports to the request's event stream, in order, in
               batches. Entry ids are explicit (0-1 is "claimed", 0-2... the events), so a batch retried
               after a connection error never duplicates an event. (inference.queue.publisher)
@@ -35,6 +36,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import redis
 
@@ -49,6 +51,7 @@ from inference.queue.publisher import PUBLISH_BATCH, PublisherMixin  # noqa: F40
 
 log = logging.getLogger(__name__)
 
+PREPARE_THREADS = 2  # requests whose grammar is being compiled at once (the compiles queue in the grammar process)
 STALE_GRACE_MS = 5000  # an entry older than its claim timeout plus this was given up by its API process
 
 
@@ -130,6 +133,7 @@ class Worker(LivenessMixin, PublisherMixin):
         self._started = time.time()
         self._redis: redis.Redis | None = None
         self._engine = None
+        self._preparing = ThreadPoolExecutor(PREPARE_THREADS, thread_name_prefix="queue-prepare")
 
     # -- entry point --------------------------------------------------------
 
@@ -299,8 +303,24 @@ class Worker(LivenessMixin, PublisherMixin):
         prompt_tokens = len(request.prompt_token_ids)
         with self._cond:
             self._inflight[request_id] = prompt_tokens
+        if request.constraint is not None and hasattr(self._engine, "prepare"):
+            self._preparing.submit(self._start_safely, request, prompt_tokens)  # its compile holds up no other
+        else:
+            self._start(request, prompt_tokens)
+
+    def _start_safely(self, request, prompt_tokens: int) -> None:
+        try:
+            self._start(request, prompt_tokens)
+        except Exception as exc:  # in a pool thread, where nothing else would see it: the request must still end
+            log.exception("starting %s failed", request.request_id)
+            self._outbox.put(TokenEvent(request.request_id, finished=True, finish_reason=FINISH_ERROR,
+                                        error=f"{type(exc).__name__}: {exc}", prompt_tokens=prompt_tokens))
+
+    def _start(self, request, prompt_tokens: int) -> None:
+        """Compile the request's constraint if any, then submit it, unless it was cancelled meanwhile."""
+        request_id = request.request_id
         self._prepare(request)
-        if self._cancel_requested(request_id):
+        if self._signals >= 2 or self._cancel_requested(request_id):
             self._outbox.put(TokenEvent(request_id, finished=True, finish_reason=FINISH_CANCELLED,
                                         prompt_tokens=prompt_tokens))
             return
@@ -324,12 +344,11 @@ class Worker(LivenessMixin, PublisherMixin):
                 self._submitted.add(request_id)
 
     def _prepare(self, request) -> None:
-        """Compile the request's constraint here, off the engine loop (a failure ends it in submit)."""
-        prepare = getattr(self._engine, "prepare", None)
-        if request.constraint is None or prepare is None:
+        """Compile the request's constraint, off the engine loop (a failure ends it in submit)."""
+        if request.constraint is None or not hasattr(self._engine, "prepare"):
             return
         try:
-            prepare(request)
+            self._engine.prepare(request)
         except Exception:
             log.exception("preparing %s failed", request.request_id)
 
@@ -391,6 +410,7 @@ class Worker(LivenessMixin, PublisherMixin):
             pipe.execute()
 
         self._safely(leave)
+        self._preparing.shutdown(wait=False)  # idle: every request it took has ended
         try:
             self._engine.shutdown()
         except Exception:
