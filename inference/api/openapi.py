@@ -236,6 +236,37 @@ SCHEMAS = {
                       "description": "vLLM extension: documents for templates that support retrieval."},
         "echo": _bool("vLLM extension: start each choice with the last message's content."),
         "truncate_prompt_tokens": _int("vLLM extension: keep only the last N prompt tokens.", 1),
+        "structured_outputs": {
+            "type": "object", "nullable": True, "additionalProperties": False,
+            "properties": {
+                "json": {"oneOf": [{"type": "object"}, {"type": "string"}], "nullable": True,
+                         "description": "A JSON Schema (an object, or as JSON text) the answer follows."},
+                "regex": {"type": "string", "nullable": True, "minLength": 1,
+                          "description": "A regular expression the whole answer matches."},
+                "choice": {"type": "array", "nullable": True, "minItems": 1,
+                           "items": {"type": "string", "minLength": 1}, "description": "The answer is one of these."},
+                "grammar": {"type": "string", "nullable": True, "minLength": 1,
+                            "description": "An EBNF grammar (xgrammar's, root rule `root`) the answer follows."},
+                "json_object": _bool("The answer is a JSON object."),
+                "backend": {"type": "string", "nullable": True, "enum": ["auto", "xgrammar", None]},
+                "disable_fallback": _bool("Accepted: there is one backend."),
+                "disable_any_whitespace": _bool("Accepted: JSON is always compact."),
+                "disable_additional_properties": _bool("Accepted: JSON schemas are always strict."),
+            },
+            "description": "vLLM extension: constrain the answer by one of `json`, `regex`, `choice`, `grammar` or "
+                           "`json_object` (not beside a `response_format` other than text, nor a forced tool call). "
+                           "The older `guided_json`, `guided_regex`, `guided_choice`, `guided_grammar` and "
+                           "`guided_decoding_backend` are accepted as well."},
+        "guided_json": {"oneOf": [{"type": "object"}, {"type": "string"}], "nullable": True,
+                        "description": "vLLM extension, older name of `structured_outputs.json`."},
+        "guided_regex": {"type": "string", "nullable": True,
+                         "description": "vLLM extension, older name of `structured_outputs.regex`."},
+        "guided_choice": {"type": "array", "nullable": True, "items": {"type": "string"},
+                          "description": "vLLM extension, older name of `structured_outputs.choice`."},
+        "guided_grammar": {"type": "string", "nullable": True,
+                           "description": "vLLM extension, older name of `structured_outputs.grammar`."},
+        "guided_decoding_backend": {"type": "string", "nullable": True, "enum": ["auto", "xgrammar", None],
+                                    "description": "vLLM extension: xgrammar is the one backend."},
         "session_id": {"type": "string", "nullable": True, "minLength": 1, "maxLength": 64,
                        "description": "A server-side session (see /api/sessions): its history is put before "
                                       "`messages`, and the new messages and the answer are added to it."},

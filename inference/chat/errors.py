@@ -66,8 +66,8 @@ _WORKER_FAILURES = {
 def generation_failed(event) -> APIError:
     """The error for a final event that is neither "stop" nor "length"."""
     if getattr(event, "error_code", None) == "invalid_grammar":  # the engine could not compile the constraint
-        return invalid(f"The output cannot be constrained to 'response_format' (or the forced tool call): "
-                       f"{event.error}", None, "invalid_json_schema")
+        return invalid(f"The output cannot be constrained as asked ('response_format', 'structured_outputs' or "
+                       f"the forced tool call): {event.error}", None, "invalid_json_schema")
     if getattr(event, "error_code", None) == DATABASE_UNAVAILABLE:  # generated, but its charge could not be recorded
         return outage_error(DATABASE)
     failure = _WORKER_FAILURES.get(getattr(event, "error_code", None))

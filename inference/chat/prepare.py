@@ -15,7 +15,7 @@ from inference.availability import ModelUnavailable
 from inference.chat.errors import invalid, unavailable
 from inference.chat.request import TOOL_CHOICE_NAMED, TOOL_CHOICE_NONE, TOOL_CHOICE_REQUIRED, ChatRequest
 from inference.chat.work import check_credit_floor, check_prompt_size, tokenizing
-from inference.engine.types import Constraint, SamplingParams
+from inference.engine.types import CONSTRAINT_EBNF, Constraint, SamplingParams
 
 # reasoning_effort values that mean "do not think" for templates with an enable_thinking switch.
 _NO_THINKING = ("none", "minimal")
@@ -63,6 +63,11 @@ def _constraint(chat: ChatRequest, tool_format: str | None) -> Constraint | None
 
     forced = chat.tools and chat.tool_choice.mode in (TOOL_CHOICE_REQUIRED, TOOL_CHOICE_NAMED)
     fmt = chat.response_format
+    if chat.structured is not None:
+        if forced:
+            raise invalid(f"'{chat.structured.param}' cannot be combined with a 'tool_choice' that forces a tool "
+                          "call: the answer would have to be both.", chat.structured.param)
+        return _structured_constraint(chat.structured)
     if forced and fmt.type != "text":
         raise invalid("'response_format' cannot be combined with a 'tool_choice' that forces a tool call: the "
                       "answer would have to be both.", "response_format")
@@ -88,6 +93,33 @@ def _constraint(chat: ChatRequest, tool_format: str | None) -> Constraint | None
                           "response_format.json_schema.schema", "invalid_json_schema") from None
         return constraint
     return None
+
+
+# The error code of a structured output that cannot be compiled, by its kind.
+_STRUCTURED_ERRORS = {"json": "invalid_json_schema", "json_object": "invalid_json_schema", "regex": "invalid_regex",
+                      "grammar": "invalid_grammar", "choice": "invalid_value"}
+
+
+def _structured_constraint(structured) -> Constraint:
+    from inference.engine import grammar_rules
+
+    kind, value = structured.kind, structured.value
+    try:
+        if kind == "json":
+            constraint = grammar_rules.json_schema_constraint(value)
+        elif kind == "json_object":
+            constraint = grammar_rules.json_object_constraint()
+        elif kind == "regex":
+            constraint = grammar_rules.regex_constraint(value)
+        elif kind == "choice":
+            constraint = grammar_rules.choice_constraint(value)
+        else:
+            constraint = Constraint(CONSTRAINT_EBNF, value)
+        grammar_rules.check_constraint(constraint)
+    except ValueError as exc:
+        raise invalid(f"'{structured.param}' cannot constrain the output: {exc}", structured.param,
+                      _STRUCTURED_ERRORS[kind]) from None
+    return constraint
 
 
 def _max_tokens(chat: ChatRequest, prompt_tokens: int, window: int) -> int:

@@ -40,6 +40,15 @@ class ResponseFormat:
     strict: bool = False
 
 
+@dataclass(frozen=True)
+class StructuredOutput:
+    """vLLM's structured outputs (inference.chat.validate_structured)."""
+
+    kind: str  # "json" | "regex" | "choice" | "grammar" | "json_object"
+    value: object  # the schema (json), the pattern or grammar text, a tuple of choices; None for json_object
+    param: str  # where the request gave it, for errors: "structured_outputs.regex", "guided_choice"...
+
+
 @dataclass
 class ChatRequest:
     model: str
@@ -74,6 +83,7 @@ class ChatRequest:
     tool_choice: ToolChoice = ToolChoice()  # auto when tools are given, else none
     parallel_tool_calls: bool = True
     response_format: ResponseFormat = ResponseFormat()
+    structured: StructuredOutput | None = None  # structured_outputs or guided_*
     reasoning_effort: str | None = None
     chat_template_kwargs: dict = field(default_factory=dict)
     add_generation_prompt: bool = True

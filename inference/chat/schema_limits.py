@@ -1,4 +1,5 @@
-"""Size limits of the JSON schemas one request brings: response_format and the tools' parameters.
+"""Size limits of the JSON schemas one request brings: response_format and the tools' parameters (and the
+regex, grammar or choices of a structured output, by their bytes and entries).
 
 A schema becomes a grammar, and compiling a grammar is work nobody is charged for, growing faster
 than the schema (a 100,000-value enum took half a minute). So, before anything else reads them, a
@@ -20,7 +21,7 @@ _ONE = {"items", "additionalItems", "additionalProperties", "not", "if", "then",
         "propertyNames", "unevaluatedItems", "unevaluatedProperties", "contentSchema"}
 _LIST = {"items", "prefixItems", "allOf", "anyOf", "oneOf"}
 _MAP = {"properties", "patternProperties", "$defs", "definitions", "dependentSchemas", "dependencies"}
-_WHAT = "a request's JSON schemas (response_format and tools' parameters together)"
+_WHAT = "a request's JSON schemas (response_format, structured outputs and tools' parameters together)"
 
 
 def _too_large(param: str, total: int, limit: int, unit: str):
@@ -78,3 +79,16 @@ class SchemaBudget:
             raise _too_large(param, self.properties, settings.API_MAX_SCHEMA_PROPERTIES, "properties")
         if self.bytes > settings.API_MAX_SCHEMA_BYTES:
             raise _too_large(param, self.bytes, settings.API_MAX_SCHEMA_BYTES, "bytes")
+
+    def take_text(self, text: str, param: str) -> None:
+        """Count a regex or grammar by its bytes."""
+        self.bytes += len(text.encode())
+        if self.bytes > settings.API_MAX_SCHEMA_BYTES:
+            raise _too_large(param, self.bytes, settings.API_MAX_SCHEMA_BYTES, "bytes")
+
+    def take_choices(self, choices: list[str], param: str) -> None:
+        """Count a choice list as enum values, and by its bytes."""
+        self.enum_values += len(choices)
+        if self.enum_values > settings.API_MAX_SCHEMA_ENUM_VALUES:
+            raise _too_large(param, self.enum_values, settings.API_MAX_SCHEMA_ENUM_VALUES, "enum values")
+        self.take_text("".join(choices), param)

@@ -8,7 +8,7 @@ are refused unless they carry their neutral value: a request is never silently
 answered differently from what it asked. null always means "not given".
 
 Messages live in `validate_messages`, tools and response formats in
-`validate_tools`; checks that need the model (its template, window, vocabulary,
+`validate_tools`, vLLM's structured outputs in `validate_structured`; checks that need the model (its template, window, vocabulary,
 grammar support) happen later, in `inference.chat.prepare`.
 """
 import json
@@ -20,6 +20,7 @@ from inference.chat.schema_limits import SchemaBudget
 from inference.chat.validate_fields import (array, boolean, choice, integer, is_number, missing, number, obj,
                                            only_keys, show, string)
 from inference.chat.validate_messages import parse_messages
+from inference.chat.validate_structured import parse_structured_outputs
 from inference.chat.validate_tools import parse_response_format, parse_tool_choice, parse_tools
 
 __all__ = ["ChatRequest", "parse_body", "parse_chat_request"]
@@ -47,9 +48,9 @@ ACCEPTED = {
     "ignore_eos", "stream", "stream_options", "user", "metadata", "store", "service_tier", "modalities", "tools",
     "tool_choice", "parallel_tool_calls", "response_format", "reasoning_effort", "chat_template_kwargs",
     "chat_template_args", "add_generation_prompt", "continue_final_message", "add_special_tokens", "documents",
-    "echo", "truncate_prompt_tokens", "session_id",
+    "echo", "truncate_prompt_tokens", "session_id", "structured_outputs", "guided_json", "guided_regex",
+    "guided_choice", "guided_grammar", "guided_decoding_backend",
 }
-_GUIDED = "use 'response_format' (json_object or json_schema) for structured output instead"
 # Accepted only with the value that changes nothing (null is always fine): name -> (neutral values, why not).
 NEUTRAL_ONLY = {
     "best_of": ((1,), "only 1 is supported (no best-of sampling)"),
@@ -65,13 +66,7 @@ NEUTRAL_ONLY = {
                           "(tune it with 'chat_template_kwargs')"),
     "kv_transfer_params": ((), "disaggregated serving is not available"),
     "disaggregated_params": ((), "disaggregated serving is not available"),
-    "guided_json": ((), _GUIDED),
-    "guided_regex": ((), _GUIDED),
-    "guided_choice": ((), _GUIDED),
-    "guided_grammar": ((), _GUIDED),
-    "guided_decoding_backend": ((), _GUIDED),
-    "guided_whitespace_pattern": ((), _GUIDED),
-    "structured_outputs": ((), _GUIDED),
+    "guided_whitespace_pattern": ((), "JSON is always written compact, without free whitespace"),
 }
 # Refused whenever given (not null).
 UNSUPPORTED = {
@@ -264,6 +259,11 @@ def parse_chat_request(body: dict) -> ChatRequest:
             raise invalid("'continue_final_message' needs the last message to be from the assistant.",
                           "continue_final_message", "invalid_value")
     _ignored(body)
+    response_format = parse_response_format(body.get("response_format"), schemas)
+    structured = parse_structured_outputs(body, schemas)
+    if structured is not None and response_format.type != "text":
+        raise invalid(f"'{structured.param}' and a 'response_format' of type '{response_format.type}' cannot be "
+                      "combined: give one of them.", structured.param, "invalid_value")
     reasoning_effort = body.get("reasoning_effort")
     return ChatRequest(
         model=model,
@@ -294,7 +294,8 @@ def parse_chat_request(body: dict) -> ChatRequest:
         tools=tools,
         tool_choice=parse_tool_choice(body.get("tool_choice"), tools),
         parallel_tool_calls=_opt(body, "parallel_tool_calls", boolean, default=True),
-        response_format=parse_response_format(body.get("response_format"), schemas),
+        response_format=response_format,
+        structured=structured,
         reasoning_effort=None if reasoning_effort is None else choice(reasoning_effort, "reasoning_effort",
                                                                       REASONING_EFFORTS),
         chat_template_kwargs=_template_kwargs(body),

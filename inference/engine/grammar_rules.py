@@ -78,6 +78,36 @@ def json_object_constraint() -> Constraint:
     return Constraint(CONSTRAINT_JSON_SCHEMA, _JSON_OBJECT_SCHEMA)
 
 
+def regex_constraint(pattern: str) -> Constraint:
+    """The constraint for vLLM's structured_outputs.regex: the whole output matches `pattern` (xgrammar's regex
+    dialect), as the EBNF grammar xgrammar makes of it; GrammarError when it is not a regex xgrammar reads."""
+    import xgrammar as xgr
+
+    try:
+        grammar = xgr.Grammar.from_regex(pattern)
+    except (RuntimeError, ValueError, TypeError) as exc:
+        raise GrammarError(_describe("regex", exc)) from None
+    return Constraint(CONSTRAINT_EBNF, str(grammar))
+
+
+def choice_constraint(choices) -> Constraint:
+    """The constraint for vLLM's structured_outputs.choice: the output is exactly one of `choices`."""
+    return Constraint(CONSTRAINT_EBNF, "root ::= " + " | ".join(_literal(choice) for choice in choices))
+
+
+def _literal(text: str) -> str:
+    """An EBNF string literal of `text`: quote and backslash escaped, control characters as \\uXXXX."""
+    out = []
+    for ch in text:
+        if ch in '"\\':
+            out.append("\\" + ch)
+        elif ch < " " or ch == "\x7f":
+            out.append(f"\\u{ord(ch):04x}")
+        else:
+            out.append(ch)
+    return '"' + "".join(out) + '"'
+
+
 def check_constraint(constraint: Constraint) -> None:
     """Raise ValueError (a GrammarError) naming the problem if `constraint` cannot be compiled.
 
@@ -136,5 +166,5 @@ def _describe(kind: str, exc: Exception) -> str:
     message = message.split(" The JSON string is:")[0].strip()  # the parse error repeats the whole input
     if len(message) > MAX_MESSAGE:
         message = message[: MAX_MESSAGE - 3] + "..."
-    what = "JSON schema" if kind == CONSTRAINT_JSON_SCHEMA else "grammar"
+    what = {CONSTRAINT_JSON_SCHEMA: "JSON schema", "regex": "regex"}.get(kind, "grammar")
     return f"invalid {what}: {message or type(exc).__name__}"

@@ -80,3 +80,68 @@ def test_a_schema_the_grammar_engine_cannot_compile_is_a_400(client, alice):
     assert "ookbehind" in err.value.message
     alice.credit_account.refresh_from_db()
     assert alice.credit_account.held_micro == 0 and alice.credit_account.balance_micro == 1_000_000
+
+
+# -- vLLM's structured outputs: choice, regex, grammar, json (and their older guided_* names) -------------------
+
+LABELS = ["billing", "technical", "account", "other"]
+
+
+@pytest.mark.parametrize("extra", [{"structured_outputs": {"choice": LABELS}}, {"guided_choice": LABELS}])
+def test_a_choice_answer_is_always_one_of_the_choices(client, extra):
+    answers = set()
+    for seed in range(6):
+        completion = client.chat.completions.create(model=TINY, messages=TICKET, temperature=1.0, seed=seed,
+                                                    max_tokens=20, extra_body=extra)
+        assert completion.choices[0].finish_reason == "stop", seed
+        answers.add(completion.choices[0].message.content)
+    assert answers <= set(LABELS) and len(answers) > 1  # the model still chooses: not always the first
+
+
+@pytest.mark.parametrize("extra", [{"structured_outputs": {"regex": r"[A-Z]{3}-\d{4}"}},
+                                   {"guided_regex": r"[A-Z]{3}-\d{4}", "guided_decoding_backend": "xgrammar"}])
+def test_a_regex_answer_matches_the_whole_pattern_also_streamed(client, extra):
+    import re
+
+    for seed in range(3):
+        completion = client.chat.completions.create(model=TINY, messages=TICKET, temperature=1.0, seed=seed,
+                                                    max_tokens=20, extra_body=extra)
+        assert re.fullmatch(r"[A-Z]{3}-\d{4}", completion.choices[0].message.content), completion
+    stream = client.chat.completions.create(model=TINY, messages=TICKET, temperature=1.0, seed=9, max_tokens=20,
+                                            stream=True, extra_body=extra)
+    assert re.fullmatch(r"[A-Z]{3}-\d{4}", "".join(c.choices[0].delta.content or "" for c in stream if c.choices))
+
+
+def test_a_grammar_and_a_json_schema_given_as_structured_outputs(client):
+    grammar = 'root ::= "ticket " digit digit " is " ("open" | "closed")\ndigit ::= [0-9]'
+    completion = client.chat.completions.create(model=TINY, messages=TICKET, temperature=1.0, seed=1, max_tokens=20,
+                                                extra_body={"structured_outputs": {"grammar": grammar}})
+    import re
+
+    assert re.fullmatch(r"ticket \d\d is (open|closed)", completion.choices[0].message.content)
+    completion = client.chat.completions.create(model=TINY, messages=TICKET, temperature=1.0, seed=2, max_tokens=400,
+                                                extra_body={"guided_json": json.dumps(SCHEMA)})
+    jsonschema.validate(json.loads(completion.choices[0].message.content), SCHEMA)
+
+
+@pytest.mark.parametrize("extra, param, code, says", [
+    ({"structured_outputs": {"regex": "(unclosed"}}, "structured_outputs.regex", "invalid_regex", "invalid regex"),
+    ({"guided_grammar": "root ::= "}, "guided_grammar", "invalid_grammar", "invalid grammar"),
+    ({"guided_grammar": 'start ::= "a"'}, "guided_grammar", "invalid_grammar", "root"),
+])
+def test_a_pattern_or_grammar_that_cannot_compile_is_a_400_that_costs_nothing(client, alice, extra, param, code,
+                                                                             says):
+    with pytest.raises(openai.BadRequestError) as err:
+        client.chat.completions.create(model=TINY, messages=TICKET, max_tokens=5, extra_body=extra)
+    assert (err.value.body["param"], err.value.code) == (param, code)
+    assert says in err.value.message
+    alice.credit_account.refresh_from_db()
+    assert alice.credit_account.held_micro == 0 and alice.credit_account.balance_micro == 1_000_000
+
+
+def test_a_structured_output_beside_a_forced_tool_call_is_a_400(client):
+    tool = {"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {}}}}
+    with pytest.raises(openai.BadRequestError) as err:
+        client.chat.completions.create(model=TINY, messages=TICKET, max_tokens=5, tools=[tool],
+                                       tool_choice="required", extra_body={"guided_choice": ["a", "b"]})
+    assert err.value.body["param"] == "guided_choice" and "forces a tool call" in err.value.message

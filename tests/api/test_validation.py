@@ -76,7 +76,8 @@ def test_null_means_not_given_for_every_optional_parameter():
              "tool_choice", "parallel_tool_calls", "response_format", "reasoning_effort", "chat_template_kwargs",
              "add_generation_prompt", "continue_final_message", "add_special_tokens", "documents", "echo",
              "truncate_prompt_tokens", "session_id", "best_of", "use_beam_search", "chat_template", "guided_json",
-             "audio", "functions", "function_call", "kv_transfer_params"]
+             "guided_regex", "guided_choice", "guided_grammar", "guided_decoding_backend", "structured_outputs",
+             "guided_whitespace_pattern", "audio", "functions", "function_call", "kv_transfer_params"]
     assert parse(**dict.fromkeys(names)) == parse()
 
 
@@ -330,15 +331,64 @@ def test_extras_with_their_neutral_value_change_nothing():
     ("best_of", 2), ("best_of", True), ("use_beam_search", True), ("length_penalty", 1.2), ("early_stopping", True),
     ("bad_words", ["darn"]), ("bad", "darn"), ("bad_token_ids", [5]), ("top_p_min", 0.1),
     ("spaces_between_special_tokens", False), ("chat_template", "{{ messages }}"), ("kv_transfer_params", {}),
-    ("disaggregated_params", {"x": 1}), ("guided_json", {"type": "object"}), ("guided_regex", "a+"),
-    ("guided_choice", ["a"]), ("guided_grammar", "root ::= 'a'"), ("guided_decoding_backend", "xgrammar"),
-    ("structured_outputs", {"json": {}}),
+    ("disaggregated_params", {"x": 1}), ("guided_whitespace_pattern", r"[ ]?"),
 ])
 def test_extras_the_server_cannot_honour_are_refused_with_a_reason(name, value):
     error = refused_field(name, "unsupported_parameter", **{name: value})
     assert "not supported" in error.message
-    if name.startswith("guided"):
-        assert "response_format" in error.message
+
+
+# --- structured outputs (vLLM) --------------------------------------------------------------------
+
+@pytest.mark.parametrize("fields, kind, value, param", [
+    ({"structured_outputs": {"choice": ["yes", "no"]}}, "choice", ("yes", "no"), "structured_outputs.choice"),
+    ({"guided_choice": ["yes", "no"]}, "choice", ("yes", "no"), "guided_choice"),
+    ({"structured_outputs": {"regex": r"\d+"}}, "regex", r"\d+", "structured_outputs.regex"),
+    ({"guided_regex": "a+", "guided_decoding_backend": "xgrammar"}, "regex", "a+", "guided_regex"),
+    ({"structured_outputs": {"grammar": 'root ::= "a"'}}, "grammar", 'root ::= "a"', "structured_outputs.grammar"),
+    ({"guided_grammar": 'root ::= "a"'}, "grammar", 'root ::= "a"', "guided_grammar"),
+    ({"structured_outputs": {"json": {"type": "object"}, "disable_any_whitespace": True}}, "json",
+     {"type": "object"}, "structured_outputs.json"),
+    ({"guided_json": '{"type": "integer"}'}, "json", {"type": "integer"}, "guided_json"),  # as JSON text
+    ({"structured_outputs": {"json_object": True}}, "json_object", None, "structured_outputs.json_object"),
+])
+def test_structured_outputs_and_their_older_guided_names(fields, kind, value, param):
+    structured = parse(**fields).structured
+    assert (structured.kind, structured.value, structured.param) == (kind, value, param)
+
+
+def test_no_structured_output_is_none():
+    assert parse().structured is None and parse(structured_outputs={"json_object": False}).structured is None
+
+
+@pytest.mark.parametrize("fields, param, code", [
+    ({"guided_regex": "a", "guided_choice": ["a"]}, "guided_choice", "invalid_value"),
+    ({"structured_outputs": {"regex": "a", "choice": ["a"]}}, "structured_outputs.choice", "invalid_value"),
+    ({"guided_regex": "a", "structured_outputs": {"regex": "b"}}, "structured_outputs.regex", "invalid_value"),
+    ({"guided_regex": "a", "response_format": {"type": "json_object"}}, "guided_regex", "invalid_value"),
+    ({"structured_outputs": {}}, "structured_outputs", "invalid_value"),
+    ({"structured_outputs": "yes"}, "structured_outputs", "invalid_type"),
+    ({"structured_outputs": {"choices": ["a"]}}, "structured_outputs.choices", "unknown_parameter"),
+    ({"structured_outputs": {"whitespace_pattern": " "}}, "structured_outputs.whitespace_pattern",
+     "unsupported_parameter"),
+    ({"structured_outputs": {"structural_tag": "{}"}}, "structured_outputs.structural_tag", "unsupported_parameter"),
+    ({"structured_outputs": {"regex": "a", "backend": "outlines"}}, "structured_outputs.backend", "invalid_value"),
+    ({"guided_regex": "a", "guided_decoding_backend": "guidance"}, "guided_decoding_backend", "invalid_value"),
+    ({"guided_choice": []}, "guided_choice", "empty_array"),
+    ({"guided_choice": "yes"}, "guided_choice", "invalid_type"),
+    ({"guided_choice": ["yes", ""]}, "guided_choice[1]", None),
+    ({"guided_choice": ["yes", 1]}, "guided_choice[1]", "invalid_type"),
+    ({"guided_choice": ["yes", "yes"]}, "guided_choice", "invalid_value"),
+    ({"guided_regex": ""}, "guided_regex", None),
+    ({"guided_grammar": 5}, "guided_grammar", "invalid_type"),
+    ({"guided_json": "{not json"}, "guided_json", "invalid_value"),
+    ({"guided_json": {"type": 5}}, "guided_json", "invalid_value"),
+    ({"structured_outputs": {"json_object": "yes"}}, "structured_outputs.json_object", "invalid_type"),
+    ({"guided_choice": [str(i) for i in range(1001)]}, "guided_choice", "schema_too_large"),
+    ({"guided_regex": "a" * (128 * 1024 + 1)}, "guided_regex", "schema_too_large"),
+])
+def test_invalid_structured_outputs_name_the_field(fields, param, code):
+    refused_field(param, code, **fields)
 
 
 # --- tools ----------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from inference.chat.request import ChatRequest
 from tests.fuzzing import SENT, documented_names, examples, slip_in_edges
 
 # Request fields that travel under another name in the body.
-BODY_NAME = {"include_usage": "stream_options", "max_tokens": "max_completion_tokens"}
+BODY_NAME = {"include_usage": "stream_options", "max_tokens": "max_completion_tokens", "structured": "structured_outputs"}
 OPENAI_OPERATIONS = {
     ("POST", "/v1/chat/completions"), ("GET", "/v1/models"), ("GET", "/v1/models/{model}"),
     ("POST", "/api/v1/chat/completions"), ("GET", "/api/v1/models"), ("GET", "/api/v1/models/{model}"),
