@@ -4,6 +4,7 @@ from django.urls import include, path
 from accounts.web.auth import throttled
 from accounts.web.forms import AdminLoginForm
 from config import metrics, probes
+from inference.api import tokenize
 
 admin.site.login_form = AdminLoginForm
 
@@ -14,6 +15,8 @@ urlpatterns = [
     path("readyz", probes.readyz),
     path("metrics", metrics.metrics),
     path("v1/", include("inference.urls")),
+    path("tokenize", tokenize.tokenize),  # vLLM's, at its paths
+    path("detokenize", tokenize.detokenize),
     path("api/", include("accounts.api.urls")),  # sessions, the OpenAPI schema and its docs
     path("api/billing/", include("billing.api.urls")),  # an organization's balance, usage, top-ups and limits
     path("api/v1/", include("inference.urls")),  # the OpenAI-compatible endpoints again, under /api

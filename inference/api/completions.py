@@ -16,7 +16,7 @@ from inference.chat.limits import RequestLimits
 from inference.chat.validation import parse_body
 
 
-def _read_body(request) -> bytes:
+def read_body(request) -> bytes:
     try:
         return request.body
     except RequestDataTooBig:
@@ -29,7 +29,7 @@ async def _admit(request, request_id: str, started: float, limits: RequestLimits
         raise APIError(405, f"Method {request.method} is not allowed; use POST.", code="method_not_allowed")
     key = await authenticate(request)
     await limits.count_request(key)  # every authenticated request counts, before its body is read
-    body = parse_body(_read_body(request))
+    body = parse_body(read_body(request))
     return await lifecycle.admit(body, lifecycle.Caller(key.organization, api_key=key), request_id=request_id,
                                  started=started, limits=limits)
 

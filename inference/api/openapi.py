@@ -445,8 +445,57 @@ def _model_operation(suffix: str) -> dict:
     }
 
 
+_TOKENIZE_REQUEST = {
+    "type": "object", "required": ["model"], "additionalProperties": False,
+    "properties": {
+        "model": {"type": "string", "minLength": 1},
+        "messages": {"type": "array", "items": {"type": "object"}, "nullable": True,
+                     "description": "A chat, rendered by the model's template as /v1/chat/completions renders it "
+                                    "(with `tools`, `documents`, `chat_template_kwargs`, `add_generation_prompt`, "
+                                    "`continue_final_message`, `add_special_tokens`, `truncate_prompt_tokens`)."},
+        "prompt": {"type": "string", "nullable": True, "description": "Plain text instead of `messages`."},
+        "add_special_tokens": _bool("Add the tokenizer's special tokens (for a `prompt`, default true)."),
+        "return_token_strs": _bool("Also return each token as the tokenizer writes it."),
+        "tools": {"type": "array", "nullable": True, "items": ref("ChatCompletionTool")},
+        "tool_choice": ref("ChatCompletionToolChoiceOption"),
+        "documents": {"type": "array", "nullable": True, "items": {"type": "object"}},
+        "chat_template_kwargs": {"type": "object", "nullable": True, "additionalProperties": True},
+        "chat_template_args": {"type": "object", "nullable": True, "additionalProperties": True},
+        "reasoning_effort": {"type": "string", "nullable": True},
+        "add_generation_prompt": _bool("End the prompt with the assistant header (default true)."),
+        "continue_final_message": _bool("Continue the last (assistant) message."),
+        "truncate_prompt_tokens": _int("Keep only the last N prompt tokens.", 1),
+    },
+}
+_TOKENIZE_RESPONSE = _obj({
+    "count": {"type": "integer"}, "max_model_len": {"type": "integer"},
+    "tokens": {"type": "array", "items": {"type": "integer"}},
+    "token_strs": {"type": "array", "items": {"type": "string"}, "nullable": True},
+}, ["count", "max_model_len", "tokens", "token_strs"])
+
+
+def _tokenize_operations() -> dict:
+    def operation(name: str, summary: str, request: dict, answer: dict) -> dict:
+        return {"post": {
+            "operationId": name, "summary": summary, "tags": ["tokens"], "security": [{SECURITY_SCHEME: []}],
+            "requestBody": {"required": True, "content": {"application/json": {"schema": request}}},
+            "responses": {"200": {"description": "Free; counted against the key's requests per minute.",
+                                  "headers": REQUEST_ID, "content": {"application/json": {"schema": answer}}},
+                          **_errors("400", "401", "403", "404", "429", "503")}}}
+
+    detokenize_request = {"type": "object", "required": ["model", "tokens"], "additionalProperties": False,
+                          "properties": {"model": {"type": "string", "minLength": 1},
+                                         "tokens": {"type": "array", "items": {"type": "integer", "minimum": 0}}}}
+    return {
+        "/tokenize": operation("tokenize", "Token ids of a chat or a prompt (vLLM's)", _TOKENIZE_REQUEST,
+                               _TOKENIZE_RESPONSE),
+        "/detokenize": operation("detokenize", "Text of token ids (vLLM's)", detokenize_request,
+                                 _obj({"prompt": {"type": "string"}}, ["prompt"])),
+    }
+
+
 def openai_paths() -> dict:
-    paths = {}
+    paths = _tokenize_operations()
     for prefix, suffix in PREFIXES:
         paths[f"{prefix}/chat/completions"] = {"post": _chat_operation(suffix)}
         paths[f"{prefix}/models"] = {"get": _models_operation(suffix)}
@@ -482,6 +531,7 @@ def add_openai_endpoints(result, generator=None, request=None, public=True):
     result["tags"] = [
         {"name": "chat", "description": "OpenAI-compatible chat completions (also under /api/v1)."},
         {"name": "models", "description": "The models this server serves (also under /api/v1)."},
+        {"name": "tokens", "description": "vLLM's /tokenize and /detokenize."},
         {"name": "sessions", "description": "Server-side chat sessions of the key's organization."},
     ]
     return result

@@ -110,15 +110,20 @@ async def remember(chat: Chat, choices: list[dict]) -> None:
 
 
 async def _model(chat: ChatRequest, caller: Caller) -> ModelSpec:
+    return await resolve_model(chat.model, caller.api_key)
+
+
+async def resolve_model(model: str, api_key: APIKey | None) -> ModelSpec:
+    """The listed model of that id the key may use, or the 404, 403 or 503 that says why not."""
     try:
-        spec = await find_model(chat.model)  # listed: prepared here, or served by a live worker (the queue)
+        spec = await find_model(model)  # listed: prepared here, or served by a live worker (the queue)
     except ModelUnavailable as exc:  # the queue, unreachable, cannot say whether a worker serves it
         raise backend_unavailable(exc) from None
     if spec is None:
-        raise model_not_found(chat.model)
+        raise model_not_found(model)
     label_model(spec.id)  # the HTTP request's answer is counted by this model from here on (403s included)
-    if caller.api_key is not None:
-        check_model_allowed(caller.api_key, spec.id)
+    if api_key is not None:
+        check_model_allowed(api_key, spec.id)
     return spec
 
 

@@ -177,17 +177,14 @@ async def prepare(chat: ChatRequest, spec, backend, messages: list[dict], organi
         return await prepare_chat(chat, spec, tokenizer, messages, window)
 
 
-async def prepare_chat(chat: ChatRequest, spec, tokenizer, messages: list[dict], window: int) -> PreparedChat:
-    """Everything the engine needs for this request, or a 400 naming what this model cannot do (`window`: the context
-    window the engines serving the model give it)."""
+def render_prompt(chat: ChatRequest, tokenizer, messages: list[dict]) -> list[int]:
+    """The prompt's token ids, as the model's chat template renders `messages` with the request's tools, documents
+    and template arguments (blocking: call it in a thread), or a 400 naming what the template refused."""
     template_kwargs = _template_kwargs(chat, tokenizer)
-    _check_token_ids(chat, len(tokenizer.hf_tokenizer))
     use_tools = bool(chat.tools) and chat.tool_choice.mode != TOOL_CHOICE_NONE
-    tool_format = tokenizer.tool_format if use_tools else None
-    constraint = await asyncio.to_thread(_constraint, chat, tool_format)
     try:
-        prompt_ids = await asyncio.to_thread(
-            tokenizer.encode_chat, messages,
+        prompt_ids = tokenizer.encode_chat(
+            messages,
             tools=[t.as_openai() for t in chat.tools] if use_tools else None,
             add_generation_prompt=chat.add_generation_prompt and not chat.continue_final_message,
             continue_final_message=chat.continue_final_message,
@@ -199,6 +196,18 @@ async def prepare_chat(chat: ChatRequest, spec, tokenizer, messages: list[dict],
         raise invalid(f"The model's chat template cannot render these messages: {exc}", "messages") from None
     if chat.truncate_prompt_tokens is not None and len(prompt_ids) > chat.truncate_prompt_tokens:
         prompt_ids = prompt_ids[-chat.truncate_prompt_tokens:]
+    return prompt_ids
+
+
+async def prepare_chat(chat: ChatRequest, spec, tokenizer, messages: list[dict], window: int) -> PreparedChat:
+    """Everything the engine needs for this request, or a 400 naming what this model cannot do (`window`: the context
+    window the engines serving the model give it)."""
+    _template_kwargs(chat, tokenizer)  # what the template cannot honour is a 400 before any compile
+    _check_token_ids(chat, len(tokenizer.hf_tokenizer))
+    use_tools = bool(chat.tools) and chat.tool_choice.mode != TOOL_CHOICE_NONE
+    tool_format = tokenizer.tool_format if use_tools else None
+    constraint = await asyncio.to_thread(_constraint, chat, tool_format)
+    prompt_ids = await asyncio.to_thread(render_prompt, chat, tokenizer, messages)
     max_tokens = _max_tokens(chat, len(prompt_ids), window)
     return PreparedChat(prompt_ids=prompt_ids, params=_sampling(chat, spec, max_tokens), constraint=constraint,
                         tool_format=tool_format,

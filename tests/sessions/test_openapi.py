@@ -19,6 +19,7 @@ BODY_NAME = {"include_usage": "stream_options", "max_tokens": "max_completion_to
 OPENAI_OPERATIONS = {
     ("POST", "/v1/chat/completions"), ("GET", "/v1/models"), ("GET", "/v1/models/{model}"),
     ("POST", "/api/v1/chat/completions"), ("GET", "/api/v1/models"), ("GET", "/api/v1/models/{model}"),
+    ("POST", "/tokenize"), ("POST", "/detokenize"),
 }
 SESSION_OPERATIONS = {
     ("GET", "/api/sessions"), ("GET", "/api/sessions/{session_id}"), ("PATCH", "/api/sessions/{session_id}"),
