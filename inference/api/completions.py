@@ -13,6 +13,7 @@ from inference.api import chunks, responses
 from inference.api.auth import authenticate
 from inference.chat import lifecycle
 from inference.chat.limits import RequestLimits
+from inference.chat.validate_completion import parse_completion_request
 from inference.chat.validation import parse_body
 
 
@@ -24,14 +25,18 @@ def read_body(request) -> bytes:
                        code="request_too_large") from None
 
 
-async def _admit(request, request_id: str, started: float, limits: RequestLimits) -> lifecycle.Chat:
+async def admit(request, request_id: str, started: float, limits: RequestLimits, *, legacy: bool = False
+                ) -> lifecycle.Chat:
+    """The key, its count, the body, then the lifecycle's admission (legacy: a POST /v1/completions body, which
+    opens no session)."""
     if request.method != "POST":
         raise APIError(405, f"Method {request.method} is not allowed; use POST.", code="method_not_allowed")
     key = await authenticate(request)
     await limits.count_request(key)  # every authenticated request counts, before its body is read
     body = parse_body(read_body(request))
-    return await lifecycle.admit(body, lifecycle.Caller(key.organization, api_key=key), request_id=request_id,
-                                 started=started, limits=limits)
+    caller = lifecycle.Caller(key.organization, api_key=key, auto_session=not legacy)
+    return await lifecycle.admit(body, caller, request_id=request_id, started=started, limits=limits,
+                                 **({"parse": parse_completion_request} if legacy else {}))
 
 
 def _respond(chat: lifecycle.Chat):
@@ -56,7 +61,7 @@ async def chat_completions(request):
     started = time.monotonic()
     limits = RequestLimits()
     try:
-        chat = await _admit(request, request_id, started, limits)
+        chat = await admit(request, request_id, started, limits)
     except APIError as exc:
         response = json_response(exc)
         for name, value in (await limits.headers(exc)).items():

@@ -494,10 +494,77 @@ def _tokenize_operations() -> dict:
     }
 
 
+# The parameters a legacy completion shares with a chat completion (documented there).
+_SHARED_WITH_CHAT = ("max_tokens", "temperature", "top_p", "n", "stream", "stream_options", "stop",
+                     "presence_penalty", "frequency_penalty", "logit_bias", "seed", "user", "top_k", "min_p",
+                     "repetition_penalty", "min_tokens", "ignore_eos", "stop_token_ids", "include_stop_str_in_output",
+                     "skip_special_tokens", "add_special_tokens", "truncate_prompt_tokens", "response_format",
+                     "structured_outputs", "guided_json", "guided_regex", "guided_choice", "guided_grammar",
+                     "guided_decoding_backend", "metadata", "store", "service_tier")
+
+
+def _completion_request() -> dict:
+    chat = SCHEMAS["ChatCompletionRequest"]["properties"]
+    ids = {"type": "array", "minItems": 1, "items": {"type": "integer", "minimum": 0}}
+    properties = {
+        "model": chat["model"],
+        "prompt": {"oneOf": [{"type": "string", "minLength": 1}, ids,
+                             {"type": "array", "minItems": 1, "maxItems": 1, "items": {"type": "string"}},
+                             {"type": "array", "minItems": 1, "maxItems": 1, "items": ids}],
+                   "description": "One prompt, as text or token ids, taken as it is (no chat template)."},
+        **{name: chat[name] for name in _SHARED_WITH_CHAT if name in chat},
+        "logprobs": _int("Return the logprob of each sampled token and of this many most likely ones.", 0, 20),
+        "echo": _bool("Put the prompt before each choice's text (not with `logprobs`)."),
+        "suffix": {"type": "string", "nullable": True, "enum": ["", None], "description": "Only empty."},
+        "best_of": {"type": "integer", "nullable": True, "enum": [1, None], "description": "Only 1."},
+    }
+    properties["max_tokens"] = _int("Tokens to generate at most (default 16).", 1)
+    return {"type": "object", "required": ["model", "prompt"], "additionalProperties": False,
+            "properties": properties}
+
+
+def _completion_response() -> dict:
+    legacy_logprobs = _obj({
+        "tokens": {"type": "array", "items": {"type": "string"}},
+        "token_logprobs": {"type": "array", "items": {"type": "number"}},
+        "top_logprobs": {"type": "array", "items": {"type": "object", "additionalProperties": {"type": "number"}}},
+        "text_offset": {"type": "array", "items": {"type": "integer"}},
+    }, ["tokens", "token_logprobs", "top_logprobs", "text_offset"])
+    choice = _obj({"index": {"type": "integer"}, "text": {"type": "string"},
+                   "logprobs": {**legacy_logprobs, "nullable": True},
+                   "finish_reason": {"type": "string", "nullable": True, "enum": ["stop", "length", None]}},
+                  ["index", "text", "logprobs", "finish_reason"])
+    return _obj({"id": {"type": "string"}, "object": {"type": "string", "enum": ["text_completion"]},
+                 "created": {"type": "integer"}, "model": {"type": "string"},
+                 "system_fingerprint": {"type": "string"}, "choices": {"type": "array", "items": choice},
+                 "usage": {**ref("CompletionUsage"), "nullable": True}},
+                ["id", "object", "created", "model", "choices"], closed=False)
+
+
+def _text_completion_operation(suffix: str) -> dict:
+    return {
+        "operationId": "createCompletion" + suffix,
+        "summary": "Create a completion (legacy)",
+        "description": "OpenAI's legacy completions (vLLM's too): one raw prompt, the same sampling, limits and "
+                       "billing as a chat completion.",
+        "tags": ["completions"],
+        "security": [{SECURITY_SCHEME: []}],
+        "requestBody": {"required": True, "content": {"application/json": {"schema": _completion_request()}}},
+        "responses": {
+            "200": {"description": "The completion, or its stream (`data:` events of the same object, then "
+                                   "`data: [DONE]`).", "headers": REQUEST_ID,
+                    "content": {"application/json": {"schema": _completion_response()},
+                                "text/event-stream": {"schema": {"type": "string"}}}},
+            **_errors("400", "401", "402", "403", "404", "413", "429", "503"),
+        },
+    }
+
+
 def openai_paths() -> dict:
     paths = _tokenize_operations()
     for prefix, suffix in PREFIXES:
         paths[f"{prefix}/chat/completions"] = {"post": _chat_operation(suffix)}
+        paths[f"{prefix}/completions"] = {"post": _text_completion_operation(suffix)}
         paths[f"{prefix}/models"] = {"get": _models_operation(suffix)}
         paths[f"{prefix}/models/{{model}}"] = {"get": _model_operation(suffix)}
     return paths
@@ -531,6 +598,7 @@ def add_openai_endpoints(result, generator=None, request=None, public=True):
     result["tags"] = [
         {"name": "chat", "description": "OpenAI-compatible chat completions (also under /api/v1)."},
         {"name": "models", "description": "The models this server serves (also under /api/v1)."},
+        {"name": "completions", "description": "OpenAI's legacy completions (also under /api/v1)."},
         {"name": "tokens", "description": "vLLM's /tokenize and /detokenize."},
         {"name": "sessions", "description": "Server-side chat sessions of the key's organization."},
     ]

@@ -72,10 +72,12 @@ class Chat:
     session: ChatSession | None
 
 
-async def admit(body: dict, caller: Caller, *, request_id: str, started: float, limits: RequestLimits) -> Chat:
-    """Validate, pay for and queue the request; an APIError, with nothing held, when it is refused."""
+async def admit(body: dict, caller: Caller, *, request_id: str, started: float, limits: RequestLimits,
+                parse=parse_chat_request) -> Chat:
+    """Validate, pay for and queue the request; an APIError, with nothing held, when it is refused. `parse`: how
+    the body becomes a ChatRequest (a legacy completion's: inference.chat.validate_completion)."""
     await limits.count_request(caller.rate_subject)  # before any work on the body (no-op if the caller did)
-    chat = parse_chat_request(body)
+    chat = parse(body)
     spec = await _model(chat, caller)
     session, messages = await _session(chat, caller)
     backend = get_backend()

@@ -130,7 +130,7 @@ def _max_tokens(chat: ChatRequest, prompt_tokens: int, window: int) -> int:
             f"This model's maximum context length is {window} tokens. However, you requested "
             f"{prompt_tokens + asked} tokens ({prompt_tokens} in the messages, {asked} in the completion). "
             "Please reduce the length of the messages or completion.",
-            "messages",
+            "prompt" if chat.prompt is not None else "messages",
             "context_length_exceeded",
         )
     if chat.min_tokens > (chat.max_tokens or room):
@@ -155,7 +155,11 @@ def _sampling(chat: ChatRequest, spec, max_tokens: int) -> SamplingParams:
     )
 
 
-def _echo_prefix(chat: ChatRequest, messages: list[dict]) -> str:
+def _echo_prefix(chat: ChatRequest, messages: list[dict], tokenizer) -> str:
+    if chat.prompt is not None:  # /v1/completions: the prompt itself
+        if not chat.echo:
+            return ""
+        return chat.prompt if isinstance(chat.prompt, str) else tokenizer.decode(list(chat.prompt))
     last = messages[-1]
     if chat.echo and last["role"] == "assistant" and isinstance(last.get("content"), str):
         return last["content"]
@@ -179,7 +183,10 @@ async def prepare(chat: ChatRequest, spec, backend, messages: list[dict], organi
 
 def render_prompt(chat: ChatRequest, tokenizer, messages: list[dict]) -> list[int]:
     """The prompt's token ids, as the model's chat template renders `messages` with the request's tools, documents
-    and template arguments (blocking: call it in a thread), or a 400 naming what the template refused."""
+    and template arguments (blocking: call it in a thread), or a 400 naming what the template refused. A
+    /v1/completions prompt is taken as it is: its text tokenized, or its token ids."""
+    if chat.prompt is not None:
+        return _raw_prompt(chat, tokenizer)
     template_kwargs = _template_kwargs(chat, tokenizer)
     use_tools = bool(chat.tools) and chat.tool_choice.mode != TOOL_CHOICE_NONE
     try:
@@ -199,6 +206,23 @@ def render_prompt(chat: ChatRequest, tokenizer, messages: list[dict]) -> list[in
     return prompt_ids
 
 
+def _raw_prompt(chat: ChatRequest, tokenizer) -> list[int]:
+    if isinstance(chat.prompt, str):
+        prompt_ids = tokenizer.hf_tokenizer.encode(chat.prompt, add_special_tokens=chat.add_special_tokens)
+    else:
+        prompt_ids = list(chat.prompt)
+        vocab = len(tokenizer.hf_tokenizer)
+        for i, token_id in enumerate(prompt_ids):
+            if token_id >= vocab:
+                raise invalid(f"'prompt' holds token {token_id}, but this model's vocabulary has {vocab} tokens.",
+                              f"prompt[{i}]", "invalid_value")
+    if not prompt_ids:
+        raise invalid("The prompt is empty: it gives no token to start from.", "prompt", "invalid_value")
+    if chat.truncate_prompt_tokens is not None and len(prompt_ids) > chat.truncate_prompt_tokens:
+        prompt_ids = prompt_ids[-chat.truncate_prompt_tokens:]
+    return prompt_ids
+
+
 async def prepare_chat(chat: ChatRequest, spec, tokenizer, messages: list[dict], window: int) -> PreparedChat:
     """Everything the engine needs for this request, or a 400 naming what this model cannot do (`window`: the context
     window the engines serving the model give it)."""
@@ -211,4 +235,4 @@ async def prepare_chat(chat: ChatRequest, spec, tokenizer, messages: list[dict],
     max_tokens = _max_tokens(chat, len(prompt_ids), window)
     return PreparedChat(prompt_ids=prompt_ids, params=_sampling(chat, spec, max_tokens), constraint=constraint,
                         tool_format=tool_format,
-                        echo_prefix=_echo_prefix(chat, messages))
+                        echo_prefix=_echo_prefix(chat, messages, tokenizer))

@@ -93,3 +93,5 @@ class ChatRequest:
     echo: bool = False
     truncate_prompt_tokens: int | None = None
     session_id: str | None = None
+    # POST /v1/completions: the prompt as text or token ids, taken as it is (no chat template; `messages` empty).
+    prompt: str | tuple[int, ...] | None = None

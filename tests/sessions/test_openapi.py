@@ -19,7 +19,7 @@ BODY_NAME = {"include_usage": "stream_options", "max_tokens": "max_completion_to
 OPENAI_OPERATIONS = {
     ("POST", "/v1/chat/completions"), ("GET", "/v1/models"), ("GET", "/v1/models/{model}"),
     ("POST", "/api/v1/chat/completions"), ("GET", "/api/v1/models"), ("GET", "/api/v1/models/{model}"),
-    ("POST", "/tokenize"), ("POST", "/detokenize"),
+    ("POST", "/tokenize"), ("POST", "/detokenize"), ("POST", "/v1/completions"), ("POST", "/api/v1/completions"),
 }
 SESSION_OPERATIONS = {
     ("GET", "/api/sessions"), ("GET", "/api/sessions/{session_id}"), ("PATCH", "/api/sessions/{session_id}"),
@@ -70,7 +70,8 @@ def test_the_chat_request_documents_every_parameter_the_server_accepts(document)
     assert body["additionalProperties"] is False and body["required"] == ["model", "messages"]
     properties = body["properties"]
     for field in dataclasses.fields(ChatRequest):
-        assert BODY_NAME.get(field.name, field.name) in properties, field.name
+        if field.name != "prompt":  # a legacy completion's (below)
+            assert BODY_NAME.get(field.name, field.name) in properties, field.name
     # Exactly what the validator takes: nothing accepted is missing, nothing documented is refused as unknown.
     assert properties.keys() == validation.ACCEPTED | validation.NEUTRAL_ONLY.keys() | validation.UNSUPPORTED.keys()
     assert properties["best_of"]["enum"] == [1, None] and properties["functions"]["enum"] == [None]
@@ -168,3 +169,17 @@ def test_generated_requests_to_the_session_endpoints_never_break_the_server(http
             assert set(response.json()["error"]) == {"message", "type", "param", "code"}
 
     check()
+
+
+def test_the_legacy_completion_request_documents_its_prompt_and_no_chat_only_parameter(document):
+    from inference.chat.validate_completion import CHAT_ONLY
+
+    operation = document["paths"]["/v1/completions"]["post"]
+    body = operation["requestBody"]["content"]["application/json"]["schema"]
+    assert body["required"] == ["model", "prompt"] and body["additionalProperties"] is False
+    properties = body["properties"]
+    assert {"prompt", "logprobs", "echo", "max_tokens", "stream", "n", "stop", "seed", "guided_choice"} <= \
+        properties.keys()
+    assert not properties.keys() & CHAT_ONLY.keys()
+    assert properties["logprobs"]["maximum"] == 20
+    assert "text/event-stream" in operation["responses"]["200"]["content"]

@@ -1,0 +1,134 @@
+"""POST /v1/completions over HTTP (OpenAI's legacy completions, vLLM's too): one raw prompt through the chat's
+lifecycle (inference.chat.lifecycle, inference.chat.validate_completion), answered as a `text_completion`, whole or
+as server-sent events. Its logprobs take the legacy shape: tokens, token_logprobs, top_logprobs (each a token ->
+logprob map holding the sampled token and the most likely ones) and text_offset."""
+import json
+import time
+import uuid
+
+from django.http import JsonResponse, StreamingHttpResponse
+from django.views.decorators.csrf import csrf_exempt
+
+from core.errors import APIError, json_response, sse_event
+from inference.api import chunks
+from inference.api.completions import admit
+from inference.chat.errors import generation_failed
+from inference.chat.limits import RequestLimits
+
+_OK = ("stop", "length")
+
+
+def _logprobs(entries, offset: int) -> dict:
+    out = {"tokens": [], "token_logprobs": [], "top_logprobs": [], "text_offset": []}
+    for lp in entries:
+        out["tokens"].append(lp.token)
+        out["token_logprobs"].append(lp.logprob)
+        # Keyed by text, as OpenAI's: two ids of the same text share one entry; the sampled one keeps its own.
+        out["top_logprobs"].append({**{token: value for _, token, value in lp.top}, lp.token: lp.logprob})
+        out["text_offset"].append(offset)
+        offset += len(lp.token)
+    return out
+
+
+def _base(chat, created: int) -> dict:
+    return {"id": chat.request_id, "object": "text_completion", "created": created, "model": chat.request.model,
+            "system_fingerprint": chunks.SYSTEM_FINGERPRINT}
+
+
+async def _collect(chat, created: int):
+    request, prepared, generation = chat.request, chat.prepared, chat.generation
+    texts = [[prepared.echo_prefix] for _ in range(request.n)]
+    logprobs = [[] for _ in range(request.n)]
+    reasons: list[str | None] = [None] * request.n
+    try:
+        while True:
+            event = await generation.events.get()
+            if event.index < request.n:
+                texts[event.index].append(event.text)
+                logprobs[event.index].extend(event.logprobs)
+                if event.choice_finish_reason is not None:
+                    reasons[event.index] = event.choice_finish_reason
+            if event.finished:
+                break
+    finally:
+        generation.cancel()  # no-op once finished; stops the run if the client went away
+    if event.finish_reason not in _OK:
+        return json_response(generation_failed(event))
+    offset = len(prepared.echo_prefix)
+    choices = [{"index": i, "text": "".join(texts[i]),
+                "logprobs": _logprobs(logprobs[i], offset) if request.logprobs else None,
+                "finish_reason": reasons[i] or event.finish_reason} for i in range(request.n)]
+    return JsonResponse({**_base(chat, created), "choices": choices,
+                         "usage": chunks.usage(event.prompt_tokens, event.completion_tokens, event.cached_tokens)})
+
+
+async def _stream(chat, created: int):
+    """SSE bytes: text chunks per choice, a last chunk with its finish_reason, then with include_usage a usage
+    chunk, then [DONE]; a failure after the start ends with its error event, the usage when asked for, [DONE]."""
+    request, prepared, generation = chat.request, chat.prepared, chat.generation
+    base = _base(chat, created)
+
+    def data(payload: dict) -> bytes:
+        return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n".encode()
+
+    def choice(index: int, text: str, logprobs=None, finish_reason=None) -> bytes:
+        payload = {**base, "choices": [{"index": index, "text": text, "logprobs": logprobs,
+                                        "finish_reason": finish_reason}]}
+        if request.include_usage:
+            payload["usage"] = None
+        return data(payload)
+
+    offsets = [len(prepared.echo_prefix)] * request.n
+    try:
+        if prepared.echo_prefix:
+            for i in range(request.n):
+                yield choice(i, prepared.echo_prefix)
+        while True:
+            event = await generation.events.get()
+            if event.index < request.n:
+                i = event.index
+                logprobs = None
+                if request.logprobs and event.logprobs:
+                    logprobs = _logprobs(event.logprobs, offsets[i])
+                    offsets[i] += sum(len(lp.token) for lp in event.logprobs)
+                if event.text or logprobs:
+                    yield choice(i, event.text, logprobs)
+                if event.choice_finish_reason in _OK and event.finish_reason in (None, *_OK):
+                    yield choice(i, "", None, event.choice_finish_reason)
+            if event.finished:
+                break
+        if event.finish_reason not in _OK:
+            yield sse_event(generation_failed(event))
+        if request.include_usage:
+            yield data({**base, "choices": [],
+                        "usage": chunks.usage(event.prompt_tokens, event.completion_tokens, event.cached_tokens)})
+        yield chunks.ChunkWriter.done()
+    finally:
+        generation.cancel()
+
+
+@csrf_exempt
+async def completions(request):
+    request_id = f"cmpl-{uuid.uuid4().hex}"
+    started = time.monotonic()
+    limits = RequestLimits()
+    try:
+        chat = await admit(request, request_id, started, limits, legacy=True)
+    except APIError as exc:
+        response = json_response(exc)
+        for name, value in (await limits.headers(exc)).items():
+            response[name] = value
+        response["x-request-id"] = request_id
+        return response
+    chat.generation.start()
+    created = int(time.time())
+    if chat.request.stream:
+        response = StreamingHttpResponse(_stream(chat, created), content_type="text/event-stream")
+        response["Cache-Control"] = "no-cache"
+        response["X-Accel-Buffering"] = "no"
+    else:
+        response = await _collect(chat, created)
+    for name, value in (await limits.headers()).items():
+        response[name] = value
+    response["x-request-id"] = request_id
+    return response
