@@ -55,6 +55,15 @@ def _extra(chat: lifecycle.Chat) -> dict:
     return {"session_id": chat.session.pk} if chat.session is not None else {}
 
 
+async def refused(exc: APIError, limits: RequestLimits, request_id: str):
+    """The error response of a request refused before it ran, with its rate-limit headers and id."""
+    response = json_response(exc)
+    for name, value in (await limits.headers(exc)).items():
+        response[name] = value
+    response["x-request-id"] = request_id
+    return response
+
+
 @csrf_exempt
 async def chat_completions(request):
     request_id = f"chatcmpl-{uuid.uuid4().hex}"
@@ -63,11 +72,7 @@ async def chat_completions(request):
     try:
         chat = await admit(request, request_id, started, limits)
     except APIError as exc:
-        response = json_response(exc)
-        for name, value in (await limits.headers(exc)).items():
-            response[name] = value
-        response["x-request-id"] = request_id
-        return response
+        return await refused(exc, limits, request_id)
     chat.generation.start()
     if chat.request.stream:
         response = _respond(chat)

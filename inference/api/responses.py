@@ -29,16 +29,15 @@ def _openai_call(call) -> dict:
     return {"id": call_id, "type": "function", "function": {"name": call.name, "arguments": call.arguments}}
 
 
-async def collect(generation: Generation, chat: ChatRequest, prepared: PreparedChat, *, request_id: str,
-                  created: int, extra: dict):
-    """The whole completion as one JSON body; (response, choices or None on failure)."""
-    texts = [[prepared.echo_prefix] for _ in range(chat.n)]
-    logprobs = [[] for _ in range(chat.n)]
-    reasons: list[str | None] = [None] * chat.n
+async def gather(generation: Generation, n: int, echo_prefix: str):
+    """Every choice's events, to the final one: (texts, logprobs, finish reasons per choice, the final event)."""
+    texts = [[echo_prefix] for _ in range(n)]
+    logprobs = [[] for _ in range(n)]
+    reasons: list[str | None] = [None] * n
     try:
         while True:
             event = await generation.events.get()
-            if event.index < chat.n:
+            if event.index < n:
                 texts[event.index].append(event.text)
                 logprobs[event.index].extend(event.logprobs)
                 if event.choice_finish_reason is not None:
@@ -47,11 +46,18 @@ async def collect(generation: Generation, chat: ChatRequest, prepared: PreparedC
                 break
     finally:
         generation.cancel()  # no-op once finished; stops the run if the client went away
+    return ["".join(parts) for parts in texts], logprobs, reasons, event
+
+
+async def collect(generation: Generation, chat: ChatRequest, prepared: PreparedChat, *, request_id: str,
+                  created: int, extra: dict):
+    """The whole completion as one JSON body; (response, choices or None on failure)."""
+    texts, logprobs, reasons, event = await gather(generation, chat.n, prepared.echo_prefix)
     if event.finish_reason not in _OK:
         return json_response(generation_failed(event)), None
     choices = []
     for i in range(chat.n):
-        text, tool_calls = "".join(texts[i]), None
+        text, tool_calls = texts[i], None
         if prepared.tool_format:
             from inference.engine.tools import parse_tool_calls
 

@@ -11,7 +11,8 @@ from django.views.decorators.csrf import csrf_exempt
 
 from core.errors import APIError, json_response, sse_event
 from inference.api import chunks
-from inference.api.completions import admit
+from inference.api.responses import gather
+from inference.api.completions import admit, refused
 from inference.chat.errors import generation_failed
 from inference.chat.limits import RequestLimits
 
@@ -36,26 +37,12 @@ def _base(chat, created: int) -> dict:
 
 
 async def _collect(chat, created: int):
-    request, prepared, generation = chat.request, chat.prepared, chat.generation
-    texts = [[prepared.echo_prefix] for _ in range(request.n)]
-    logprobs = [[] for _ in range(request.n)]
-    reasons: list[str | None] = [None] * request.n
-    try:
-        while True:
-            event = await generation.events.get()
-            if event.index < request.n:
-                texts[event.index].append(event.text)
-                logprobs[event.index].extend(event.logprobs)
-                if event.choice_finish_reason is not None:
-                    reasons[event.index] = event.choice_finish_reason
-            if event.finished:
-                break
-    finally:
-        generation.cancel()  # no-op once finished; stops the run if the client went away
+    request, prepared = chat.request, chat.prepared
+    texts, logprobs, reasons, event = await gather(chat.generation, request.n, prepared.echo_prefix)
     if event.finish_reason not in _OK:
         return json_response(generation_failed(event))
     offset = len(prepared.echo_prefix)
-    choices = [{"index": i, "text": "".join(texts[i]),
+    choices = [{"index": i, "text": texts[i],
                 "logprobs": _logprobs(logprobs[i], offset) if request.logprobs else None,
                 "finish_reason": reasons[i] or event.finish_reason} for i in range(request.n)]
     return JsonResponse({**_base(chat, created), "choices": choices,
@@ -115,11 +102,7 @@ async def completions(request):
     try:
         chat = await admit(request, request_id, started, limits, legacy=True)
     except APIError as exc:
-        response = json_response(exc)
-        for name, value in (await limits.headers(exc)).items():
-            response[name] = value
-        response["x-request-id"] = request_id
-        return response
+        return await refused(exc, limits, request_id)
     chat.generation.start()
     created = int(time.time())
     if chat.request.stream:
