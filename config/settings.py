@@ -155,7 +155,7 @@ TRUSTED_PROXIES = env_int("TRUSTED_PROXIES", 0, minimum=0)
 # in the embedded default, so `make run` keeps working over http on loopback. Each can be set on its own.
 HTTPS_ONLY = not EMBEDDED and not DEBUG
 SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", HTTPS_ONLY)
-SECURE_REDIRECT_EXEMPT = [r"^(healthz|livez|readyz|metrics)$"]  # load balancers' probes may speak http
+SECURE_REDIRECT_EXEMPT = [r"^(healthz|health|livez|readyz|metrics)$"]  # load balancers' probes may speak http
 SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", HTTPS_ONLY)
 CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", HTTPS_ONLY)
 SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 365 * 24 * 3600 if HTTPS_ONLY else 0, minimum=0)

@@ -12,6 +12,7 @@ admin.site.login_form = AdminLoginForm
 urlpatterns = [
     path("healthz", probes.healthz),
     path("livez", probes.livez),
+    path("health", probes.livez),  # vLLM's name for the same probe
     path("readyz", probes.readyz),
     path("metrics", metrics.metrics),
     path("v1/", include("inference.urls")),

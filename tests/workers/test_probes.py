@@ -120,7 +120,19 @@ def test_livez_fails_while_an_embedded_engine_hangs_in_one_step_and_names_its_mo
     engine.stalled = 121.0
     live = web.get("/livez")
     assert live.status_code == 503 and live.json() == {"status": "stalled", "stalled": ["m"]}
+    assert web.get("/health").json() == live.json()  # vLLM's name for it
     assert "The engine of m has run one step for 121 s".lower() in caplog.text.lower()
     assert "model_runner.py" in caplog.text  # where its thread is held
     settings.INFERENCE_STALL_TIMEOUT_S = 0  # never
     assert web.get("/livez").status_code == 200
+
+
+@pytest.mark.parametrize("path", ["/healthz", "/livez", "/health", "/readyz"])
+def test_probes_answer_over_plain_http_on_an_https_only_site(settings, path):
+    """A load balancer's probe speaks http: it is answered, where any other page is redirected to https."""
+    from django.test import Client
+
+    settings.SECURE_SSL_REDIRECT = True
+    settings.REDIS_URL = settings.INFERENCE_QUEUE_URL = None
+    assert Client().get(path).status_code in (200, 503)
+    assert Client().get("/v1/models").status_code == 301
