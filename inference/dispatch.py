@@ -105,7 +105,7 @@ class LocalBackend:
         limit = settings.INFERENCE_STALL_TIMEOUT_S
         stalled = []
         for model_id, engine in list(self._engines.items()):
-            seconds = engine.stalled_for()
+            seconds = engine.stalled_for() if hasattr(engine, "stalled_for") else 0.0
             if limit and seconds >= limit:
                 log.critical("the engine of %s has run one step for %.0f s (INFERENCE_STALL_TIMEOUT_S %g): it "
                              "hangs. Its thread:\n%s", model_id, seconds, limit, engine.thread_stack())

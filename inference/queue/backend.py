@@ -281,18 +281,22 @@ class RedisBackend:
 
     @staticmethod
     def _release_lease(client: _Client, request_id: str) -> None:
-        """Stop renewing (the key lapses by itself, or was deleted with the final event)."""
+        """Stop renewing (the key lapses by itself, or was deleted with the final event). The renewer is not
+        cancelled: it ends at its next turn once it is no longer the loop's, never in the middle of a command (a
+        Redis command cancelled mid-flight can leave its connection, and the task, hanging)."""
         client.leases.discard(request_id)
-        if not client.leases and client.renewer is not None:
-            client.renewer.cancel()
+        if not client.leases:
             client.renewer = None
 
     async def _renew_leases(self, client: _Client) -> None:
         """Renew the leases of every request followed on this loop, every lease_renew_s, in one round trip.
 
         Its own task: neither a client slow to read its response nor a busy follower delays it."""
+        me = asyncio.current_task()
         while True:
             await asyncio.sleep(self.lease_renew_s)
+            if client.renewer is not me:  # nothing left to renew, or a newer renewer took over
+                return
             held = list(client.leases)
             try:
                 async with client.redis.pipeline(transaction=False) as pipe:

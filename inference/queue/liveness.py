@@ -86,7 +86,8 @@ class LivenessMixin:
                 log.exception("heartbeat failed")
 
     def _exit_if_stalled(self) -> None:
-        stalled = self._engine.stalled_for()
+        stalled_for = getattr(self._engine, "stalled_for", None)  # an engine that cannot say is never stalled
+        stalled = stalled_for() if stalled_for is not None else 0.0
         if not self.stall_timeout_s or stalled < self.stall_timeout_s:
             return
         with self._cond:
