@@ -267,7 +267,7 @@ REST_FRAMEWORK = {
 }
 
 # The OpenAPI document at /api/schema (docs at /api/docs): the DRF views describe themselves,
-# the OpenAI-compatible /v1 views are added by inference.api.openapi.
+# the OpenAI-compatible /v1 views are added by inference.api.openapi_hook.
 SPECTACULAR_SETTINGS = {
     "TITLE": "LLM platform API",
     "DESCRIPTION": (
@@ -297,7 +297,7 @@ SPECTACULAR_SETTINGS = {
     "COMPONENT_SPLIT_PATCH": False,  # a rename must name the title
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
-        "inference.api.openapi.add_openai_endpoints",
+        "inference.api.openapi_hook.add_openai_endpoints",
     ],
 }
 
