@@ -31,6 +31,18 @@ def logprobs_content(logprobs) -> list[dict]:
     ]
 
 
+def prompt_logprobs(logprobs) -> list[dict | None]:
+    """vLLM's `prompt_logprobs`: None for the prompt's first token, then per token a map of token ids (as text) to
+    {"logprob", "rank", "decoded_token"} holding the prompt's token and the most likely ones."""
+    out: list[dict | None] = [None]
+    for lp in logprobs:
+        entry = {str(token_id): {"logprob": value, "rank": rank, "decoded_token": token}
+                 for rank, (token_id, token, value) in enumerate(lp.top, start=1)}
+        entry[str(lp.token_id)] = {"logprob": lp.logprob, "rank": lp.rank, "decoded_token": lp.token}
+        out.append(entry)
+    return out
+
+
 def message(content: str | None, tool_calls: list[dict] | None = None) -> dict:
     body = {"role": "assistant", "content": content, "refusal": None}
     if tool_calls:

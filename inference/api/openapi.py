@@ -233,6 +233,9 @@ SCHEMAS = {
                       "items": {"type": "object", "additionalProperties": {"type": "string"}},
                       "description": "vLLM extension: documents for templates that support retrieval."},
         "echo": _bool("vLLM extension: start each choice with the last message's content."),
+        "prompt_logprobs": _int("vLLM extension: return the logprob of every prompt token after the first, with its "
+                                "rank and this many most likely alternatives (`prompt_logprobs` in the response). The "
+                                "prompt is computed in full (never taken from the cache). Not with `stream`.", 0, 20),
         "truncate_prompt_tokens": _int("vLLM extension: keep only the last N prompt tokens.", 1),
         "structured_outputs": {
             "type": "object", "nullable": True, "additionalProperties": False,
@@ -269,6 +272,13 @@ SCHEMAS = {
                        "description": "A server-side session (see /api/sessions): its history is put before "
                                       "`messages`, and the new messages and the answer are added to it."},
     }, ["model", "messages"], "Unknown parameters are refused with a 400 naming them."),
+    "PromptLogprobs": {
+        "type": "array", "description": "vLLM's shape: null for the prompt's first token, then per prompt token a map "
+                                        "of token ids to their logprob, rank and text, holding the prompt's token and "
+                                        "the most likely ones.",
+        "items": {"type": "object", "nullable": True, "additionalProperties": _obj({
+            "logprob": {"type": "number"}, "rank": {"type": "integer", "minimum": 1},
+            "decoded_token": {"type": "string"}}, ["logprob", "rank", "decoded_token"])}},
     "CompletionUsage": _obj({
         "prompt_tokens": {"type": "integer"},
         "completion_tokens": {"type": "integer"},
@@ -312,6 +322,7 @@ SCHEMAS = {
         }, ["index", "message", "finish_reason"], closed=False)},
         "usage": ref("CompletionUsage"),
         "session_id": {"type": "string", "description": "The session the exchange was added to, if any."},
+        "prompt_logprobs": {**ref("PromptLogprobs"), "description": "Only with `prompt_logprobs`."},
     }, ["id", "object", "created", "model", "choices", "usage"], closed=False),
     "ChatCompletionChunk": _obj({
         "id": {"type": "string"},

@@ -57,7 +57,7 @@ _SHARED_WITH_CHAT = ("max_tokens", "temperature", "top_p", "n", "stream", "strea
                      "repetition_penalty", "min_tokens", "ignore_eos", "stop_token_ids", "include_stop_str_in_output",
                      "skip_special_tokens", "add_special_tokens", "truncate_prompt_tokens", "response_format",
                      "structured_outputs", "guided_json", "guided_regex", "guided_choice", "guided_grammar",
-                     "guided_decoding_backend", "metadata", "store", "service_tier")
+                     "guided_decoding_backend", "metadata", "store", "service_tier", "prompt_logprobs")
 
 
 def _completion_request() -> dict:
@@ -71,11 +71,13 @@ def _completion_request() -> dict:
                    "description": "One prompt, as text or token ids, taken as it is (no chat template)."},
         **{name: chat[name] for name in _SHARED_WITH_CHAT if name in chat},
         "logprobs": _int("Return the logprob of each sampled token and of this many most likely ones.", 0, 20),
-        "echo": _bool("Put the prompt before each choice's text (not with `logprobs`)."),
+        "echo": _bool("Put the prompt before each choice's text; with `logprobs`, its tokens' logprobs (null for the "
+                      "first) before the generated ones'."),
         "suffix": {"type": "string", "nullable": True, "enum": ["", None], "description": "Only empty."},
         "best_of": {"type": "integer", "nullable": True, "enum": [1, None], "description": "Only 1."},
     }
-    properties["max_tokens"] = _int("Tokens to generate at most (default 16).", 1)
+    properties["max_tokens"] = _int("Tokens to generate at most (default 16); 0 only with `echo`: the prompt echoed, "
+                                    "or scored with `logprobs`, and nothing generated.", 0)
     return {"type": "object", "required": ["model", "prompt"], "additionalProperties": False,
             "properties": properties}
 
@@ -83,13 +85,15 @@ def _completion_request() -> dict:
 def _completion_response() -> dict:
     legacy_logprobs = _obj({
         "tokens": {"type": "array", "items": {"type": "string"}},
-        "token_logprobs": {"type": "array", "items": {"type": "number"}},
-        "top_logprobs": {"type": "array", "items": {"type": "object", "additionalProperties": {"type": "number"}}},
+        "token_logprobs": {"type": "array", "items": {"type": "number", "nullable": True}},
+        "top_logprobs": {"type": "array", "items": {"type": "object", "nullable": True,
+                                                    "additionalProperties": {"type": "number"}}},
         "text_offset": {"type": "array", "items": {"type": "integer"}},
     }, ["tokens", "token_logprobs", "top_logprobs", "text_offset"])
     choice = _obj({"index": {"type": "integer"}, "text": {"type": "string"},
                    "logprobs": {**legacy_logprobs, "nullable": True},
-                   "finish_reason": {"type": "string", "nullable": True, "enum": ["stop", "length", None]}},
+                   "finish_reason": {"type": "string", "nullable": True, "enum": ["stop", "length", None]},
+                   "prompt_logprobs": {**ref("PromptLogprobs"), "description": "Only with `prompt_logprobs`."}},
                   ["index", "text", "logprobs", "finish_reason"])
     return _obj({"id": {"type": "string"}, "object": {"type": "string", "enum": ["text_completion"]},
                  "created": {"type": "integer"}, "model": {"type": "string"},

@@ -4,6 +4,7 @@ Each choice (n > 1) is followed on its own: its text, its logprobs, and, when
 tools are in play, the tool calls parsed out of its text in the model's format.
 """
 import secrets
+from typing import NamedTuple
 
 from django.http import JsonResponse
 
@@ -29,14 +30,24 @@ def _openai_call(call) -> dict:
     return {"id": call_id, "type": "function", "function": {"name": call.name, "arguments": call.arguments}}
 
 
-async def gather(generation: Generation, n: int, echo_prefix: str):
-    """Every choice's events, to the final one: (texts, logprobs, finish reasons per choice, the final event)."""
+class Gathered(NamedTuple):
+    texts: list[str]  # per choice
+    logprobs: list[list]  # per choice: its tokens' TokenLogprob
+    reasons: list[str | None]  # per choice: its finish reason
+    final: object  # the final TokenEvent
+    prompt_logprobs: list  # TokenLogprob of the prompt's tokens after the first (with prompt logprobs)
+
+
+async def gather(generation: Generation, n: int, echo_prefix: str) -> Gathered:
+    """Every choice's events, to the final one."""
     texts = [[echo_prefix] for _ in range(n)]
     logprobs = [[] for _ in range(n)]
     reasons: list[str | None] = [None] * n
+    prompt_logprobs = []
     try:
         while True:
             event = await generation.events.get()
+            prompt_logprobs.extend(event.prompt_logprobs)
             if event.index < n:
                 texts[event.index].append(event.text)
                 logprobs[event.index].extend(event.logprobs)
@@ -46,13 +57,13 @@ async def gather(generation: Generation, n: int, echo_prefix: str):
                 break
     finally:
         generation.cancel()  # no-op once finished; stops the run if the client went away
-    return ["".join(parts) for parts in texts], logprobs, reasons, event
+    return Gathered(["".join(parts) for parts in texts], logprobs, reasons, event, prompt_logprobs)
 
 
 async def collect(generation: Generation, chat: ChatRequest, prepared: PreparedChat, *, request_id: str,
                   created: int, extra: dict):
     """The whole completion as one JSON body; (response, choices or None on failure)."""
-    texts, logprobs, reasons, event = await gather(generation, chat.n, prepared.echo_prefix)
+    texts, logprobs, reasons, event, prompt_logprobs = await gather(generation, chat.n, prepared.echo_prefix)
     if event.finish_reason not in _OK:
         return json_response(generation_failed(event)), None
     choices = []
@@ -70,6 +81,8 @@ async def collect(generation: Generation, chat: ChatRequest, prepared: PreparedC
             "logprobs": {"content": chunks.logprobs_content(logprobs[i]), "refusal": None} if chat.logprobs else None,
             "finish_reason": _finish_reason(reasons[i] or event.finish_reason, bool(tool_calls), chat),
         })
+    if chat.prompt_logprobs is not None:
+        extra = {**extra, "prompt_logprobs": chunks.prompt_logprobs(prompt_logprobs)}
     body = chunks.completion(id=request_id, created=created, model=chat.model, choices=choices,
                              prompt_tokens=event.prompt_tokens, completion_tokens=event.completion_tokens,
                              cached_tokens=event.cached_tokens, extra=extra)

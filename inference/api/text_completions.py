@@ -1,7 +1,8 @@
 """POST /v1/completions over HTTP (OpenAI's legacy completions, vLLM's too): one raw prompt through the chat's
 lifecycle (inference.chat.lifecycle, inference.chat.validate_completion), answered as a `text_completion`, whole or
 as server-sent events. Its logprobs take the legacy shape: tokens, token_logprobs, top_logprobs (each a token ->
-logprob map holding the sampled token and the most likely ones) and text_offset."""
+logprob map holding the sampled token and the most likely ones) and text_offset; with `echo` they start with the
+prompt's tokens, the first of which has none (null). vLLM's `prompt_logprobs` come in each choice, in vLLM's shape."""
 import json
 import time
 import uuid
@@ -19,8 +20,8 @@ from inference.chat.limits import RequestLimits
 _OK = ("stop", "length")
 
 
-def _logprobs(entries, offset: int) -> dict:
-    out = {"tokens": [], "token_logprobs": [], "top_logprobs": [], "text_offset": []}
+def _logprobs(entries, offset: int, out: dict | None = None) -> dict:
+    out = out or {"tokens": [], "token_logprobs": [], "top_logprobs": [], "text_offset": []}
     for lp in entries:
         out["tokens"].append(lp.token)
         out["token_logprobs"].append(lp.logprob)
@@ -31,6 +32,12 @@ def _logprobs(entries, offset: int) -> dict:
     return out
 
 
+def _echoed(first_token: str, entries) -> dict:
+    """The legacy logprobs of the echoed prompt: its first token has no logprob, the others theirs."""
+    out = {"tokens": [first_token], "token_logprobs": [None], "top_logprobs": [None], "text_offset": [0]}
+    return _logprobs(entries, len(first_token), out)
+
+
 def _base(chat, created: int) -> dict:
     return {"id": chat.request_id, "object": "text_completion", "created": created, "model": chat.request.model,
             "system_fingerprint": chunks.SYSTEM_FINGERPRINT}
@@ -38,13 +45,19 @@ def _base(chat, created: int) -> dict:
 
 async def _collect(chat, created: int):
     request, prepared = chat.request, chat.prepared
-    texts, logprobs, reasons, event = await gather(chat.generation, request.n, prepared.echo_prefix)
+    texts, logprobs, reasons, event, prompt_logprobs = await gather(chat.generation, request.n, prepared.echo_prefix)
     if event.finish_reason not in _OK:
         return json_response(generation_failed(event))
     offset = len(prepared.echo_prefix)
-    choices = [{"index": i, "text": texts[i],
-                "logprobs": _logprobs(logprobs[i], offset) if request.logprobs else None,
-                "finish_reason": reasons[i] or event.finish_reason} for i in range(request.n)]
+    choices = []
+    for i in range(request.n):
+        choice = {"index": i, "text": texts[i], "logprobs": None, "finish_reason": reasons[i] or event.finish_reason}
+        if request.logprobs:
+            echoed = _echoed(prepared.first_token, prompt_logprobs) if request.echo else None
+            choice["logprobs"] = _logprobs(logprobs[i], offset, echoed)
+        if request.prompt_logprobs is not None:
+            choice["prompt_logprobs"] = chunks.prompt_logprobs(prompt_logprobs)
+        choices.append(choice)
     return JsonResponse({**_base(chat, created), "choices": choices,
                          "usage": chunks.usage(event.prompt_tokens, event.completion_tokens, event.cached_tokens)})
 
@@ -66,12 +79,21 @@ async def _stream(chat, created: int):
         return data(payload)
 
     offsets = [len(prepared.echo_prefix)] * request.n
+    echo_logprobs = request.echo and request.logprobs  # the echo waits for its tokens' logprobs (the first event)
+    prompt_logprobs = []
     try:
-        if prepared.echo_prefix:
+        if prepared.echo_prefix and not echo_logprobs:
             for i in range(request.n):
                 yield choice(i, prepared.echo_prefix)
         while True:
             event = await generation.events.get()
+            prompt_logprobs.extend(event.prompt_logprobs)
+            started = event.text or event.token_ids or event.choice_finish_reason or event.finished
+            if echo_logprobs and started and event.finish_reason in (None, *_OK):
+                echoed = _echoed(prepared.first_token, prompt_logprobs)
+                for i in range(request.n):
+                    yield choice(i, prepared.echo_prefix, echoed)
+                echo_logprobs = False
             if event.index < request.n:
                 i = event.index
                 logprobs = None

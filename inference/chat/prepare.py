@@ -28,6 +28,7 @@ class PreparedChat:
     constraint: Constraint | None
     tool_format: str | None  # set when tool calls are to be parsed out of the output
     echo_prefix: str  # text put before every choice's content (echo)
+    first_token: str = ""  # with prompt logprobs: the text of the prompt's first token (which has no logprob)
 
 
 def _unsupported(message: str, param: str) -> Exception:
@@ -124,8 +125,8 @@ def _structured_constraint(structured) -> Constraint:
 
 def _max_tokens(chat: ChatRequest, prompt_tokens: int, window: int) -> int:
     room = window - prompt_tokens
-    if room < 1 or (chat.max_tokens is not None and chat.max_tokens > room):
-        asked = chat.max_tokens or 1
+    asked = 1 if chat.max_tokens is None else chat.max_tokens  # 0: a prompt echoed or scored, nothing generated
+    if asked > room:
         raise invalid(
             f"This model's maximum context length is {window} tokens. However, you requested "
             f"{prompt_tokens + asked} tokens ({prompt_tokens} in the messages, {asked} in the completion). "
@@ -133,10 +134,11 @@ def _max_tokens(chat: ChatRequest, prompt_tokens: int, window: int) -> int:
             "prompt" if chat.prompt is not None else "messages",
             "context_length_exceeded",
         )
-    if chat.min_tokens > (chat.max_tokens or room):
-        raise invalid(f"'min_tokens' ({chat.min_tokens}) is more than the {chat.max_tokens or room} tokens this "
+    limit = room if chat.max_tokens is None else chat.max_tokens
+    if chat.min_tokens > limit:
+        raise invalid(f"'min_tokens' ({chat.min_tokens}) is more than the {limit} tokens this "
                       "request can generate.", "min_tokens", "invalid_value")
-    return chat.max_tokens or room
+    return limit
 
 
 def _sampling(chat: ChatRequest, spec, max_tokens: int) -> SamplingParams:
@@ -152,6 +154,7 @@ def _sampling(chat: ChatRequest, spec, max_tokens: int) -> SamplingParams:
         stop_token_ids=chat.stop_token_ids, include_stop_str_in_output=chat.include_stop_str_in_output,
         min_tokens=chat.min_tokens, ignore_eos=chat.ignore_eos, n=chat.n,
         logprobs=chat.top_logprobs if chat.logprobs else None, skip_special_tokens=chat.skip_special_tokens,
+        prompt_logprobs=chat.scored_prompt_logprobs,
     )
 
 
@@ -235,4 +238,6 @@ async def prepare_chat(chat: ChatRequest, spec, tokenizer, messages: list[dict],
     max_tokens = _max_tokens(chat, len(prompt_ids), window)
     return PreparedChat(prompt_ids=prompt_ids, params=_sampling(chat, spec, max_tokens), constraint=constraint,
                         tool_format=tool_format,
-                        echo_prefix=_echo_prefix(chat, messages, tokenizer))
+                        echo_prefix=_echo_prefix(chat, messages, tokenizer),
+                        first_token="" if chat.scored_prompt_logprobs is None else
+                        tokenizer.decode(prompt_ids[:1], skip_special_tokens=False))

@@ -69,6 +69,8 @@ class ChatRequest:
     n: int = 1
     logprobs: bool = False
     top_logprobs: int = 0  # 0..20, only with logprobs
+    # vLLM's: every prompt token's logprob (after the first) with this many alternatives (0..20); not in streams.
+    prompt_logprobs: int | None = None
     stop: tuple[str, ...] = ()
     stop_token_ids: tuple[int, ...] = ()
     include_stop_str_in_output: bool = False
@@ -95,3 +97,11 @@ class ChatRequest:
     session_id: str | None = None
     # POST /v1/completions: the prompt as text or token ids, taken as it is (no chat template; `messages` empty).
     prompt: str | tuple[int, ...] | None = None
+
+    @property
+    def scored_prompt_logprobs(self) -> int | None:
+        """How many alternatives each prompt token's logprob comes with (None: the prompt is not scored): vLLM's
+        `prompt_logprobs`, else for /v1/completions with `echo` and `logprobs`, the echoed tokens' own."""
+        if self.prompt_logprobs is None and self.prompt is not None and self.echo and self.logprobs:
+            return self.top_logprobs
+        return self.prompt_logprobs

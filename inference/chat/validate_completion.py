@@ -4,7 +4,9 @@ raw `prompt` and no messages.
 One prompt per request, as text or token ids ("p", ["p"], [1, 2], [[1, 2]]); the sampling, stopping, length and
 structured-output parameters are the chat completion's, checked by the same code (inference.chat.validation).
 `logprobs` is the number of most likely tokens to return beside each sampled one (0 to 20), `echo` puts the
-prompt before each choice's text, and `max_tokens` defaults to 16, as OpenAI's and vLLM's do.
+prompt before each choice's text (with `logprobs`, its tokens' logprobs before the generated ones'), and
+`max_tokens` defaults to 16, as OpenAI's and vLLM's do; 0 with `echo` generates nothing: the prompt echoed, or
+scored with `logprobs`. vLLM's `prompt_logprobs` gives the prompt's logprobs in its own shape.
 """
 import dataclasses
 
@@ -40,19 +42,24 @@ def parse_completion_request(body: dict) -> ChatRequest:
     if logprobs is not None:
         logprobs = integer(logprobs, "logprobs", 0, MAX_TOP_LOGPROBS)
     echo = body.get("echo") is not None and boolean(body["echo"], "echo")
-    if echo and logprobs is not None:
-        raise invalid("'echo' with 'logprobs' would need the prompt's logprobs, which this server does not compute; "
-                      "leave one of them out.", "echo", "unsupported_parameter")
+    nothing = is_int(body.get("max_tokens")) and body["max_tokens"] == 0
+    if nothing and not echo:
+        raise invalid("'max_tokens' must be at least 1; 0 is only allowed with 'echo': true (the prompt echoed, or "
+                      "scored with 'logprobs', and nothing generated).", "max_tokens", "invalid_value")
     chat_body = {name: value for name, value in body.items() if name not in ("prompt", "logprobs", "echo", "suffix")}
     chat_body["messages"] = [{"role": "user", "content": "-"}]  # stands for the prompt while the rest is checked
     chat_body["logprobs"] = logprobs is not None
     chat_body["top_logprobs"] = logprobs or None
-    if chat_body.get("max_tokens") is None:
-        chat_body["max_tokens"] = DEFAULT_MAX_TOKENS
+    if chat_body.get("max_tokens") is None or nothing:
+        chat_body["max_tokens"] = 1 if nothing else DEFAULT_MAX_TOKENS
     if chat_body.get("add_special_tokens") is None:
         chat_body["add_special_tokens"] = True  # a raw prompt gets the tokenizer's special tokens, as vLLM's does
     chat = parse_chat_request(chat_body)
-    return dataclasses.replace(chat, messages=[], prompt=prompt, echo=echo)
+    if nothing and chat.n > 1:
+        raise invalid("'n' must be 1 when 'max_tokens' is 0: every choice would be the same echoed prompt.", "n",
+                      "invalid_value")
+    return dataclasses.replace(chat, messages=[], prompt=prompt, echo=echo,
+                               max_tokens=0 if nothing else chat.max_tokens)
 
 
 def _prompt(value) -> str | tuple[int, ...]:

@@ -49,7 +49,7 @@ ACCEPTED = {
     "tool_choice", "parallel_tool_calls", "response_format", "reasoning_effort", "chat_template_kwargs",
     "chat_template_args", "add_generation_prompt", "continue_final_message", "add_special_tokens", "documents",
     "echo", "truncate_prompt_tokens", "session_id", "structured_outputs", "guided_json", "guided_regex",
-    "guided_choice", "guided_grammar", "guided_decoding_backend",
+    "guided_choice", "guided_grammar", "guided_decoding_backend", "prompt_logprobs",
 }
 # Accepted only with the value that changes nothing (null is always fine): name -> (neutral values, why not).
 NEUTRAL_ONLY = {
@@ -246,6 +246,10 @@ def parse_chat_request(body: dict) -> ChatRequest:
     if top_logprobs is not None and not logprobs:
         raise invalid("'top_logprobs' is only allowed when 'logprobs' is true.", "top_logprobs", "invalid_value")
     stream = _opt(body, "stream", boolean, default=False)
+    prompt_logprobs = _opt(body, "prompt_logprobs", integer, 0, MAX_TOP_LOGPROBS)
+    if prompt_logprobs is not None and stream:
+        raise invalid("'prompt_logprobs' is not available with 'stream': true.", "prompt_logprobs",
+                      "unsupported_parameter")
     schemas = SchemaBudget()  # response_format and the tools' parameters share the request's schema limits
     tools = _opt(body, "tools", lambda value, _: parse_tools(value, schemas), default=())
     add_generation_prompt = _opt(body, "add_generation_prompt", boolean, default=True)
@@ -281,6 +285,7 @@ def parse_chat_request(body: dict) -> ChatRequest:
         n=_opt(body, "n", integer, 1, MAX_N, default=1),
         logprobs=logprobs,
         top_logprobs=top_logprobs or 0,
+        prompt_logprobs=prompt_logprobs,
         stop=() if body.get("stop") is None else _stop(body["stop"]),
         stop_token_ids=() if body.get("stop_token_ids") is None else _stop_token_ids(body["stop_token_ids"]),
         include_stop_str_in_output=_opt(body, "include_stop_str_in_output", boolean, default=False),

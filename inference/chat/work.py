@@ -58,7 +58,7 @@ async def check_credit_floor(organization, spec, chat: ChatRequest, window: int)
     """A 402 when the credit cannot cover one prompt token and the tokens asked for (as many as the model's
     window leaves): the hold would fail anyway. A max_tokens past the window is left to its own 400."""
     price = await sync_to_async(price_get)(model_id=spec.id, default=spec.default_price)
-    asked = min(chat.max_tokens or 1, max(window - 1, 1))
+    asked = min(1 if chat.max_tokens is None else chat.max_tokens, max(window - 1, 1))
     least = price.cost_micro(prompt_tokens=1, completion_tokens=asked * chat.n)
     account = await sync_to_async(account_for)(organization=organization)
     if account.available_micro < least:

@@ -107,8 +107,8 @@ class BlockManager:
         The last prompt token is always computed (its logits are sampled), so the
         block holding it is never taken from the cache.
         """
-        if not self.prefix_caching or not self._is_fresh(seq):
-            return []
+        if not self.prefix_caching or not self._is_fresh(seq) or seq.scores_prompt:
+            return []  # a prompt's logprobs need its every position computed
         hits = []
         for digest in seq.block_hashes((seq.num_tokens - 1) // self.block_size, self.block_size):
             block = self._cached.get(digest)

@@ -287,7 +287,9 @@ class Engine:
             return self._close(state, FINISH_ERROR, "prompt_token_ids is empty")
         if any(not 0 <= t < self.runner.vocab_size for t in prompt):
             return self._close(state, FINISH_ERROR, f"prompt token id outside the vocabulary of {self.runner.vocab_size}")
-        if params.max_tokens == 0 or len(prompt) >= self.config.max_model_len:
+        if params.max_tokens == 0 and params.prompt_logprobs is None:
+            return self._close(state, FINISH_LENGTH)
+        if len(prompt) > self.config.max_model_len or (len(prompt) == self.config.max_model_len and params.max_tokens):
             return self._close(state, FINISH_LENGTH)
         if not self.scheduler.can_ever_fit(min(len(prompt) + params.max_tokens, self.config.max_model_len)):
             return self._close(state, FINISH_ERROR, "the request does not fit the KV cache")
@@ -330,9 +332,16 @@ class Engine:
         logits = self.runner.run(output)  # [S, V]
         self.steps += 1
         self.scheduler.update(output)
+        if self.runner.prompt_scores:
+            self._take_prompt_scores(self.runner.prompt_scores)
+        changed: dict[str, tuple[RequestState, list[Choice]]] = {}
         targets, rows, logit_rows = [], [], []
         for i, item in enumerate(s for s in output.scheduled if s.samples):
             state, choice = self._choices[item.seq.seq_id]
+            if item.seq.params.max_tokens == 0:  # a prompt scored (prompt_logprobs), nothing generated
+                self._finish(choice, FINISH_LENGTH)
+                changed.setdefault(state.request_id, (state, []))[1].append(choice)
+                continue
             group = [choice]
             if item.seq.params.n > 1 and len(state.choices) == 1 and item.seq.num_output_tokens == 0:
                 group += self._fork(state, choice)
@@ -342,17 +351,30 @@ class Engine:
                 rows.append(SamplingRow(c.seq.params, c.seq.prompt_token_ids, c.seq.output_token_ids,
                                         c.generator, self.tokenizer.eos_token_ids, c.mask))
                 logit_rows.append(i)
-        if not rows:
-            return
-        if len(logit_rows) != logits.shape[0]:
-            logits = logits[logit_rows]  # forked choices sample from their parent's logits
-        results = self.sampler(logits, rows)
-        changed: dict[str, tuple[RequestState, list[Choice]]] = {}
-        for (state, choice), result in zip(targets, results):
-            self._accept(state, choice, result)
-            changed.setdefault(state.request_id, (state, []))[1].append(choice)
+        if rows:
+            if len(logit_rows) != logits.shape[0]:
+                logits = logits[logit_rows]  # forked choices sample from their parent's logits
+            results = self.sampler(logits, rows)
+            for (state, choice), result in zip(targets, results):
+                self._accept(state, choice, result)
+                changed.setdefault(state.request_id, (state, []))[1].append(choice)
         for state, choices in changed.values():
             self._publish(state, choices)
+
+    def _take_prompt_scores(self, scores: dict) -> None:
+        """Queue the prompt logprobs a step computed for the next event of their request. A prompt's special tokens
+        (its chat template's markup) keep their text."""
+        def piece(ids):
+            return self.tokenizer.decode(ids, skip_special_tokens=False)
+        for seq_id, computed in scores.items():
+            entry = self._choices.get(seq_id)
+            if entry is None:
+                continue  # cancelled while the step ran
+            state, choice = entry
+            choice.seq.num_prompt_logprobs += len(computed)
+            state.prompt_logprobs.extend(
+                TokenLogprob(token_id=s.token_id, token=piece([s.token_id]), logprob=s.logprob, rank=s.rank,
+                             top=tuple((t, piece([t]), lp) for t, lp in s.top)) for s in computed)
 
     def _fork(self, state: RequestState, parent: Choice) -> list[Choice]:
         children = []

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from transformers import AutoModelForCausalLM
 
-from . import background_compile, compiled_decode
+from . import background_compile, compiled_decode, prompt_logprobs
 from .attention import ATTN_IMPLEMENTATION, Attention, StepMetadata, choose_backend
 from .block_masks import PrefillMaskBuilder, PrefillSegment, bucket, decode_block_mask
 from .config import EngineConfig
@@ -97,6 +97,7 @@ class ModelRunner:
                  self.dtype, "" if self.quantization == "none" else f" {self.quantization}", self.backend,
                  "lean decoder" if reason is None else f"transformers modules ({reason})")
         self.compiled = None  # CPU decode steps of up to 8 sequences as one graph (compiled_decode.py)
+        self.prompt_scores: dict[int, list[prompt_logprobs.PromptScore]] = {}  # the last step's (run())
         self.compile_in_background = compile_in_background
         self.compile_only = compile_only  # warm up the compiled decode graphs alone (the background compile's child)
         self.pending_compile: background_compile.BackgroundCompile | None = None
@@ -269,7 +270,9 @@ class ModelRunner:
 
     @torch.inference_mode()
     def run(self, output: SchedulerOutput) -> torch.Tensor:
-        """Logits `[S, V]` for the scheduled sequences that sample, in scheduling order."""
+        """Logits `[S, V]` for the scheduled sequences that sample, in scheduling order. The logprobs of the
+        prompt tokens this step computes for sequences that ask for them are left in `prompt_scores`."""
+        self.prompt_scores: dict[int, list[prompt_logprobs.PromptScore]] = {}
         if output.block_copies:
             self.cache.copy_blocks(output.block_copies)
         # Single-token items go first so they form the decode batch.
@@ -285,8 +288,8 @@ class ModelRunner:
             self._add_prefills(meta, [PrefillSegment(table=s.seq.block_table, start=s.start, num=s.num_new_tokens)
                                       for s in items[num_decode:]])
         rows = self._sample_rows(items)
-        hidden = self._forward(self._buf[0, :total], self._buf[1, :total], meta, rows)
-        return self._in_schedule_order(hidden, items, output)
+        logits = self._forward(self._buf[0, :total], self._buf[1, :total], meta, rows, prompt_logprobs.plan(items))
+        return self._in_schedule_order(logits, items, output)
 
     def _stage_decodes(self, items) -> None:
         """Write a decode batch's inputs into the host buffers (no upload)."""
@@ -353,9 +356,10 @@ class ModelRunner:
         return rows
 
     def _forward(self, input_ids: torch.Tensor, positions: torch.Tensor, meta: StepMetadata,
-                 rows: list[int] | None = None) -> torch.Tensor:
-        """Logits [S, V] of the packed rows `rows` (all rows when None)."""
-        if self.compiled is not None and self.compiled.fits(meta, input_ids.shape[0], rows):
+                 rows: list[int] | None = None, scored: list[prompt_logprobs.Span] = ()) -> torch.Tensor:
+        """Logits [S, V] of the packed rows `rows` (all rows when None); the prompt logprobs of `scored` go to
+        `prompt_scores`."""
+        if self.compiled is not None and not scored and self.compiled.fits(meta, input_ids.shape[0], rows):
             return self.compiled(input_ids, positions, meta)
         if self.decoder is not None:
             hidden = self.decoder.forward(input_ids, positions, meta)  # [T, H]
@@ -363,8 +367,13 @@ class ModelRunner:
             hidden = self.model.get_decoder()(input_ids=input_ids.unsqueeze(0), position_ids=positions.unsqueeze(0),
                                               use_cache=False, engine_step=meta,
                                               engine_attention=self.attention).last_hidden_state[0]
+        if scored:
+            self.prompt_scores = prompt_logprobs.score(hidden, self._logits, scored)
         if rows is not None and len(rows) != hidden.shape[0]:
             hidden = hidden[torch.tensor(rows, dtype=torch.long, device=hidden.device)]
+        return self._logits(hidden)
+
+    def _logits(self, hidden: torch.Tensor) -> torch.Tensor:
         if self.decoder is not None:
             return self.decoder.logits(hidden).float()
         return self.model.get_output_embeddings()(hidden).float()

@@ -39,6 +39,7 @@ class RequestState:
     choices: list[Choice] = field(default_factory=list)
     completion_tokens: int = 0
     done: bool = False
+    prompt_logprobs: list[TokenLogprob] = field(default_factory=list)  # computed, not yet sent
 
     @property
     def request_id(self) -> str:
@@ -57,6 +58,7 @@ class RequestState:
         for i, choice in enumerate(pending):
             last = all_done and i == len(pending) - 1 and not self.done
             events.append(TokenEvent(
+                prompt_logprobs=self._take_prompt_logprobs(),
                 request_id=self.request_id,
                 index=choice.seq.index,
                 text=choice.text,
@@ -76,8 +78,13 @@ class RequestState:
         if all_done and not self.done:  # every choice had already reported: close with an empty event
             reason = self.choices[-1].finish_reason if self.choices else FINISH_ERROR
             events.append(TokenEvent(request_id=self.request_id, finished=True, finish_reason=reason,
+                                     prompt_logprobs=self._take_prompt_logprobs(),
                                      prompt_tokens=len(self.request.prompt_token_ids),
                                      completion_tokens=self.completion_tokens, cached_tokens=self.cached_tokens,
                                      error=error if reason == FINISH_ERROR else None))
             self.done = True
         return events
+
+    def _take_prompt_logprobs(self) -> tuple[TokenLogprob, ...]:
+        taken, self.prompt_logprobs = tuple(self.prompt_logprobs), []
+        return taken

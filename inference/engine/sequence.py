@@ -58,6 +58,9 @@ class Sequence:
         self._block_hashes: list[bytes] = []
         self.num_registered_blocks = 0
         self.num_cached_tokens: int | None = None
+        # Prompt logprobs (params.prompt_logprobs) are the first choice's: how many are computed so far (a sequence
+        # preempted mid-prompt recomputes its prefill without computing them twice).
+        self.num_prompt_logprobs = 0
         self.status = SequenceStatus.WAITING
         self.arrival = time.monotonic()  # FCFS and preemption order
 
@@ -76,6 +79,12 @@ class Sequence:
     @property
     def num_output_tokens(self) -> int:
         return len(self.token_ids) - self.num_prompt_tokens
+
+    @property
+    def scores_prompt(self) -> bool:
+        """Whether this sequence still owes logprobs of prompt tokens (one per prompt token after the first)."""
+        return (self.params.prompt_logprobs is not None and self.index == 0
+                and self.num_prompt_logprobs < self.num_prompt_tokens - 1)
 
     @property
     def last_token_id(self) -> int:

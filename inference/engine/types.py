@@ -37,6 +37,10 @@ class SamplingParams:
     ignore_eos: bool = False
     n: int = 1  # choices sharing one prefill of the prompt
     logprobs: int | None = None  # None => off; else how many alternatives (0..20) besides the chosen token
+    # None => off; else the log-probability of every prompt token after the first, with its rank and this many
+    # most likely alternatives (0..20). Computed by a full prefill: such a request takes nothing from the prefix
+    # cache. With max_tokens 0 the request ends after its prefill (a prompt scored, nothing generated).
+    prompt_logprobs: int | None = None
     skip_special_tokens: bool = True
 
     def __post_init__(self) -> None:
@@ -69,6 +73,8 @@ class SamplingParams:
             raise ValueError("n must be >= 1")
         if self.logprobs is not None and not 0 <= self.logprobs <= MAX_LOGPROBS:
             raise ValueError(f"logprobs must be in [0, {MAX_LOGPROBS}]")
+        if self.prompt_logprobs is not None and not 0 <= self.prompt_logprobs <= MAX_LOGPROBS:
+            raise ValueError(f"prompt_logprobs must be in [0, {MAX_LOGPROBS}]")
 
     @property
     def greedy(self) -> bool:
@@ -131,6 +137,7 @@ class TokenLogprob:
     token: str
     logprob: float
     top: tuple[tuple[int, str, float], ...] = ()  # (token_id, token, logprob), most likely first
+    rank: int | None = None  # 1 + how many tokens were more likely (prompt tokens' logprobs only)
 
 
 @dataclass(frozen=True)
@@ -140,6 +147,9 @@ class TokenEvent:
     index: int = 0  # which choice (0..n-1) this event is about
     token_ids: tuple[int, ...] = ()  # the tokens this text came from (those not yet reported)
     logprobs: tuple[TokenLogprob, ...] = ()  # one per token in token_ids, when requested
+    # With params.prompt_logprobs: the next prompt tokens' logprobs, in order from the prompt's second token (the
+    # first has none); all of them have come once the first event with a token or a finish reason has.
+    prompt_logprobs: tuple[TokenLogprob, ...] = ()
     choice_finish_reason: str | None = None  # set on the last event of choice `index`
     finished: bool = False  # the last event of the whole request: exactly one per request
     finish_reason: str | None = None  # on the final event: "stop" | "length" | "cancelled" | "error"

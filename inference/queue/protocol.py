@@ -225,13 +225,14 @@ _EVENT_FIELDS = {f.name: f for f in dataclasses.fields(TokenEvent)}
 
 
 def _encode_logprob(lp: TokenLogprob) -> list:
-    return [lp.token_id, lp.token, lp.logprob, [list(t) for t in lp.top]]
+    out = [lp.token_id, lp.token, lp.logprob, [list(t) for t in lp.top]]
+    return out if lp.rank is None else [*out, lp.rank]
 
 
 def _decode_logprob(item) -> TokenLogprob:
-    token_id, token, logprob, top = item
+    token_id, token, logprob, top, *rank = item
     return TokenLogprob(int(token_id), str(token), float(logprob),
-                        tuple((int(i), str(t), float(p)) for i, t, p in top))
+                        tuple((int(i), str(t), float(p)) for i, t, p in top), int(rank[0]) if rank else None)
 
 
 def encode_event(event: TokenEvent) -> str:
@@ -240,7 +241,7 @@ def encode_event(event: TokenEvent) -> str:
         value = getattr(event, name)
         if name == "request_id" or value == _default(f):
             continue
-        if name == "logprobs":
+        if name in ("logprobs", "prompt_logprobs"):
             value = [_encode_logprob(lp) for lp in value]
         out[name] = _plain(value)
     return _dumps(out)
@@ -254,7 +255,7 @@ def decode_event(raw: str | bytes) -> TokenEvent:
             continue  # a newer worker may say more than this API understands
         if name == "token_ids":
             value = tuple(int(t) for t in value)
-        elif name == "logprobs":
+        elif name in ("logprobs", "prompt_logprobs"):
             value = tuple(_decode_logprob(item) for item in value)
         kwargs[name] = value
     return TokenEvent(**kwargs)

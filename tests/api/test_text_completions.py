@@ -88,7 +88,6 @@ def test_structured_outputs_constrain_a_raw_prompt_too(client):
     ({"prompt": 5}, "prompt", "invalid_type"),
     ({}, "prompt", "missing_required_parameter"),
     ({"prompt": "x", "suffix": "end"}, "suffix", "unsupported_parameter"),
-    ({"prompt": "x", "echo": True, "logprobs": 1}, "echo", "unsupported_parameter"),
     ({"prompt": "x", "logprobs": 21}, "logprobs", None),
     ({"prompt": "x", "messages": [{"role": "user", "content": "x"}]}, "messages", "unknown_parameter"),
     ({"prompt": "x", "tools": []}, "tools", "unknown_parameter"),

@@ -103,7 +103,8 @@ def test_requests_and_events_survive_the_trip_through_json():
     params = SamplingParams(max_tokens=7, temperature=0.5, top_p=0.9, top_k=5, min_p=0.1, presence_penalty=0.5,
                             frequency_penalty=-0.5, repetition_penalty=1.1, logit_bias={3: -100.0, 9: 2.5},
                             seed=42, stop=("\n\n", "END"), stop_token_ids=(2, 5), include_stop_str_in_output=True,
-                            min_tokens=2, ignore_eos=True, n=2, logprobs=3, skip_special_tokens=False)
+                            min_tokens=2, ignore_eos=True, n=2, logprobs=3, skip_special_tokens=False,
+                            prompt_logprobs=2)
     request = GenerationRequest("chatcmpl-1", [1, 2, 3], params)
     again = protocol.decode_request(protocol.encode_request(request))
     assert again == request
@@ -112,6 +113,7 @@ def test_requests_and_events_survive_the_trip_through_json():
     event = TokenEvent("chatcmpl-1", text="héllo", index=1, token_ids=(4, 5),
                        logprobs=(TokenLogprob(4, "h", -0.5, ((4, "h", -0.5), (6, "x", -1.5))),
                                  TokenLogprob(5, "éllo", float("-inf"))),
+                       prompt_logprobs=(TokenLogprob(2, "<|im_start|>", -3.25, ((7, "a", -0.1),), rank=9),),
                        choice_finish_reason="stop", finished=True, finish_reason="error", prompt_tokens=3,
                        completion_tokens=2, error="boom", error_code="worker_lost")
     assert protocol.decode_event(protocol.encode_event(event)) == event
@@ -210,6 +212,21 @@ def test_a_completion_and_a_stream_are_served_by_workers_and_charged_exactly(cli
         ("completed", completion.usage.prompt_tokens, completion.usage.completion_tokens),
         ("completed", reader.usage.prompt_tokens, reader.usage.completion_tokens)]
     assert_settled_exactly(alice, records)
+
+
+@pytest.mark.money
+def test_a_prompt_scored_by_a_worker_comes_back_whole(client, alice, workers, worker_pool, rds):
+    prompt = "One, two, three, four, five, six"
+    scored = client.completions.create(model=TINY, prompt=prompt, max_tokens=0, echo=True, logprobs=1)
+    lp = scored.choices[0].logprobs
+    assert scored.choices[0].text == prompt and len(lp.tokens) == scored.usage.prompt_tokens > 3
+    assert lp.token_logprobs[0] is None and all(v is not None and v <= 0 for v in lp.token_logprobs[1:])
+    assert claimed_by(rds, scored.id) in {worker_pool.worker_id(proc) for proc in workers}
+    vllm = client.completions.create(model=TINY, prompt=prompt, max_tokens=1, extra_body={"prompt_logprobs": 0})
+    entries = vllm.choices[0].model_extra["prompt_logprobs"]
+    assert [next(iter(e.values()))["logprob"] for e in entries[1:]] == pytest.approx(lp.token_logprobs[1:], abs=1e-5)
+    assert all(next(iter(e.values()))["rank"] >= 1 for e in entries[1:])
+    assert_settled_exactly(alice, [wait_for_usage(scored.id), wait_for_usage(vllm.id)])
 
 
 @pytest.mark.money
