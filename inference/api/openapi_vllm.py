@@ -66,9 +66,12 @@ def _completion_request() -> dict:
     properties = {
         "model": chat["model"],
         "prompt": {"oneOf": [{"type": "string", "minLength": 1}, ids,
-                             {"type": "array", "minItems": 1, "maxItems": 1, "items": {"type": "string"}},
-                             {"type": "array", "minItems": 1, "maxItems": 1, "items": ids}],
-                   "description": "One prompt, as text or token ids, taken as it is (no chat template)."},
+                             {"type": "array", "minItems": 1, "maxItems": 128,
+                              "items": {"type": "string", "minLength": 1}},
+                             {"type": "array", "minItems": 1, "maxItems": 128, "items": ids}],
+                   "description": "One prompt or several (texts or token id arrays, of one kind), each taken as it "
+                                  "is (no chat template) and answered with `n` choices as if sent alone: prompt i's "
+                                  "choices are i*n .. i*n + n - 1, at most 128 in all."},
         **{name: chat[name] for name in _SHARED_WITH_CHAT if name in chat},
         "logprobs": _int("Return the logprob of each sampled token and of this many most likely ones.", 0, 20),
         "echo": _bool("Put the prompt before each choice's text; with `logprobs`, its tokens' logprobs (null for the "
@@ -106,8 +109,8 @@ def _text_completion_operation(suffix: str) -> dict:
     return {
         "operationId": "createCompletion" + suffix,
         "summary": "Create a completion (legacy)",
-        "description": "OpenAI's legacy completions (vLLM's too): one raw prompt, the same sampling, limits and "
-                       "billing as a chat completion.",
+        "description": "OpenAI's legacy completions (vLLM's too): raw prompts (one or a list), the same sampling, "
+                       "limits and billing as a chat completion.",
         "tags": ["completions"],
         "security": [{SECURITY_SCHEME: []}],
         "requestBody": {"required": True, "content": {"application/json": {"schema": _completion_request()}}},

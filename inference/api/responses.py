@@ -35,20 +35,23 @@ class Gathered(NamedTuple):
     logprobs: list[list]  # per choice: its tokens' TokenLogprob
     reasons: list[str | None]  # per choice: its finish reason
     final: object  # the final TokenEvent
-    prompt_logprobs: list  # TokenLogprob of the prompt's tokens after the first (with prompt logprobs)
+    # Per choice, with prompt logprobs: TokenLogprob of its prompt's tokens after the first (on each prompt's first
+    # choice only: prompt_logprobs[i * n] for prompt i).
+    prompt_logprobs: list[list]
 
 
-async def gather(generation: Generation, n: int, echo_prefix: str) -> Gathered:
-    """Every choice's events, to the final one."""
-    texts = [[echo_prefix] for _ in range(n)]
-    logprobs = [[] for _ in range(n)]
-    reasons: list[str | None] = [None] * n
-    prompt_logprobs = []
+async def gather(generation: Generation, n: int, echo_prefixes: list[str]) -> Gathered:
+    """Every choice's events, to the final one: n choices for each prompt (each prompt has an echo prefix)."""
+    total = n * len(echo_prefixes)
+    texts = [[echo_prefixes[i // n]] for i in range(total)]
+    logprobs = [[] for _ in range(total)]
+    reasons: list[str | None] = [None] * total
+    prompt_logprobs = [[] for _ in range(total)]
     try:
         while True:
             event = await generation.events.get()
-            prompt_logprobs.extend(event.prompt_logprobs)
-            if event.index < n:
+            if event.index < total:
+                prompt_logprobs[event.index].extend(event.prompt_logprobs)
                 texts[event.index].append(event.text)
                 logprobs[event.index].extend(event.logprobs)
                 if event.choice_finish_reason is not None:
@@ -63,7 +66,7 @@ async def gather(generation: Generation, n: int, echo_prefix: str) -> Gathered:
 async def collect(generation: Generation, chat: ChatRequest, prepared: PreparedChat, *, request_id: str,
                   created: int, extra: dict):
     """The whole completion as one JSON body; (response, choices or None on failure)."""
-    texts, logprobs, reasons, event, prompt_logprobs = await gather(generation, chat.n, prepared.echo_prefix)
+    texts, logprobs, reasons, event, prompt_logprobs = await gather(generation, chat.n, prepared.echo_prefixes)
     if event.finish_reason not in _OK:
         return json_response(generation_failed(event)), None
     choices = []
@@ -82,7 +85,7 @@ async def collect(generation: Generation, chat: ChatRequest, prepared: PreparedC
             "finish_reason": _finish_reason(reasons[i] or event.finish_reason, bool(tool_calls), chat),
         })
     if chat.prompt_logprobs is not None:
-        extra = {**extra, "prompt_logprobs": chunks.prompt_logprobs(prompt_logprobs)}
+        extra = {**extra, "prompt_logprobs": chunks.prompt_logprobs(prompt_logprobs[0])}
     body = chunks.completion(id=request_id, created=created, model=chat.model, choices=choices,
                              prompt_tokens=event.prompt_tokens, completion_tokens=event.completion_tokens,
                              cached_tokens=event.cached_tokens, extra=extra)

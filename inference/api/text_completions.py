@@ -1,6 +1,6 @@
-"""POST /v1/completions over HTTP (OpenAI's legacy completions, vLLM's too): one raw prompt through the chat's
-lifecycle (inference.chat.lifecycle, inference.chat.validate_completion), answered as a `text_completion`, whole or
-as server-sent events. Its logprobs take the legacy shape: tokens, token_logprobs, top_logprobs (each a token ->
+"""POST /v1/completions over HTTP (OpenAI's legacy completions, vLLM's too): one raw prompt or several through
+the chat's lifecycle (inference.chat.lifecycle, inference.chat.validate_completion), answered as a
+`text_completion`, whole or as server-sent events. Its logprobs take the legacy shape: tokens, token_logprobs, top_logprobs (each a token ->
 logprob map holding the sampled token and the most likely ones) and text_offset; with `echo` they start with the
 prompt's tokens, the first of which has none (null). vLLM's `prompt_logprobs` come in each choice, in vLLM's shape."""
 import json
@@ -44,19 +44,19 @@ def _base(chat, created: int) -> dict:
 
 
 async def _collect(chat, created: int):
-    request, prepared = chat.request, chat.prepared
-    texts, logprobs, reasons, event, prompt_logprobs = await gather(chat.generation, request.n, prepared.echo_prefix)
+    request, prepared, n = chat.request, chat.prepared, chat.request.n
+    texts, logprobs, reasons, event, prompt_logprobs = await gather(chat.generation, n, prepared.echo_prefixes)
     if event.finish_reason not in _OK:
         return json_response(generation_failed(event))
-    offset = len(prepared.echo_prefix)
     choices = []
-    for i in range(request.n):
+    for i in range(len(texts)):  # prompt p's choices are p*n .. p*n + n - 1, as OpenAI numbers them
+        p = i // n
         choice = {"index": i, "text": texts[i], "logprobs": None, "finish_reason": reasons[i] or event.finish_reason}
         if request.logprobs:
-            echoed = _echoed(prepared.first_token, prompt_logprobs) if request.echo else None
-            choice["logprobs"] = _logprobs(logprobs[i], offset, echoed)
+            echoed = _echoed(prepared.first_tokens[p], prompt_logprobs[p * n]) if request.echo else None
+            choice["logprobs"] = _logprobs(logprobs[i], len(prepared.echo_prefixes[p]), echoed)
         if request.prompt_logprobs is not None:
-            choice["prompt_logprobs"] = chunks.prompt_logprobs(prompt_logprobs)
+            choice["prompt_logprobs"] = chunks.prompt_logprobs(prompt_logprobs[p * n])
         choices.append(choice)
     return JsonResponse({**_base(chat, created), "choices": choices,
                          "usage": chunks.usage(event.prompt_tokens, event.completion_tokens, event.cached_tokens)})
@@ -78,23 +78,28 @@ async def _stream(chat, created: int):
             payload["usage"] = None
         return data(payload)
 
-    offsets = [len(prepared.echo_prefix)] * request.n
-    echo_logprobs = request.echo and request.logprobs  # the echo waits for its tokens' logprobs (the first event)
-    prompt_logprobs = []
+    n, echoes = request.n, prepared.echo_prefixes
+    total = n * len(echoes)
+    offsets = [len(echoes[i // n]) for i in range(total)]
+    # With logprobs, a prompt's echo waits for its tokens' logprobs: they come with its first choice's first event.
+    waiting = set(range(len(echoes))) if request.echo and request.logprobs else set()
+    prompt_logprobs = [[] for _ in echoes]
     try:
-        if prepared.echo_prefix and not echo_logprobs:
-            for i in range(request.n):
-                yield choice(i, prepared.echo_prefix)
+        for i in range(total):
+            if echoes[i // n] and not waiting:
+                yield choice(i, echoes[i // n])
         while True:
             event = await generation.events.get()
-            prompt_logprobs.extend(event.prompt_logprobs)
-            started = event.text or event.token_ids or event.choice_finish_reason or event.finished
-            if echo_logprobs and started and event.finish_reason in (None, *_OK):
-                echoed = _echoed(prepared.first_token, prompt_logprobs)
-                for i in range(request.n):
-                    yield choice(i, prepared.echo_prefix, echoed)
-                echo_logprobs = False
-            if event.index < request.n:
+            p = event.index // n
+            if event.index < total and event.index % n == 0 and p in waiting:
+                prompt_logprobs[p].extend(event.prompt_logprobs)
+                started = event.text or event.token_ids or event.choice_finish_reason or event.finished
+                if started and event.finish_reason in (None, *_OK):
+                    echoed = _echoed(prepared.first_tokens[p], prompt_logprobs[p])
+                    for i in range(p * n, p * n + n):
+                        yield choice(i, echoes[p], echoed)
+                    waiting.discard(p)
+            if event.index < total:
                 i = event.index
                 logprobs = None
                 if request.logprobs and event.logprobs:

@@ -66,7 +66,7 @@ class Generation:
     async def _beat(self) -> None:
         try:
             await sync_to_async(liveness.beat)(self.request.request_id, completion_tokens=self.completion_tokens,
-                                               prompt_tokens=len(self.request.prompt_token_ids))
+                                               prompt_tokens=self.request.num_prompt_tokens)
         except Exception:  # a missed heartbeat only lets the sweeper act a little early
             log.warning("heartbeat of %s failed", self.request.request_id, exc_info=True)
 
@@ -82,7 +82,7 @@ class Generation:
             # Always one final event: the response waits for it (an error if this task itself was interrupted).
             self.events.put_nowait(final or TokenEvent(
                 self.request.request_id, finished=True, finish_reason="error", error="generation interrupted",
-                prompt_tokens=len(self.request.prompt_token_ids), completion_tokens=self.completion_tokens))
+                prompt_tokens=self.request.num_prompt_tokens, completion_tokens=self.completion_tokens))
 
     async def _follow(self, heartbeat: asyncio.Task, stop_beating: asyncio.Event) -> TokenEvent:
         """The engine's events handed on, then the hold settled; the final event to deliver."""
@@ -100,10 +100,10 @@ class Generation:
         except Exception as exc:
             log.exception("generation %s failed", self.request.request_id)
             final = TokenEvent(self.request.request_id, finished=True, finish_reason="error", error=str(exc),
-                               prompt_tokens=len(self.request.prompt_token_ids))
+                               prompt_tokens=self.request.num_prompt_tokens)
         if final is None:  # the backend ended without a final event: treat as a failure
             final = TokenEvent(self.request.request_id, finished=True, finish_reason="error",
-                               error="generation ended unexpectedly", prompt_tokens=len(self.request.prompt_token_ids))
+                               error="generation ended unexpectedly", prompt_tokens=self.request.num_prompt_tokens)
         self.finished = True
         final = self._checked(final)
         self.completion_tokens = final.completion_tokens  # what the heartbeats carry while it settles

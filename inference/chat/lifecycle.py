@@ -82,13 +82,18 @@ async def admit(body: dict, caller: Caller, *, request_id: str, started: float, 
     session, messages = await _session(chat, caller)
     backend = get_backend()
     prepared = await prepare(chat, spec, backend, messages, caller.organization)
-    await limits.admit(caller.rate_subject, tokens=len(prepared.prompt_ids) + prepared.params.max_tokens * chat.n)
+    await limits.admit(caller.rate_subject, tokens=prepared.num_prompt_tokens + _completion_tokens(chat, prepared))
     try:
         return await _pay(caller, backend, spec, chat, prepared, session, request_id=request_id, started=started,
                           limits=limits)
     except BaseException:
         await limits.give_back()  # refused or failed before it ran: its tokens do not count
         raise
+
+
+def _completion_tokens(chat: ChatRequest, prepared: PreparedChat) -> int:
+    """The most completion tokens the request can be charged: max_tokens for each choice of each prompt."""
+    return prepared.params.max_tokens * chat.n * len(prepared.prompts)
 
 
 async def remember(chat: Chat, choices: list[dict]) -> None:
@@ -165,8 +170,9 @@ async def _pay(caller: Caller, backend, spec: ModelSpec, chat: ChatRequest, prep
         if session is None and caller.opens_session:
             session = opened = await sync_to_async(sessions.session_create)(
                 organization=caller.organization, api_key=caller.api_key, model=spec.id)
-        request = GenerationRequest(request_id, prepared.prompt_ids, prepared.params, constraint=prepared.constraint,
-                                    cache_salt=_cache_salt(caller.organization))
+        first, *more = prepared.prompts
+        request = GenerationRequest(request_id, first, prepared.params, constraint=prepared.constraint,
+                                    cache_salt=_cache_salt(caller.organization), more_prompts=tuple(map(tuple, more)))
         generation = Generation(backend=backend, spec=spec, hold=hold, started=started, request=request,
                                 on_settled=limits.on_settled())
         await backend.enqueue(spec, request)  # last: once queued it may run, and the hold is the generation's
@@ -185,7 +191,7 @@ async def _hold(caller: Caller, spec: ModelSpec, prepared: PreparedChat, chat: C
     try:
         return await sync_to_async(hold_place)(
             organization=caller.organization, api_key=caller.api_key, request_id=request_id, model_id=spec.id,
-            prompt_tokens=len(prepared.prompt_ids), max_tokens=prepared.params.max_tokens * chat.n, price=price,
+            prompt_tokens=prepared.num_prompt_tokens, max_tokens=_completion_tokens(chat, prepared), price=price,
         )
     except InsufficientCredit as exc:
         raise insufficient_credit(exc.needed_micro, exc.available_micro) from None

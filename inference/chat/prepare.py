@@ -7,7 +7,7 @@ the prompt, and turns the request into SamplingParams and a Constraint. It runs
 before any credit is held: every refusal here costs the caller nothing.
 """
 import asyncio
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from jinja2 import TemplateError
 
@@ -23,12 +23,25 @@ _NO_THINKING = ("none", "minimal")
 
 @dataclass
 class PreparedChat:
-    prompt_ids: list[int]
+    prompts: list[list[int]]  # token ids, one list per prompt (a chat has one; a legacy completion one or more)
     params: SamplingParams
     constraint: Constraint | None
     tool_format: str | None  # set when tool calls are to be parsed out of the output
-    echo_prefix: str  # text put before every choice's content (echo)
-    first_token: str = ""  # with prompt logprobs: the text of the prompt's first token (which has no logprob)
+    echo_prefixes: list[str]  # per prompt: the text put before each of its choices' content (echo), or ""
+    # With prompt logprobs, per prompt: the text of its first token (which has no logprob).
+    first_tokens: list[str] = field(default_factory=list)
+
+    @property
+    def prompt_ids(self) -> list[int]:
+        return self.prompts[0]
+
+    @property
+    def echo_prefix(self) -> str:
+        return self.echo_prefixes[0]
+
+    @property
+    def num_prompt_tokens(self) -> int:
+        return sum(len(prompt) for prompt in self.prompts)
 
 
 def _unsupported(message: str, param: str) -> Exception:
@@ -123,7 +136,7 @@ def _structured_constraint(structured) -> Constraint:
     return constraint
 
 
-def _max_tokens(chat: ChatRequest, prompt_tokens: int, window: int) -> int:
+def _max_tokens(chat: ChatRequest, prompt_tokens: int, window: int, param: str) -> int:
     room = window - prompt_tokens
     asked = 1 if chat.max_tokens is None else chat.max_tokens  # 0: a prompt echoed or scored, nothing generated
     if asked > room:
@@ -131,7 +144,7 @@ def _max_tokens(chat: ChatRequest, prompt_tokens: int, window: int) -> int:
             f"This model's maximum context length is {window} tokens. However, you requested "
             f"{prompt_tokens + asked} tokens ({prompt_tokens} in the messages, {asked} in the completion). "
             "Please reduce the length of the messages or completion.",
-            "prompt" if chat.prompt is not None else "messages",
+            param,
             "context_length_exceeded",
         )
     limit = room if chat.max_tokens is None else chat.max_tokens
@@ -158,15 +171,14 @@ def _sampling(chat: ChatRequest, spec, max_tokens: int) -> SamplingParams:
     )
 
 
-def _echo_prefix(chat: ChatRequest, messages: list[dict], tokenizer) -> str:
-    if chat.prompt is not None:  # /v1/completions: the prompt itself
-        if not chat.echo:
-            return ""
-        return chat.prompt if isinstance(chat.prompt, str) else tokenizer.decode(list(chat.prompt))
+def _echo_prefixes(chat: ChatRequest, messages: list[dict], tokenizer) -> list[str]:
+    if chat.prompts:  # /v1/completions: each prompt itself
+        return [("" if not chat.echo else prompt if isinstance(prompt, str) else tokenizer.decode(list(prompt)))
+                for prompt in chat.prompts]
     last = messages[-1]
     if chat.echo and last["role"] == "assistant" and isinstance(last.get("content"), str):
-        return last["content"]
-    return ""
+        return [last["content"]]
+    return [""]
 
 
 async def prepare(chat: ChatRequest, spec, backend, messages: list[dict], organization) -> PreparedChat:
@@ -184,12 +196,18 @@ async def prepare(chat: ChatRequest, spec, backend, messages: list[dict], organi
         return await prepare_chat(chat, spec, tokenizer, messages, window)
 
 
+def render_prompts(chat: ChatRequest, tokenizer, messages: list[dict]) -> list[list[int]]:
+    """Every prompt's token ids (blocking: call it in a thread): a chat's rendered by `render_prompt`, each of a
+    /v1/completions request's taken as it is (its text tokenized, or its token ids)."""
+    if not chat.prompts:
+        return [render_prompt(chat, tokenizer, messages)]
+    param = "prompt" if len(chat.prompts) == 1 else "prompt[{}]"
+    return [_raw_prompt(chat, prompt, tokenizer, param.format(i)) for i, prompt in enumerate(chat.prompts)]
+
+
 def render_prompt(chat: ChatRequest, tokenizer, messages: list[dict]) -> list[int]:
     """The prompt's token ids, as the model's chat template renders `messages` with the request's tools, documents
-    and template arguments (blocking: call it in a thread), or a 400 naming what the template refused. A
-    /v1/completions prompt is taken as it is: its text tokenized, or its token ids."""
-    if chat.prompt is not None:
-        return _raw_prompt(chat, tokenizer)
+    and template arguments (blocking: call it in a thread), or a 400 naming what the template refused."""
     template_kwargs = _template_kwargs(chat, tokenizer)
     use_tools = bool(chat.tools) and chat.tool_choice.mode != TOOL_CHOICE_NONE
     try:
@@ -209,18 +227,18 @@ def render_prompt(chat: ChatRequest, tokenizer, messages: list[dict]) -> list[in
     return prompt_ids
 
 
-def _raw_prompt(chat: ChatRequest, tokenizer) -> list[int]:
-    if isinstance(chat.prompt, str):
-        prompt_ids = tokenizer.hf_tokenizer.encode(chat.prompt, add_special_tokens=chat.add_special_tokens)
+def _raw_prompt(chat: ChatRequest, prompt: str | tuple[int, ...], tokenizer, param: str) -> list[int]:
+    if isinstance(prompt, str):
+        prompt_ids = tokenizer.hf_tokenizer.encode(prompt, add_special_tokens=chat.add_special_tokens)
     else:
-        prompt_ids = list(chat.prompt)
+        prompt_ids = list(prompt)
         vocab = len(tokenizer.hf_tokenizer)
         for i, token_id in enumerate(prompt_ids):
             if token_id >= vocab:
-                raise invalid(f"'prompt' holds token {token_id}, but this model's vocabulary has {vocab} tokens.",
-                              f"prompt[{i}]", "invalid_value")
+                raise invalid(f"'{param}' holds token {token_id}, but this model's vocabulary has {vocab} tokens.",
+                              f"{param}[{i}]", "invalid_value")
     if not prompt_ids:
-        raise invalid("The prompt is empty: it gives no token to start from.", "prompt", "invalid_value")
+        raise invalid("The prompt is empty: it gives no token to start from.", param, "invalid_value")
     if chat.truncate_prompt_tokens is not None and len(prompt_ids) > chat.truncate_prompt_tokens:
         prompt_ids = prompt_ids[-chat.truncate_prompt_tokens:]
     return prompt_ids
@@ -234,10 +252,14 @@ async def prepare_chat(chat: ChatRequest, spec, tokenizer, messages: list[dict],
     use_tools = bool(chat.tools) and chat.tool_choice.mode != TOOL_CHOICE_NONE
     tool_format = tokenizer.tool_format if use_tools else None
     constraint = await asyncio.to_thread(_constraint, chat, tool_format)
-    prompt_ids = await asyncio.to_thread(render_prompt, chat, tokenizer, messages)
-    max_tokens = _max_tokens(chat, len(prompt_ids), window)
-    return PreparedChat(prompt_ids=prompt_ids, params=_sampling(chat, spec, max_tokens), constraint=constraint,
-                        tool_format=tool_format,
-                        echo_prefix=_echo_prefix(chat, messages, tokenizer),
-                        first_token="" if chat.scored_prompt_logprobs is None else
-                        tokenizer.decode(prompt_ids[:1], skip_special_tokens=False))
+    prompts = await asyncio.to_thread(render_prompts, chat, tokenizer, messages)
+    if not chat.prompts:
+        param = ["messages"]
+    else:
+        param = ["prompt"] if len(prompts) == 1 else [f"prompt[{i}]" for i in range(len(prompts))]
+    max_tokens = min(_max_tokens(chat, len(prompt), window, name) for prompt, name in zip(prompts, param))
+    first_tokens = [] if chat.scored_prompt_logprobs is None else \
+        [tokenizer.decode(prompt[:1], skip_special_tokens=False) for prompt in prompts]
+    return PreparedChat(prompts=prompts, params=_sampling(chat, spec, max_tokens), constraint=constraint,
+                        tool_format=tool_format, echo_prefixes=_echo_prefixes(chat, messages, tokenizer),
+                        first_tokens=first_tokens)

@@ -95,13 +95,14 @@ class ChatRequest:
     echo: bool = False
     truncate_prompt_tokens: int | None = None
     session_id: str | None = None
-    # POST /v1/completions: the prompt as text or token ids, taken as it is (no chat template; `messages` empty).
-    prompt: str | tuple[int, ...] | None = None
+    # POST /v1/completions: the prompts (one or more, each text or token ids), taken as they are (no chat template;
+    # `messages` empty). Empty for a chat.
+    prompts: tuple[str | tuple[int, ...], ...] = ()
 
     @property
     def scored_prompt_logprobs(self) -> int | None:
         """How many alternatives each prompt token's logprob comes with (None: the prompt is not scored): vLLM's
         `prompt_logprobs`, else for /v1/completions with `echo` and `logprobs`, the echoed tokens' own."""
-        if self.prompt_logprobs is None and self.prompt is not None and self.echo and self.logprobs:
+        if self.prompt_logprobs is None and self.prompts and self.echo and self.logprobs:
             return self.top_logprobs
         return self.prompt_logprobs

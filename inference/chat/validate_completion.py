@@ -1,8 +1,10 @@
 """Validation of a legacy completions body (POST /v1/completions, OpenAI's and vLLM's) into a ChatRequest with a
 raw `prompt` and no messages.
 
-One prompt per request, as text or token ids ("p", ["p"], [1, 2], [[1, 2]]); the sampling, stopping, length and
-structured-output parameters are the chat completion's, checked by the same code (inference.chat.validation).
+One prompt or several, as text or token ids ("p", ["p", "q"], [1, 2], [[1, 2], [3]]), each answered with `n`
+choices as if sent alone (prompt i's choices are i*n .. i*n + n - 1, as OpenAI numbers them), at most MAX_N choices
+in all; the sampling, stopping, length and structured-output parameters are the chat completion's, checked by the
+same code (inference.chat.validation).
 `logprobs` is the number of most likely tokens to return beside each sampled one (0 to 20), `echo` puts the
 prompt before each choice's text (with `logprobs`, its tokens' logprobs before the generated ones'), and
 `max_tokens` defaults to 16, as OpenAI's and vLLM's do; 0 with `echo` generates nothing: the prompt echoed, or
@@ -13,7 +15,7 @@ import dataclasses
 from inference.chat.errors import invalid
 from inference.chat.request import ChatRequest
 from inference.chat.validate_fields import array, boolean, integer, is_int, kind
-from inference.chat.validation import MAX_TOP_LOGPROBS, parse_chat_request
+from inference.chat.validation import MAX_N, MAX_TOP_LOGPROBS, parse_chat_request
 
 DEFAULT_MAX_TOKENS = 16
 # What only a chat completion takes: refused here, naming the parameter to use instead.
@@ -37,7 +39,7 @@ def parse_completion_request(body: dict) -> ChatRequest:
     if body.get("suffix") not in (None, ""):
         raise invalid("'suffix' is not supported: text is only generated after the prompt.", "suffix",
                       "unsupported_parameter")
-    prompt = _prompt(body.get("prompt"))
+    prompts = _prompts(body.get("prompt"))
     logprobs = body.get("logprobs")
     if logprobs is not None:
         logprobs = integer(logprobs, "logprobs", 0, MAX_TOP_LOGPROBS)
@@ -58,19 +60,25 @@ def parse_completion_request(body: dict) -> ChatRequest:
     if nothing and chat.n > 1:
         raise invalid("'n' must be 1 when 'max_tokens' is 0: every choice would be the same echoed prompt.", "n",
                       "invalid_value")
-    return dataclasses.replace(chat, messages=[], prompt=prompt, echo=echo,
+    if len(prompts) * chat.n > MAX_N:
+        raise invalid(f"{len(prompts)} prompts with 'n' {chat.n} would make {len(prompts) * chat.n} choices; at most "
+                      f"{MAX_N} are allowed in one request.", "prompt", "invalid_value")
+    return dataclasses.replace(chat, messages=[], prompts=prompts, echo=echo,
                                max_tokens=0 if nothing else chat.max_tokens)
 
 
-def _prompt(value) -> str | tuple[int, ...]:
+def _prompts(value) -> tuple[str | tuple[int, ...], ...]:
     if value is None:
         raise invalid("Missing required parameter: 'prompt'.", "prompt", "missing_required_parameter")
     if isinstance(value, list) and value and all(isinstance(item, (str, list)) for item in value):
-        if len(value) > 1:  # a batch: OpenAI answers each prompt's choices in one response
-            raise invalid(f"'prompt' holds {len(value)} prompts; send one prompt per request.", "prompt",
-                          "unsupported_parameter")
-        return _prompt_value(value[0], "prompt[0]")
-    return _prompt_value(value, "prompt")
+        if len(value) > MAX_N:
+            raise invalid(f"'prompt' holds {len(value)} prompts; at most {MAX_N} are allowed in one request.",
+                          "prompt", "invalid_value")
+        if len({type(item) for item in value}) > 1:
+            raise invalid("'prompt' mixes texts and token id arrays; send prompts of one kind.", "prompt",
+                          "invalid_type")
+        return tuple(_prompt_value(item, f"prompt[{i}]") for i, item in enumerate(value))
+    return (_prompt_value(value, "prompt"),)
 
 
 def _prompt_value(value, param: str) -> str | tuple[int, ...]:

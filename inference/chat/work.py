@@ -35,16 +35,17 @@ def prompt_chars(chat: ChatRequest, messages: list[dict]) -> int:
         for call in message.get("tool_calls") or ():
             total += len(call["function"]["name"]) + len(call["function"]["arguments"])
     return (total + _json_chars([tool.as_openai() for tool in chat.tools]) + _json_chars(chat.documents)
-            + _json_chars(chat.chat_template_kwargs) + len(chat.prompt or ()))
+            + _json_chars(chat.chat_template_kwargs) + sum(len(prompt) for prompt in chat.prompts))
 
 
 def check_prompt_size(chat: ChatRequest, messages: list[dict]) -> int:
     """The characters of work this request brings (its prompt and its response schema), or a 400."""
     chars = prompt_chars(chat, messages)
     limit = settings.API_MAX_PROMPT_CHARS
-    if chars > limit and chat.prompt is not None:
-        unit = "characters" if isinstance(chat.prompt, str) else "tokens"
-        raise APIError(400, f"The prompt is {chars} {unit} long; at most {limit} are accepted.", param="prompt",
+    if chars > limit and chat.prompts:
+        unit = "characters" if isinstance(chat.prompts[0], str) else "tokens"
+        what = "The prompt is" if len(chat.prompts) == 1 else f"The {len(chat.prompts)} prompts are together"
+        raise APIError(400, f"{what} {chars} {unit} long; at most {limit} are accepted.", param="prompt",
                        code="prompt_too_long")
     if chars > limit:
         history = " with the session's history" if chat.session_id is not None else ""

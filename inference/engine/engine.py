@@ -278,29 +278,34 @@ class Engine:
 
     def _admit(self, request: GenerationRequest, on_event: EventCallback) -> None:
         state = RequestState(request, on_event)
-        prompt, params = request.prompt_token_ids, request.params
+        prompts, params = request.prompts, request.params
         if request.request_id in self._requests:
             return self._close(state, FINISH_ERROR, f"duplicate request id {request.request_id}")
         if isinstance(request.token_mask_factory, InvalidGrammar):
             return self._close(state, FINISH_ERROR, request.token_mask_factory.message, ERROR_INVALID_GRAMMAR)
-        if not prompt:
-            return self._close(state, FINISH_ERROR, "prompt_token_ids is empty")
-        if any(not 0 <= t < self.runner.vocab_size for t in prompt):
-            return self._close(state, FINISH_ERROR, f"prompt token id outside the vocabulary of {self.runner.vocab_size}")
+        for prompt in prompts:
+            if not prompt:
+                return self._close(state, FINISH_ERROR, "prompt_token_ids is empty")
+            if any(not 0 <= t < self.runner.vocab_size for t in prompt):
+                return self._close(state, FINISH_ERROR,
+                                   f"prompt token id outside the vocabulary of {self.runner.vocab_size}")
         if params.max_tokens == 0 and params.prompt_logprobs is None:
             return self._close(state, FINISH_LENGTH)
-        if len(prompt) > self.config.max_model_len or (len(prompt) == self.config.max_model_len and params.max_tokens):
+        window = self.config.max_model_len
+        if any(len(p) > window or (len(p) == window and params.max_tokens) for p in prompts):
             return self._close(state, FINISH_LENGTH)
-        if not self.scheduler.can_ever_fit(min(len(prompt) + params.max_tokens, self.config.max_model_len)):
+        if not all(self.scheduler.can_ever_fit(min(len(p) + params.max_tokens, window)) for p in prompts):
             return self._close(state, FINISH_ERROR, "the request does not fit the KV cache")
         self._requests[request.request_id] = state
-        self._add_choice(state, Sequence(request.request_id, list(prompt), params, index=0,
-                                         cache_salt=request.cache_salt))
-        self.scheduler.add(state.choices[0].seq)
+        for i, prompt in enumerate(prompts):  # each prompt's first choice; the others fork from it
+            choice = self._add_choice(state, Sequence(request.request_id, prompt, params, index=i * params.n,
+                                                      cache_salt=request.cache_salt))
+            self.scheduler.add(choice.seq)
 
     def _add_choice(self, state: RequestState, seq: Sequence) -> Choice:
         params = seq.params
-        seed = None if params.seed is None else params.seed + seq.index
+        # Choice j of every prompt draws as choice j of that prompt sent alone would.
+        seed = None if params.seed is None else params.seed + seq.index % params.n
         factory = state.request.token_mask_factory
         choice = Choice(
             seq=seq,
@@ -343,7 +348,7 @@ class Engine:
                 changed.setdefault(state.request_id, (state, []))[1].append(choice)
                 continue
             group = [choice]
-            if item.seq.params.n > 1 and len(state.choices) == 1 and item.seq.num_output_tokens == 0:
+            if item.seq.params.n > 1 and item.seq.first_of_prompt and item.seq.num_output_tokens == 0:
                 group += self._fork(state, choice)
             for c in group:
                 targets.append((state, c))
@@ -370,15 +375,15 @@ class Engine:
             entry = self._choices.get(seq_id)
             if entry is None:
                 continue  # cancelled while the step ran
-            state, choice = entry
+            choice = entry[1]
             choice.seq.num_prompt_logprobs += len(computed)
-            state.prompt_logprobs.extend(
+            choice.prompt_logprobs.extend(
                 TokenLogprob(token_id=s.token_id, token=piece([s.token_id]), logprob=s.logprob, rank=s.rank,
                              top=tuple((t, piece([t]), lp) for t, lp in s.top)) for s in computed)
 
     def _fork(self, state: RequestState, parent: Choice) -> list[Choice]:
         children = []
-        for index in range(1, parent.seq.params.n):
+        for index in range(parent.seq.index + 1, parent.seq.index + parent.seq.params.n):
             child = Sequence(state.request_id, list(parent.seq.prompt_token_ids), parent.seq.params, index=index,
                              cache_salt=parent.seq.cache_salt)
             self.scheduler.fork(parent.seq, child)
@@ -432,7 +437,7 @@ class Engine:
         """End a request that never started."""
         state.done = True
         event = TokenEvent(request_id=state.request_id, finished=True, finish_reason=reason, error=error,
-                           error_code=error_code, prompt_tokens=len(state.request.prompt_token_ids))
+                           error_code=error_code, prompt_tokens=state.request.num_prompt_tokens)
         try:
             state.on_event(event)
         except Exception:

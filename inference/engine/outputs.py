@@ -1,8 +1,9 @@
 """Per-request bookkeeping on the engine thread: choices, their text, their events.
 
 A request becomes one sequence per choice (n > 1 forks after the shared
-prefill). Each choice owns its detokenizer, RNG and token mask; the request
-ends, with exactly one final event, when its last choice ends.
+prefill; each of several prompts has its own n). Each choice owns its
+detokenizer, RNG and token mask; the request ends, with exactly one final
+event, when its last choice ends.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ class Choice:
     text: str = ""
     token_ids: list[int] = field(default_factory=list)
     logprobs: list[TokenLogprob] = field(default_factory=list)
+    prompt_logprobs: list[TokenLogprob] = field(default_factory=list)  # its prompt's (first choices only)
 
     @property
     def finished(self) -> bool:
@@ -39,7 +41,6 @@ class RequestState:
     choices: list[Choice] = field(default_factory=list)
     completion_tokens: int = 0
     done: bool = False
-    prompt_logprobs: list[TokenLogprob] = field(default_factory=list)  # computed, not yet sent
 
     @property
     def request_id(self) -> str:
@@ -47,8 +48,8 @@ class RequestState:
 
     @property
     def cached_tokens(self) -> int:
-        """Prompt tokens the first choice found in the prefix cache when first admitted."""
-        return (self.choices[0].seq.num_cached_tokens or 0) if self.choices else 0
+        """Prompt tokens each prompt's first choice found in the prefix cache when first admitted."""
+        return sum(c.seq.num_cached_tokens or 0 for c in self.choices if c.seq.first_of_prompt)
 
     def events(self, changed: list[Choice], *, error: str | None = None) -> list[TokenEvent]:
         """Events for the choices that changed this step; the last one closes the request if all choices ended."""
@@ -58,7 +59,7 @@ class RequestState:
         for i, choice in enumerate(pending):
             last = all_done and i == len(pending) - 1 and not self.done
             events.append(TokenEvent(
-                prompt_logprobs=self._take_prompt_logprobs(),
+                prompt_logprobs=tuple(choice.prompt_logprobs),
                 request_id=self.request_id,
                 index=choice.seq.index,
                 text=choice.text,
@@ -67,24 +68,19 @@ class RequestState:
                 choice_finish_reason=choice.finish_reason,
                 finished=last,
                 finish_reason=choice.finish_reason if last else None,
-                prompt_tokens=len(self.request.prompt_token_ids),
+                prompt_tokens=self.request.num_prompt_tokens,
                 completion_tokens=self.completion_tokens,
                 cached_tokens=self.cached_tokens,
                 error=error if last and choice.finish_reason == FINISH_ERROR else None,
             ))
-            choice.text, choice.token_ids, choice.logprobs = "", [], []
+            choice.text, choice.token_ids, choice.logprobs, choice.prompt_logprobs = "", [], [], []
             if last:
                 self.done = True
         if all_done and not self.done:  # every choice had already reported: close with an empty event
             reason = self.choices[-1].finish_reason if self.choices else FINISH_ERROR
             events.append(TokenEvent(request_id=self.request_id, finished=True, finish_reason=reason,
-                                     prompt_logprobs=self._take_prompt_logprobs(),
-                                     prompt_tokens=len(self.request.prompt_token_ids),
+                                     prompt_tokens=self.request.num_prompt_tokens,
                                      completion_tokens=self.completion_tokens, cached_tokens=self.cached_tokens,
                                      error=error if reason == FINISH_ERROR else None))
             self.done = True
         return events
-
-    def _take_prompt_logprobs(self) -> tuple[TokenLogprob, ...]:
-        taken, self.prompt_logprobs = tuple(self.prompt_logprobs), []
-        return taken

@@ -39,7 +39,7 @@ class Sequence:
                  cache_salt: str | None = None) -> None:
         self.seq_id: int = next(Sequence._ids)
         self.request_id = request_id
-        self.index = index  # choice index within its request (n > 1)
+        self.index = index  # choice index within its request (n > 1; prompt i of several has i*n .. i*n + n - 1)
         self.params = params
         # Copied so later appends never alias the caller's list.
         self.token_ids: list[int] = [int(t) for t in prompt_token_ids]
@@ -83,8 +83,13 @@ class Sequence:
     @property
     def scores_prompt(self) -> bool:
         """Whether this sequence still owes logprobs of prompt tokens (one per prompt token after the first)."""
-        return (self.params.prompt_logprobs is not None and self.index == 0
+        return (self.params.prompt_logprobs is not None and self.first_of_prompt
                 and self.num_prompt_logprobs < self.num_prompt_tokens - 1)
+
+    @property
+    def first_of_prompt(self) -> bool:
+        """The first choice of its prompt: the one that computes the prompt (the others fork from it)."""
+        return self.index % self.params.n == 0
 
     @property
     def last_token_id(self) -> int:

@@ -129,6 +129,18 @@ class GenerationRequest:
     # Requests share prefix-cache blocks only with requests of the same salt (the API uses the
     # organization): one tenant's timing cannot reveal another's prompts.
     cache_salt: str | None = None
+    # Further prompts answered by this request (a legacy completion's list of prompts), each run as if sent alone
+    # with the same params: prompt i's choices are indices i*n .. i*n + n - 1; its events count every prompt.
+    more_prompts: tuple[tuple[int, ...], ...] = ()
+
+    @property
+    def prompts(self) -> list[list[int]]:
+        return [list(self.prompt_token_ids), *(list(p) for p in self.more_prompts)]
+
+    @property
+    def num_prompt_tokens(self) -> int:
+        """What the request's usage counts as prompt tokens: every prompt's."""
+        return len(self.prompt_token_ids) + sum(len(p) for p in self.more_prompts)
 
 
 @dataclass(frozen=True)
@@ -144,19 +156,20 @@ class TokenLogprob:
 class TokenEvent:
     request_id: str
     text: str = ""  # new text of choice `index` since its previous event
-    index: int = 0  # which choice (0..n-1) this event is about
+    index: int = 0  # which choice (0..n-1; with more prompts, prompt i's are i*n .. i*n + n - 1) this event is about
     token_ids: tuple[int, ...] = ()  # the tokens this text came from (those not yet reported)
     logprobs: tuple[TokenLogprob, ...] = ()  # one per token in token_ids, when requested
-    # With params.prompt_logprobs: the next prompt tokens' logprobs, in order from the prompt's second token (the
-    # first has none); all of them have come once the first event with a token or a finish reason has.
+    # With params.prompt_logprobs, on the events of each prompt's first choice (index i*n): the next tokens' logprobs
+    # of that prompt, in order from its second token (the first has none); all of them have come once that choice's
+    # first event with a token or a finish reason has.
     prompt_logprobs: tuple[TokenLogprob, ...] = ()
     choice_finish_reason: str | None = None  # set on the last event of choice `index`
     finished: bool = False  # the last event of the whole request: exactly one per request
     finish_reason: str | None = None  # on the final event: "stop" | "length" | "cancelled" | "error"
-    prompt_tokens: int = 0  # len(prompt_token_ids), on every event
+    prompt_tokens: int = 0  # the request's num_prompt_tokens, on every event
     completion_tokens: int = 0  # tokens sampled so far over all choices (EOS/stop tokens included)
     # Prompt tokens whose keys and values came from the prefix cache instead of being computed
-    # (fixed when the request is first scheduled; 0 when nothing matched or the cache is off).
+    # (fixed when each prompt is first scheduled; 0 when nothing matched or the cache is off).
     cached_tokens: int = 0
     error: str | None = None  # message when finish_reason == "error"
     error_code: str | None = None  # machine-readable cause when finish_reason == "error" (e.g. "worker_lost")

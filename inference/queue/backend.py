@@ -240,7 +240,7 @@ class RedisBackend:
             raise ModelUnavailable("The inference queue cannot be reached. Please retry shortly.") from exc
         if entry_id is None:
             raise self._queue_full(spec.id)
-        return _Ticket(spec.id, entry_id, len(request.prompt_token_ids), time.monotonic() + self.claim_timeout)
+        return _Ticket(spec.id, entry_id, request.num_prompt_tokens, time.monotonic() + self.claim_timeout)
 
     # -- generate ---------------------------------------------------------------
 

@@ -185,6 +185,8 @@ def encode_request(request: GenerationRequest) -> str:
         data["constraint"] = {"kind": request.constraint.kind, "source": request.constraint.source}
     if request.cache_salt is not None:
         data["cache_salt"] = request.cache_salt
+    if request.more_prompts:
+        data["more_prompts"] = [[int(t) for t in prompt] for prompt in request.more_prompts]
     return _dumps(data)
 
 
@@ -192,14 +194,28 @@ def decode_request(raw: str | bytes) -> GenerationRequest:
     data = json.loads(raw)
     if not isinstance(data, dict) or not isinstance(data.get("request_id"), str):
         raise ValueError("a request needs a string request_id")
+    unknown = sorted(set(data) - _REQUEST_FIELDS)
+    if unknown:  # a newer API's request this worker would answer differently from what was asked
+        raise ValueError(f"unsupported request fields: {', '.join(unknown)}")
     ids = data.get("prompt_token_ids")
-    if not isinstance(ids, list) or not all(isinstance(t, int) and not isinstance(t, bool) for t in ids):
+    if not _token_ids(ids):
         raise ValueError("prompt_token_ids must be a list of integers")
+    more = data.get("more_prompts", [])
+    if not isinstance(more, list) or not all(_token_ids(prompt) for prompt in more):
+        raise ValueError("more_prompts must be a list of lists of integers")
     salt = data.get("cache_salt")
     if salt is not None and not isinstance(salt, str):
         raise ValueError("cache_salt must be a string")
     return GenerationRequest(data["request_id"], ids, decode_params(data.get("params", {})),
-                             constraint=decode_constraint(data.get("constraint")), cache_salt=salt)
+                             constraint=decode_constraint(data.get("constraint")), cache_salt=salt,
+                             more_prompts=tuple(tuple(prompt) for prompt in more))
+
+
+_REQUEST_FIELDS = {"request_id", "prompt_token_ids", "params", "constraint", "cache_salt", "more_prompts"}
+
+
+def _token_ids(value) -> bool:
+    return isinstance(value, list) and all(isinstance(t, int) and not isinstance(t, bool) for t in value)
 
 
 def decode_constraint(data) -> Constraint | None:

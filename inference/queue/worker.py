@@ -300,7 +300,7 @@ class Worker(LivenessMixin, PublisherMixin):
             self._outbox.put(TokenEvent(request_id, finished=True, finish_reason=FINISH_ERROR,
                                         error=f"invalid request: {exc}", error_code="invalid_request"))
             return
-        prompt_tokens = len(request.prompt_token_ids)
+        prompt_tokens = request.num_prompt_tokens
         with self._cond:
             self._inflight[request_id] = prompt_tokens
         if request.constraint is not None and hasattr(self._engine, "prepare"):

@@ -80,7 +80,12 @@ def test_structured_outputs_constrain_a_raw_prompt_too(client):
 
 
 @pytest.mark.parametrize("fields, param, code", [
-    ({"prompt": ["one", "two"]}, "prompt", "unsupported_parameter"),
+    ({"prompt": ["one", [1, 2]]}, "prompt", "invalid_type"),
+    ({"prompt": ["one"] * 129}, "prompt", "invalid_value"),
+    ({"prompt": ["one"] * 65, "n": 2}, "prompt", "invalid_value"),
+    ({"prompt": ["one", ""]}, "prompt[1]", "invalid_value"),
+    ({"prompt": [[1], [10**9]]}, "prompt[1][0]", "invalid_value"),
+    ({"prompt": ["x", "y " * 3000], "max_tokens": 16}, "prompt[1]", "context_length_exceeded"),
     ({"prompt": ""}, "prompt", "invalid_value"),
     ({"prompt": [1, "x"]}, "prompt[1]", "invalid_type"),
     ({"prompt": [1, -2]}, "prompt[1]", "invalid_value"),

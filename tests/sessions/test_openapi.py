@@ -70,7 +70,7 @@ def test_the_chat_request_documents_every_parameter_the_server_accepts(document)
     assert body["additionalProperties"] is False and body["required"] == ["model", "messages"]
     properties = body["properties"]
     for field in dataclasses.fields(ChatRequest):
-        if field.name != "prompt":  # a legacy completion's (below)
+        if field.name != "prompts":  # a legacy completion's (below)
             assert BODY_NAME.get(field.name, field.name) in properties, field.name
     # Exactly what the validator takes: nothing accepted is missing, nothing documented is refused as unknown.
     assert properties.keys() == validation.ACCEPTED | validation.NEUTRAL_ONLY.keys() | validation.UNSUPPORTED.keys()

@@ -105,9 +105,9 @@ def test_requests_and_events_survive_the_trip_through_json():
                             seed=42, stop=("\n\n", "END"), stop_token_ids=(2, 5), include_stop_str_in_output=True,
                             min_tokens=2, ignore_eos=True, n=2, logprobs=3, skip_special_tokens=False,
                             prompt_logprobs=2)
-    request = GenerationRequest("chatcmpl-1", [1, 2, 3], params)
+    request = GenerationRequest("chatcmpl-1", [1, 2, 3], params, more_prompts=((4, 5), (6,)))
     again = protocol.decode_request(protocol.encode_request(request))
-    assert again == request
+    assert again == request and again.num_prompt_tokens == 6
     assert protocol.decode_request(protocol.encode_request(GenerationRequest("r", [1], SamplingParams()))).params \
         == SamplingParams()
     event = TokenEvent("chatcmpl-1", text="héllo", index=1, token_ids=(4, 5),
@@ -125,6 +125,12 @@ def test_what_cannot_cross_a_process_boundary_is_refused():
         protocol.encode_request(GenerationRequest("r", [1], SamplingParams(), token_mask_factory=lambda: None))
     raw = json.dumps({"request_id": "r", "prompt_token_ids": [1], "params": {"max_tokens": 3, "beam_width": 4}})
     with pytest.raises(ValueError, match="beam_width"):
+        protocol.decode_request(raw)
+    raw = json.dumps({"request_id": "r", "prompt_token_ids": [1], "params": {}, "images": ["x"]})
+    with pytest.raises(ValueError, match="images"):  # a request this worker would answer differently
+        protocol.decode_request(raw)
+    raw = json.dumps({"request_id": "r", "prompt_token_ids": [1], "params": {}, "more_prompts": [[1, "2"]]})
+    with pytest.raises(ValueError, match="more_prompts"):
         protocol.decode_request(raw)
 
 
@@ -226,7 +232,12 @@ def test_a_prompt_scored_by_a_worker_comes_back_whole(client, alice, workers, wo
     entries = vllm.choices[0].model_extra["prompt_logprobs"]
     assert [next(iter(e.values()))["logprob"] for e in entries[1:]] == pytest.approx(lp.token_logprobs[1:], abs=1e-5)
     assert all(next(iter(e.values()))["rank"] >= 1 for e in entries[1:])
-    assert_settled_exactly(alice, [wait_for_usage(scored.id), wait_for_usage(vllm.id)])
+    batch = client.completions.create(model=TINY, prompt=["Seven, eight", prompt], max_tokens=0, echo=True,
+                                      logprobs=1)
+    assert [c.text for c in batch.choices] == ["Seven, eight", prompt]
+    assert batch.choices[1].logprobs.token_logprobs[1:] == pytest.approx(lp.token_logprobs[1:], abs=1e-5)
+    assert batch.usage.prompt_tokens > scored.usage.prompt_tokens
+    assert_settled_exactly(alice, [wait_for_usage(r.id) for r in (scored, vllm, batch)])
 
 
 @pytest.mark.money
