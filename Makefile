@@ -7,12 +7,15 @@
 # make down  - stop everything make up started, PostgreSQL and Redis included (make status: what runs)
 # make bench-peer - ours against llama.cpp's OpenAI-compatible server on the same GGUF (llama-cpp-python[server] is
 #                   compiled into .venv-peer once, 6-12 minutes on 2 cores); BENCH_ARGS="--concurrency 1,4 ..." passes flags
+# make bench-evals - lm-evaluation-harness through our /v1/completions against the same harness on transformers
+#                   (installed into .venv-evals once, over .venv's packages); BENCH_ARGS="--batch-size 4" passes flags
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 PORT   ?= 8000
 HOST   ?= 127.0.0.1
 PEER   := .venv-peer
+EVALS  := .venv-evals
 BENCH_ARGS ?=
 # make up / make down (platform/topology.sh): replicas and workers, the ports of PostgreSQL and Redis, where state lives.
 WEB_REPLICAS ?= 2
@@ -25,7 +28,7 @@ TOPOLOGY = DATA_DIR=$(DATA_DIR) HOST=$(HOST) PORT=$(PORT) WEB_REPLICAS=$(WEB_REP
 # The largest WebSocket message uvicorn reads: the playground's limit (config/settings.py), the same variable.
 PLAYGROUND_WS_MAX_BYTES ?= 2097152
 
-.PHONY: install run test migrate model clean bench-peer screenshots up down status
+.PHONY: install run test migrate model clean bench-peer bench-evals screenshots up down status
 
 # Each step says what it does and, at its end, how long it took ($(shell date +%s) is expanded as the recipe starts).
 DONE = @echo "    done in $$(( $$(date +%s) - $(shell date +%s) )) s"
@@ -87,6 +90,17 @@ $(PEER)/.installed:
 
 bench-peer: model $(PEER)/.installed
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/peer_llamacpp.py $(BENCH_ARGS)
+
+# lm-evaluation-harness in its own venv layered over .venv (a .pth file): torch and transformers are .venv's.
+$(EVALS)/.installed: $(BIN)/.installed
+	test -x $(EVALS)/bin/python || $(PYTHON) -m venv $(EVALS)
+	$(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])' \
+	  > "$$($(EVALS)/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/platform-venv.pth"
+	$(EVALS)/bin/pip install --quiet 'lm-eval[api]==0.4.13' 'accelerate>=1.0'
+	touch $@
+
+bench-evals: model $(EVALS)/.installed
+	HF_HUB_OFFLINE=1 $(BIN)/python bench/evals_parity.py $(BENCH_ARGS)
 
 clean:
 	@bash platform/topology.sh down
