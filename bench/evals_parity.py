@@ -116,14 +116,18 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8, help="prompts per request (the harness's batch)")
     parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"),
                         help="both sides' weights and activations")
+    parser.add_argument("--ours-dtype", choices=("auto", "float32", "bfloat16"),
+                        help="our INFERENCE_DTYPE instead (auto: the default, e.g. bf16 with int4 weights on a CPU "
+                             "with bf16 instructions): how far the fast default is from the reference")
     args = parser.parse_args()
+    args.ours_dtype = args.ours_dtype or args.dtype
     if not LM_EVAL.exists():
         raise SystemExit(f"{LM_EVAL} is missing: `make bench-evals` installs lm-evaluation-harness there")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     with tempfile.TemporaryDirectory(prefix="evals-parity-") as tmp:
         folder = Path(tmp)
         write_task(folder)
-        server = start_ours(argparse.Namespace(our_env=[f"INFERENCE_DTYPE={args.dtype}"]), folder)
+        server = start_ours(argparse.Namespace(our_env=[f"INFERENCE_DTYPE={args.ours_dtype}"]), folder)
         try:
             server.wait_ready(900)
             ours = run_harness(
@@ -138,7 +142,7 @@ def main() -> None:
     diffs = sorted(abs(a[0] - b[0]) for a, b in pairs)
     agree = sum(a[1] == b[1] for a, b in pairs)
     print(f"\nlm-evaluation-harness, {len(QUESTIONS)} questions x 4 answers = {len(pairs)} log-likelihoods, "
-          f"{args.dtype}, batch {args.batch_size}")
+          f"ours {args.ours_dtype}, transformers {args.dtype}, batch {args.batch_size}")
     print(f"{'':34}{'ours (/v1/completions)':>24}{'transformers (hf)':>20}")
     print(f"{'acc':34}{ours['acc']:>24.4f}{theirs['acc']:>20.4f}")
     print(f"{'acc_norm':34}{ours['acc_norm']:>24.4f}{theirs['acc_norm']:>20.4f}")

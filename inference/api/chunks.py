@@ -1,4 +1,5 @@
 """OpenAI's response and stream-chunk shapes for chat completions."""
+import dataclasses
 import json
 
 SYSTEM_FINGERPRINT = "fp_local_v1"
@@ -16,6 +17,15 @@ def usage(prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0) ->
 
 def _bytes(token: str) -> list[int]:
     return list(token.encode("utf-8"))
+
+
+def as_token_ids(logprobs, enabled: bool = True) -> list:
+    """vLLM's `return_tokens_as_token_ids`: each token (and each alternative) named "token_id:N" instead of by its
+    text, which may not be valid text on its own (a piece of a multi-byte character)."""
+    if not enabled:
+        return list(logprobs)
+    return [dataclasses.replace(lp, token=f"token_id:{lp.token_id}",
+                                top=tuple((t, f"token_id:{t}", value) for t, _, value in lp.top)) for lp in logprobs]
 
 
 def logprobs_content(logprobs) -> list[dict]:

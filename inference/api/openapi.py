@@ -236,6 +236,8 @@ SCHEMAS = {
         "prompt_logprobs": _int("vLLM extension: return the logprob of every prompt token after the first, with its "
                                 "rank and this many most likely alternatives (`prompt_logprobs` in the response). The "
                                 "prompt is computed in full (never taken from the cache). Not with `stream`.", 0, 20),
+        "return_tokens_as_token_ids": _bool("vLLM extension: name the tokens of `logprobs` (and of "
+                                            "`prompt_logprobs`) `token_id:N` instead of by their text."),
         "truncate_prompt_tokens": _int("vLLM extension: keep only the last N prompt tokens.", 1),
         "structured_outputs": {
             "type": "object", "nullable": True, "additionalProperties": False,

@@ -57,7 +57,8 @@ _SHARED_WITH_CHAT = ("max_tokens", "temperature", "top_p", "n", "stream", "strea
                      "repetition_penalty", "min_tokens", "ignore_eos", "stop_token_ids", "include_stop_str_in_output",
                      "skip_special_tokens", "add_special_tokens", "truncate_prompt_tokens", "response_format",
                      "structured_outputs", "guided_json", "guided_regex", "guided_choice", "guided_grammar",
-                     "guided_decoding_backend", "metadata", "store", "service_tier", "prompt_logprobs")
+                     "guided_decoding_backend", "metadata", "store", "service_tier", "prompt_logprobs",
+                     "return_tokens_as_token_ids")
 
 
 def _completion_request() -> dict:

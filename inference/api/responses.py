@@ -40,8 +40,9 @@ class Gathered(NamedTuple):
     prompt_logprobs: list[list]
 
 
-async def gather(generation: Generation, n: int, echo_prefixes: list[str]) -> Gathered:
-    """Every choice's events, to the final one: n choices for each prompt (each prompt has an echo prefix)."""
+async def gather(generation: Generation, n: int, echo_prefixes: list[str], as_ids: bool = False) -> Gathered:
+    """Every choice's events, to the final one: n choices for each prompt (each prompt has an echo prefix); as_ids:
+    logprobs name tokens "token_id:N"."""
     total = n * len(echo_prefixes)
     texts = [[echo_prefixes[i // n]] for i in range(total)]
     logprobs = [[] for _ in range(total)]
@@ -51,9 +52,9 @@ async def gather(generation: Generation, n: int, echo_prefixes: list[str]) -> Ga
         while True:
             event = await generation.events.get()
             if event.index < total:
-                prompt_logprobs[event.index].extend(event.prompt_logprobs)
+                prompt_logprobs[event.index].extend(chunks.as_token_ids(event.prompt_logprobs, as_ids))
                 texts[event.index].append(event.text)
-                logprobs[event.index].extend(event.logprobs)
+                logprobs[event.index].extend(chunks.as_token_ids(event.logprobs, as_ids))
                 if event.choice_finish_reason is not None:
                     reasons[event.index] = event.choice_finish_reason
             if event.finished:
@@ -66,7 +67,8 @@ async def gather(generation: Generation, n: int, echo_prefixes: list[str]) -> Ga
 async def collect(generation: Generation, chat: ChatRequest, prepared: PreparedChat, *, request_id: str,
                   created: int, extra: dict):
     """The whole completion as one JSON body; (response, choices or None on failure)."""
-    texts, logprobs, reasons, event, prompt_logprobs = await gather(generation, chat.n, prepared.echo_prefixes)
+    texts, logprobs, reasons, event, prompt_logprobs = await gather(generation, chat.n, prepared.echo_prefixes,
+                                                                    chat.return_tokens_as_token_ids)
     if event.finish_reason not in _OK:
         return json_response(generation_failed(event)), None
     choices = []
@@ -150,7 +152,8 @@ async def stream(generation: Generation, chat: ChatRequest, prepared: PreparedCh
             event = await generation.events.get()
             if event.index < chat.n:
                 state = states[event.index]
-                entries = chunks.logprobs_content(event.logprobs) if want_logprobs else None
+                entries = chunks.logprobs_content(chunks.as_token_ids(event.logprobs, chat.return_tokens_as_token_ids)) \
+                    if want_logprobs else None
                 deltas = state.deltas(event.text) if event.text else []
                 if entries and not deltas:
                     deltas = [{"content": ""}]  # the tokens' logprobs travel even when their text is held back

@@ -20,22 +20,25 @@ from inference.chat.limits import RequestLimits
 _OK = ("stop", "length")
 
 
-def _logprobs(entries, offset: int, out: dict | None = None) -> dict:
+def _logprobs(entries, offset: int, as_ids: bool, out: dict | None = None) -> dict:
+    """as_ids: tokens named "token_id:N" (vLLM's return_tokens_as_token_ids); text_offset counts their text still."""
     out = out or {"tokens": [], "token_logprobs": [], "top_logprobs": [], "text_offset": []}
-    for lp in entries:
-        out["tokens"].append(lp.token)
+    for lp, named in zip(entries, chunks.as_token_ids(entries, as_ids)):
+        out["tokens"].append(named.token)
         out["token_logprobs"].append(lp.logprob)
         # Keyed by text, as OpenAI's: two ids of the same text share one entry; the sampled one keeps its own.
-        out["top_logprobs"].append({**{token: value for _, token, value in lp.top}, lp.token: lp.logprob})
+        out["top_logprobs"].append({**{token: value for _, token, value in named.top}, named.token: lp.logprob})
         out["text_offset"].append(offset)
         offset += len(lp.token)
     return out
 
 
-def _echoed(first_token: str, entries) -> dict:
-    """The legacy logprobs of the echoed prompt: its first token has no logprob, the others theirs."""
-    out = {"tokens": [first_token], "token_logprobs": [None], "top_logprobs": [None], "text_offset": [0]}
-    return _logprobs(entries, len(first_token), out)
+def _echoed(prepared, p: int, entries, as_ids: bool) -> dict:
+    """The legacy logprobs of prompt p echoed: its first token has no logprob, the others theirs."""
+    first = prepared.first_tokens[p]
+    out = {"tokens": [f"token_id:{prepared.prompts[p][0]}" if as_ids else first], "token_logprobs": [None],
+           "top_logprobs": [None], "text_offset": [0]}
+    return _logprobs(entries, len(first), as_ids, out)
 
 
 def _base(chat, created: int) -> dict:
@@ -45,6 +48,7 @@ def _base(chat, created: int) -> dict:
 
 async def _collect(chat, created: int):
     request, prepared, n = chat.request, chat.prepared, chat.request.n
+    as_ids = request.return_tokens_as_token_ids
     texts, logprobs, reasons, event, prompt_logprobs = await gather(chat.generation, n, prepared.echo_prefixes)
     if event.finish_reason not in _OK:
         return json_response(generation_failed(event))
@@ -53,10 +57,10 @@ async def _collect(chat, created: int):
         p = i // n
         choice = {"index": i, "text": texts[i], "logprobs": None, "finish_reason": reasons[i] or event.finish_reason}
         if request.logprobs:
-            echoed = _echoed(prepared.first_tokens[p], prompt_logprobs[p * n]) if request.echo else None
-            choice["logprobs"] = _logprobs(logprobs[i], len(prepared.echo_prefixes[p]), echoed)
+            echoed = _echoed(prepared, p, prompt_logprobs[p * n], as_ids) if request.echo else None
+            choice["logprobs"] = _logprobs(logprobs[i], len(prepared.echo_prefixes[p]), as_ids, echoed)
         if request.prompt_logprobs is not None:
-            choice["prompt_logprobs"] = chunks.prompt_logprobs(prompt_logprobs[p * n])
+            choice["prompt_logprobs"] = chunks.prompt_logprobs(chunks.as_token_ids(prompt_logprobs[p * n], as_ids))
         choices.append(choice)
     return JsonResponse({**_base(chat, created), "choices": choices,
                          "usage": chunks.usage(event.prompt_tokens, event.completion_tokens, event.cached_tokens)})
@@ -78,7 +82,7 @@ async def _stream(chat, created: int):
             payload["usage"] = None
         return data(payload)
 
-    n, echoes = request.n, prepared.echo_prefixes
+    n, echoes, as_ids = request.n, prepared.echo_prefixes, request.return_tokens_as_token_ids
     total = n * len(echoes)
     offsets = [len(echoes[i // n]) for i in range(total)]
     # With logprobs, a prompt's echo waits for its tokens' logprobs: they come with its first choice's first event.
@@ -95,7 +99,7 @@ async def _stream(chat, created: int):
                 prompt_logprobs[p].extend(event.prompt_logprobs)
                 started = event.text or event.token_ids or event.choice_finish_reason or event.finished
                 if started and event.finish_reason in (None, *_OK):
-                    echoed = _echoed(prepared.first_tokens[p], prompt_logprobs[p])
+                    echoed = _echoed(prepared, p, prompt_logprobs[p], as_ids)
                     for i in range(p * n, p * n + n):
                         yield choice(i, echoes[p], echoed)
                     waiting.discard(p)
@@ -103,7 +107,7 @@ async def _stream(chat, created: int):
                 i = event.index
                 logprobs = None
                 if request.logprobs and event.logprobs:
-                    logprobs = _logprobs(event.logprobs, offsets[i])
+                    logprobs = _logprobs(event.logprobs, offsets[i], as_ids)
                     offsets[i] += sum(len(lp.token) for lp in event.logprobs)
                 if event.text or logprobs:
                     yield choice(i, event.text, logprobs)

@@ -71,6 +71,7 @@ class ChatRequest:
     top_logprobs: int = 0  # 0..20, only with logprobs
     # vLLM's: every prompt token's logprob (after the first) with this many alternatives (0..20); not in streams.
     prompt_logprobs: int | None = None
+    return_tokens_as_token_ids: bool = False  # vLLM's: logprobs name tokens "token_id:N"
     stop: tuple[str, ...] = ()
     stop_token_ids: tuple[int, ...] = ()
     include_stop_str_in_output: bool = False

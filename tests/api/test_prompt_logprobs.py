@@ -129,6 +129,42 @@ def test_a_scored_prompt_is_computed_again_and_charged_in_full(client, tokenizer
     assert wait_for_usage(scored.id).cost_micro == tiny_cost(len(ids), 0)
 
 
+def test_tokens_can_be_named_by_their_ids(client, tokenizer):
+    ids = tokenizer.hf_tokenizer.encode(PROMPT)
+    params = dict(model=TINY, prompt=PROMPT, max_tokens=3, temperature=0, logprobs=2, echo=True,
+                  extra_body={"ignore_eos": True})
+    named = client.completions.create(**params).choices[0].logprobs
+    as_ids = client.completions.create(**{**params, "extra_body": {"ignore_eos": True,
+                                                                   "return_tokens_as_token_ids": True}})
+    lp = as_ids.choices[0].logprobs
+    assert lp.tokens[:len(ids)] == [f"token_id:{t}" for t in ids]
+    assert all(t.startswith("token_id:") for t in lp.tokens) and len(lp.tokens) == len(named.tokens)
+    assert lp.text_offset == named.text_offset  # still offsets into the text
+    assert lp.token_logprobs == named.token_logprobs
+    assert all(all(k.startswith("token_id:") for k in top) for top in lp.top_logprobs[1:])
+    streamed = []
+    for chunk in client.completions.create(**{**params, "extra_body": {"ignore_eos": True,
+                                                                        "return_tokens_as_token_ids": True}},
+                                           stream=True):
+        for choice in chunk.choices:
+            streamed += choice.logprobs.tokens if choice.logprobs else []
+    assert streamed == lp.tokens
+
+    chat = client.chat.completions.create(model=TINY, messages=[{"role": "user", "content": "Hi"}], max_tokens=3,
+                                          logprobs=True, top_logprobs=1,
+                                          extra_body={"return_tokens_as_token_ids": True, "prompt_logprobs": 1})
+    content = chat.choices[0].logprobs.content
+    assert content and all(e.token.startswith("token_id:") and e.top_logprobs[0].token.startswith("token_id:")
+                           for e in content)
+    assert all(v["decoded_token"].startswith("token_id:") for entry in chat.model_extra["prompt_logprobs"][1:]
+               for v in entry.values())
+    stream = client.chat.completions.create(model=TINY, messages=[{"role": "user", "content": "Hi"}], max_tokens=3,
+                                            logprobs=True, stream=True,
+                                            extra_body={"return_tokens_as_token_ids": True})
+    tokens = [e.token for chunk in stream for c in chunk.choices if c.logprobs for e in c.logprobs.content or ()]
+    assert tokens and all(t.startswith("token_id:") for t in tokens)
+
+
 @pytest.mark.parametrize("path, fields, param", [
     ("/v1/completions", {"prompt": "x", "max_tokens": 0}, "max_tokens"),
     ("/v1/completions", {"prompt": "x", "max_tokens": 0, "echo": True, "n": 2}, "n"),
@@ -141,6 +177,7 @@ def test_a_scored_prompt_is_computed_again_and_charged_in_full(client, tokenizer
     ("/v1/chat/completions", {"messages": [{"role": "user", "content": "x"}], "prompt_logprobs": 0, "stream": True},
      "prompt_logprobs"),
     ("/v1/chat/completions", {"messages": [{"role": "user", "content": "x"}], "max_tokens": 0}, "max_tokens"),
+    ("/v1/completions", {"prompt": "x", "return_tokens_as_token_ids": "yes"}, "return_tokens_as_token_ids"),
 ])
 def test_bad_scoring_requests_are_400s_that_cost_nothing(http, alice, alice_secret, path, fields, param):
     alice.credit_account.refresh_from_db()
