@@ -87,11 +87,17 @@ class ChunkWriter:
         return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n".encode()
 
     def choice(self, delta: dict, finish_reason: str | None = None, *, index: int = 0,
-               logprobs: list[dict] | None = None) -> bytes:
+               logprobs: list[dict] | None = None, token_ids: list[int] | None = None,
+               prompt_token_ids: list[int] | None = None) -> bytes:
+        """token_ids (the chunk's tokens) and prompt_token_ids (on the first chunk): vLLM's return_token_ids."""
         choice = {"index": index, "delta": delta,
                   "logprobs": {"content": logprobs, "refusal": None} if logprobs is not None else None,
                   "finish_reason": finish_reason}
+        if token_ids is not None:
+            choice["token_ids"] = token_ids
         payload = {**self._base, "choices": [choice]}
+        if prompt_token_ids is not None:
+            payload["prompt_token_ids"] = prompt_token_ids
         if self.include_usage:
             payload["usage"] = None
         return self._event(payload)

@@ -238,6 +238,9 @@ SCHEMAS = {
                                 "prompt is computed in full (never taken from the cache). Not with `stream`.", 0, 20),
         "return_tokens_as_token_ids": _bool("vLLM extension: name the tokens of `logprobs` (and of "
                                             "`prompt_logprobs`) `token_id:N` instead of by their text."),
+        "return_token_ids": _bool("vLLM extension: add the prompt's token ids (`prompt_token_ids`) and each "
+                                  "choice's generated ones (`token_ids`) to the response; in a stream, the prompt's "
+                                  "on the first chunk and each chunk's own tokens."),
         "truncate_prompt_tokens": _int("vLLM extension: keep only the last N prompt tokens.", 1),
         "structured_outputs": {
             "type": "object", "nullable": True, "additionalProperties": False,
@@ -321,10 +324,14 @@ SCHEMAS = {
             "message": ref("ChatCompletionResponseMessage"),
             "logprobs": ref("ChoiceLogprobs"),
             "finish_reason": {"type": "string", "enum": ["stop", "length", "tool_calls"]},
+            "token_ids": {"type": "array", "items": {"type": "integer"},
+                          "description": "Only with `return_token_ids`: the tokens generated (EOS included)."},
         }, ["index", "message", "finish_reason"], closed=False)},
         "usage": ref("CompletionUsage"),
         "session_id": {"type": "string", "description": "The session the exchange was added to, if any."},
         "prompt_logprobs": {**ref("PromptLogprobs"), "description": "Only with `prompt_logprobs`."},
+        "prompt_token_ids": {"type": "array", "items": {"type": "integer"},
+                             "description": "Only with `return_token_ids`."},
     }, ["id", "object", "created", "model", "choices", "usage"], closed=False),
     "ChatCompletionChunk": _obj({
         "id": {"type": "string"},

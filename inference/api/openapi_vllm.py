@@ -58,7 +58,7 @@ _SHARED_WITH_CHAT = ("max_tokens", "temperature", "top_p", "n", "stream", "strea
                      "skip_special_tokens", "add_special_tokens", "truncate_prompt_tokens", "response_format",
                      "structured_outputs", "guided_json", "guided_regex", "guided_choice", "guided_grammar",
                      "guided_decoding_backend", "metadata", "store", "service_tier", "prompt_logprobs",
-                     "return_tokens_as_token_ids")
+                     "return_tokens_as_token_ids", "return_token_ids")
 
 
 def _completion_request() -> dict:
@@ -97,7 +97,11 @@ def _completion_response() -> dict:
     choice = _obj({"index": {"type": "integer"}, "text": {"type": "string"},
                    "logprobs": {**legacy_logprobs, "nullable": True},
                    "finish_reason": {"type": "string", "nullable": True, "enum": ["stop", "length", None]},
-                   "prompt_logprobs": {**ref("PromptLogprobs"), "description": "Only with `prompt_logprobs`."}},
+                   "prompt_logprobs": {**ref("PromptLogprobs"), "description": "Only with `prompt_logprobs`."},
+                   "prompt_token_ids": {"type": "array", "items": {"type": "integer"},
+                                        "description": "Only with `return_token_ids`: this choice's prompt."},
+                   "token_ids": {"type": "array", "items": {"type": "integer"},
+                                 "description": "Only with `return_token_ids`: the tokens generated."}},
                   ["index", "text", "logprobs", "finish_reason"])
     return _obj({"id": {"type": "string"}, "object": {"type": "string", "enum": ["text_completion"]},
                  "created": {"type": "integer"}, "model": {"type": "string"},

@@ -38,6 +38,7 @@ class Gathered(NamedTuple):
     # Per choice, with prompt logprobs: TokenLogprob of its prompt's tokens after the first (on each prompt's first
     # choice only: prompt_logprobs[i * n] for prompt i).
     prompt_logprobs: list[list]
+    token_ids: list[list[int]]  # per choice: the tokens it generated (EOS and stop tokens included)
 
 
 async def gather(generation: Generation, n: int, echo_prefixes: list[str], as_ids: bool = False) -> Gathered:
@@ -48,12 +49,14 @@ async def gather(generation: Generation, n: int, echo_prefixes: list[str], as_id
     logprobs = [[] for _ in range(total)]
     reasons: list[str | None] = [None] * total
     prompt_logprobs = [[] for _ in range(total)]
+    token_ids = [[] for _ in range(total)]
     try:
         while True:
             event = await generation.events.get()
             if event.index < total:
                 prompt_logprobs[event.index].extend(chunks.as_token_ids(event.prompt_logprobs, as_ids))
                 texts[event.index].append(event.text)
+                token_ids[event.index].extend(event.token_ids)
                 logprobs[event.index].extend(chunks.as_token_ids(event.logprobs, as_ids))
                 if event.choice_finish_reason is not None:
                     reasons[event.index] = event.choice_finish_reason
@@ -61,14 +64,14 @@ async def gather(generation: Generation, n: int, echo_prefixes: list[str], as_id
                 break
     finally:
         generation.cancel()  # no-op once finished; stops the run if the client went away
-    return Gathered(["".join(parts) for parts in texts], logprobs, reasons, event, prompt_logprobs)
+    return Gathered(["".join(parts) for parts in texts], logprobs, reasons, event, prompt_logprobs, token_ids)
 
 
 async def collect(generation: Generation, chat: ChatRequest, prepared: PreparedChat, *, request_id: str,
                   created: int, extra: dict):
     """The whole completion as one JSON body; (response, choices or None on failure)."""
-    texts, logprobs, reasons, event, prompt_logprobs = await gather(generation, chat.n, prepared.echo_prefixes,
-                                                                    chat.return_tokens_as_token_ids)
+    texts, logprobs, reasons, event, prompt_logprobs, token_ids = await gather(
+        generation, chat.n, prepared.echo_prefixes, chat.return_tokens_as_token_ids)
     if event.finish_reason not in _OK:
         return json_response(generation_failed(event)), None
     choices = []
@@ -86,6 +89,10 @@ async def collect(generation: Generation, chat: ChatRequest, prepared: PreparedC
             "logprobs": {"content": chunks.logprobs_content(logprobs[i]), "refusal": None} if chat.logprobs else None,
             "finish_reason": _finish_reason(reasons[i] or event.finish_reason, bool(tool_calls), chat),
         })
+        if chat.return_token_ids:
+            choices[-1]["token_ids"] = token_ids[i]
+    if chat.return_token_ids:
+        extra = {**extra, "prompt_token_ids": prepared.prompt_ids}
     if chat.prompt_logprobs is not None:
         extra = {**extra, "prompt_logprobs": chunks.prompt_logprobs(prompt_logprobs[0])}
     body = chunks.completion(id=request_id, created=created, model=chat.model, choices=choices,
@@ -140,11 +147,12 @@ async def stream(generation: Generation, chat: ChatRequest, prepared: PreparedCh
     A stream that fails ends with its error event, then with include_usage its usage chunk (`choices` empty,
     the tokens counted until it failed), then `data: [DONE]`, like one that finishes."""
     states = [_StreamChoice(i, prepared) for i in range(chat.n)]
-    want_logprobs = chat.logprobs
+    want_logprobs, want_ids = chat.logprobs, chat.return_token_ids
     try:
         for state in states:
             yield writer.choice({"role": "assistant", "content": ""}, index=state.index,
-                                logprobs=[] if want_logprobs else None)
+                                logprobs=[] if want_logprobs else None, token_ids=[] if want_ids else None,
+                                prompt_token_ids=prepared.prompt_ids if want_ids and state.index == 0 else None)
             if prepared.echo_prefix:
                 for delta in state.deltas(prepared.echo_prefix):
                     yield writer.choice(delta, index=state.index)
@@ -154,11 +162,13 @@ async def stream(generation: Generation, chat: ChatRequest, prepared: PreparedCh
                 state = states[event.index]
                 entries = chunks.logprobs_content(chunks.as_token_ids(event.logprobs, chat.return_tokens_as_token_ids)) \
                     if want_logprobs else None
+                ids = list(event.token_ids) if want_ids else None
                 deltas = state.deltas(event.text) if event.text else []
-                if entries and not deltas:
-                    deltas = [{"content": ""}]  # the tokens' logprobs travel even when their text is held back
+                if (entries or ids) and not deltas:
+                    deltas = [{"content": ""}]  # the tokens' logprobs and ids travel even when their text is held back
                 for j, delta in enumerate(deltas):
-                    yield writer.choice(delta, index=state.index, logprobs=entries if j == 0 else None)
+                    yield writer.choice(delta, index=state.index, logprobs=entries if j == 0 else None,
+                                        token_ids=(ids if j == 0 else []) if want_ids else None)
                 if event.choice_finish_reason is not None and event.finish_reason in (None, *_OK):
                     for delta in state.finish():
                         yield writer.choice(delta, index=state.index)

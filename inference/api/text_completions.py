@@ -49,7 +49,8 @@ def _base(chat, created: int) -> dict:
 async def _collect(chat, created: int):
     request, prepared, n = chat.request, chat.prepared, chat.request.n
     as_ids = request.return_tokens_as_token_ids
-    texts, logprobs, reasons, event, prompt_logprobs = await gather(chat.generation, n, prepared.echo_prefixes)
+    texts, logprobs, reasons, event, prompt_logprobs, token_ids = await gather(chat.generation, n,
+                                                                               prepared.echo_prefixes)
     if event.finish_reason not in _OK:
         return json_response(generation_failed(event))
     choices = []
@@ -61,6 +62,8 @@ async def _collect(chat, created: int):
             choice["logprobs"] = _logprobs(logprobs[i], len(prepared.echo_prefixes[p]), as_ids, echoed)
         if request.prompt_logprobs is not None:
             choice["prompt_logprobs"] = chunks.prompt_logprobs(chunks.as_token_ids(prompt_logprobs[p * n], as_ids))
+        if request.return_token_ids:
+            choice.update(prompt_token_ids=prepared.prompts[p], token_ids=token_ids[i])
         choices.append(choice)
     return JsonResponse({**_base(chat, created), "choices": choices,
                          "usage": chunks.usage(event.prompt_tokens, event.completion_tokens, event.cached_tokens)})
@@ -75,14 +78,21 @@ async def _stream(chat, created: int):
     def data(payload: dict) -> bytes:
         return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n".encode()
 
-    def choice(index: int, text: str, logprobs=None, finish_reason=None) -> bytes:
-        payload = {**base, "choices": [{"index": index, "text": text, "logprobs": logprobs,
-                                        "finish_reason": finish_reason}]}
+    n, echoes, as_ids = request.n, prepared.echo_prefixes, request.return_tokens_as_token_ids
+    unannounced = set(range(n * len(echoes))) if request.return_token_ids else set()  # prompt_token_ids not sent
+
+    def choice(index: int, text: str, logprobs=None, finish_reason=None, token_ids=()) -> bytes:
+        body = {"index": index, "text": text, "logprobs": logprobs, "finish_reason": finish_reason}
+        if request.return_token_ids:  # vLLM's: the prompt's ids on a choice's first chunk, then each chunk's tokens
+            if index in unannounced:
+                body["prompt_token_ids"] = prepared.prompts[index // n]
+                unannounced.discard(index)
+            body["token_ids"] = list(token_ids)
+        payload = {**base, "choices": [body]}
         if request.include_usage:
             payload["usage"] = None
         return data(payload)
 
-    n, echoes, as_ids = request.n, prepared.echo_prefixes, request.return_tokens_as_token_ids
     total = n * len(echoes)
     offsets = [len(echoes[i // n]) for i in range(total)]
     # With logprobs, a prompt's echo waits for its tokens' logprobs: they come with its first choice's first event.
@@ -109,8 +119,8 @@ async def _stream(chat, created: int):
                 if request.logprobs and event.logprobs:
                     logprobs = _logprobs(event.logprobs, offsets[i], as_ids)
                     offsets[i] += sum(len(lp.token) for lp in event.logprobs)
-                if event.text or logprobs:
-                    yield choice(i, event.text, logprobs)
+                if event.text or logprobs or (request.return_token_ids and event.token_ids):
+                    yield choice(i, event.text, logprobs, token_ids=event.token_ids)
                 if event.choice_finish_reason in _OK and event.finish_reason in (None, *_OK):
                     yield choice(i, "", None, event.choice_finish_reason)
             if event.finished:

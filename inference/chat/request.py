@@ -72,6 +72,7 @@ class ChatRequest:
     # vLLM's: every prompt token's logprob (after the first) with this many alternatives (0..20); not in streams.
     prompt_logprobs: int | None = None
     return_tokens_as_token_ids: bool = False  # vLLM's: logprobs name tokens "token_id:N"
+    return_token_ids: bool = False  # vLLM's: the prompt's and each choice's token ids in the response
     stop: tuple[str, ...] = ()
     stop_token_ids: tuple[int, ...] = ()
     include_stop_str_in_output: bool = False

@@ -50,6 +50,7 @@ ACCEPTED = {
     "chat_template_args", "add_generation_prompt", "continue_final_message", "add_special_tokens", "documents",
     "echo", "truncate_prompt_tokens", "session_id", "structured_outputs", "guided_json", "guided_regex",
     "guided_choice", "guided_grammar", "guided_decoding_backend", "prompt_logprobs", "return_tokens_as_token_ids",
+    "return_token_ids",
 }
 # Accepted only with the value that changes nothing (null is always fine): name -> (neutral values, why not).
 NEUTRAL_ONLY = {
@@ -287,6 +288,7 @@ def parse_chat_request(body: dict) -> ChatRequest:
         top_logprobs=top_logprobs or 0,
         prompt_logprobs=prompt_logprobs,
         return_tokens_as_token_ids=_opt(body, "return_tokens_as_token_ids", boolean, default=False),
+        return_token_ids=_opt(body, "return_token_ids", boolean, default=False),
         stop=() if body.get("stop") is None else _stop(body["stop"]),
         stop_token_ids=() if body.get("stop_token_ids") is None else _stop_token_ids(body["stop_token_ids"]),
         include_stop_str_in_output=_opt(body, "include_stop_str_in_output", boolean, default=False),

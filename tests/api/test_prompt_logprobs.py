@@ -193,3 +193,36 @@ def test_the_sdk_takes_a_scoring_request_as_it_takes_any_other(client):
     with pytest.raises(openai.BadRequestError) as err:
         client.completions.create(model=TINY, prompt=PROMPT, max_tokens=0)
     assert err.value.body["param"] == "max_tokens"
+
+
+def test_token_ids_come_back_with_the_text_whole_or_streamed(client, tokenizer):
+    """vLLM's return_token_ids: what RL rollouts train on, exactly the tokens the model saw and wrote."""
+    messages = [{"role": "user", "content": "Say something."}]
+    params = dict(model=TINY, messages=messages, max_tokens=8, temperature=0, extra_body={"return_token_ids": True})
+    chat = client.chat.completions.create(**params)
+    assert chat.model_extra["prompt_token_ids"] == tokenizer.encode_chat(messages)
+    ids = chat.choices[0].model_extra["token_ids"]
+    assert len(ids) == chat.usage.completion_tokens
+    assert tokenizer.decode(ids) == chat.choices[0].message.content
+    prompt_ids, streamed = None, []
+    for chunk in client.chat.completions.create(**params, stream=True):
+        prompt_ids = prompt_ids or (chunk.model_extra or {}).get("prompt_token_ids")
+        for choice in chunk.choices:
+            streamed += (choice.model_extra or {}).get("token_ids") or []
+    assert (prompt_ids, streamed) == (chat.model_extra["prompt_token_ids"], ids)
+
+    batch = client.completions.create(model=TINY, prompt=["One, two,", PROMPT], max_tokens=5, temperature=0,
+                                      extra_body={"return_token_ids": True, "ignore_eos": True})
+    for choice, prompt in zip(batch.choices, ["One, two,", PROMPT]):
+        assert choice.model_extra["prompt_token_ids"] == tokenizer.hf_tokenizer.encode(prompt)
+        assert len(choice.model_extra["token_ids"]) == 5
+        assert tokenizer.decode(choice.model_extra["token_ids"]) == choice.text
+    got = {}
+    for chunk in client.completions.create(model=TINY, prompt=["One, two,", PROMPT], max_tokens=5, temperature=0,
+                                           stream=True, extra_body={"return_token_ids": True, "ignore_eos": True}):
+        for choice in chunk.choices:
+            entry = got.setdefault(choice.index, {"prompt": None, "ids": []})
+            entry["prompt"] = entry["prompt"] or choice.model_extra.get("prompt_token_ids")
+            entry["ids"] += choice.model_extra.get("token_ids") or []
+    assert got == {i: {"prompt": c.model_extra["prompt_token_ids"], "ids": c.model_extra["token_ids"]}
+                   for i, c in enumerate(batch.choices)}
