@@ -5,12 +5,13 @@
 
 What evaluation users run against vLLM's server: lm-evaluation-harness's `local-completions` model, which scores
 each multiple-choice answer as the log-likelihood of its tokens after the question (token-id prompts, a batch of
-them per request, `echo`, `logprobs` 1, `max_tokens` 0). Here it runs a small multiple-choice task written to a
-temporary folder (32 general-knowledge questions, 4 answers each, 128 log-likelihoods) against our embedded server
+them per request, `echo`, `logprobs` 1, `max_tokens` 0) and generates free answers (greedy, `stop` strings, a batch
+of prompts per request). Here it runs two small tasks written to a temporary folder: the same 32 general-knowledge
+questions as multiple choice (4 answers each, 128 log-likelihoods) and as free answers, against our embedded server
 (a fresh DATA_DIR and API key, the converted default model, INFERENCE_DTYPE as --dtype), then the same task on
 lm-evaluation-harness's own `hf` model (transformers, the same checkpoint and dtype, on the CPU). It prints both
-accuracies, how far apart the 128 log-likelihoods are, whether each answer's "is greedy" verdict agrees, and each
-lm_eval run's wall time (the hf side's includes loading the model; ours was started before). Nothing is downloaded:
+accuracies, how far apart the 128 log-likelihoods are, whether each answer's "is greedy" verdict agrees, how many
+generated answers are the same text, and each lm_eval run's wall time (the hf side's includes loading the model; ours was started before). Nothing is downloaded:
 the harness reads the task from local files.
 """
 import argparse
@@ -64,7 +65,7 @@ QUESTIONS = [  # (question, the right answer, three wrong ones)
     ("How many wheels does a bicycle have?", "two", ["three", "four", "six"]),
     ("What is the main language spoken in Brazil?", "Portuguese", ["Spanish", "French", "German"]),
 ]
-TASK = """task: parity_mc
+TASK = r"""task: parity_mc
 dataset_path: json
 dataset_kwargs:
   data_files:
@@ -79,6 +80,22 @@ metric_list:
   - metric: acc
   - metric: acc_norm
 """
+GENERATION_TASK = r"""task: parity_gen
+dataset_path: json
+dataset_kwargs:
+  data_files:
+    test: {data}
+test_split: test
+output_type: generate_until
+doc_to_text: "Question: {{{{question}}}}\nAnswer:"
+doc_to_target: "{{{{answer}}}}"
+generation_kwargs:
+  until: ["\n", "Question:"]
+  max_gen_toks: 24
+  do_sample: false
+metric_list:
+  - metric: exact_match
+"""
 
 
 def write_task(folder: Path) -> None:
@@ -89,12 +106,17 @@ def write_task(folder: Path) -> None:
             rng.shuffle(choices)
             out.write(json.dumps({"question": question, "choices": choices, "label": choices.index(right)}) + "\n")
     (folder / "parity_mc.yaml").write_text(TASK.format(data=folder / "parity_mc.jsonl"))
+    with open(folder / "parity_gen.jsonl", "w") as out:
+        for question, right, _ in QUESTIONS:
+            out.write(json.dumps({"question": question, "answer": right}) + "\n")
+    (folder / "parity_gen.yaml").write_text(GENERATION_TASK.format(data=folder / "parity_gen.jsonl"))
 
 
 def run_harness(name: str, model: str, model_args: str, args, folder: Path, env: dict) -> dict:
     out = folder / f"out-{name}"
     argv = [str(LM_EVAL), "--model", model, "--model_args", model_args, "--batch_size", str(args.batch_size),
-            "--include_path", str(folder), "--tasks", "parity_mc", "--output_path", str(out), "--log_samples"]
+            "--include_path", str(folder), "--tasks", "parity_mc,parity_gen", "--output_path", str(out),
+            "--log_samples"]
     if model == "hf":
         argv += ["--device", "cpu"]
     started = time.monotonic()
@@ -104,11 +126,15 @@ def run_harness(name: str, model: str, model_args: str, args, folder: Path, env:
         raise SystemExit(f"lm_eval ({name}) failed:\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}")
     results = json.loads(Path(glob.glob(f"{out}/**/results_*.json", recursive=True)[0]).read_text())
     metrics = results["results"]["parity_mc"]
-    scores = {}
+    scores, answers = {}, {}
     for line in open(glob.glob(f"{out}/**/samples_parity_mc_*.jsonl", recursive=True)[0]):
         sample = json.loads(line)
         scores[sample["doc_id"]] = [(float(r[0][0]), str(r[0][1]) == "True") for r in sample["resps"]]
-    return {"acc": metrics["acc,none"], "acc_norm": metrics["acc_norm,none"], "scores": scores, "seconds": seconds}
+    for line in open(glob.glob(f"{out}/**/samples_parity_gen_*.jsonl", recursive=True)[0]):
+        sample = json.loads(line)
+        answers[sample["doc_id"]] = sample["filtered_resps"][0]
+    return {"acc": metrics["acc,none"], "acc_norm": metrics["acc_norm,none"], "scores": scores, "seconds": seconds,
+            "answers": answers}
 
 
 def main() -> None:
@@ -146,9 +172,14 @@ def main() -> None:
     print(f"{'':34}{'ours (/v1/completions)':>24}{'transformers (hf)':>20}")
     print(f"{'acc':34}{ours['acc']:>24.4f}{theirs['acc']:>20.4f}")
     print(f"{'acc_norm':34}{ours['acc_norm']:>24.4f}{theirs['acc_norm']:>20.4f}")
-    print(f"{'lm_eval wall time (s)':34}{ours['seconds']:>24.1f}{theirs['seconds']:>20.1f}")
+    print(f"{'lm_eval wall time, both tasks (s)':34}{ours['seconds']:>24.1f}{theirs['seconds']:>20.1f}")
     print(f"log-likelihood |ours - transformers|: median {diffs[len(diffs) // 2]:.2e}, max {diffs[-1]:.2e}; "
           f"'is greedy' verdicts agree on {agree}/{len(pairs)}")
+    same = sum(ours["answers"][doc] == theirs["answers"][doc] for doc in ours["answers"])
+    print(f"generation (greedy, to the end of the line, at most 24 tokens): the same answer text for "
+          f"{same}/{len(ours['answers'])} questions, e.g.")
+    for doc in sorted(ours["answers"])[:3]:
+        print(f"  {QUESTIONS[doc][0]!r} -> ours {ours['answers'][doc]!r}, transformers {theirs['answers'][doc]!r}")
 
 
 if __name__ == "__main__":
