@@ -11,8 +11,8 @@ questions as multiple choice (4 answers each, 128 log-likelihoods) and as free a
 (a fresh DATA_DIR and API key, the converted default model, INFERENCE_DTYPE as --dtype), then the same task on
 lm-evaluation-harness's own `hf` model (transformers, the same checkpoint and dtype, on the CPU). It prints both
 accuracies, how far apart the 128 log-likelihoods are, whether each answer's "is greedy" verdict agrees, how many
-generated answers are the same text, and each lm_eval run's wall time (the hf side's includes loading the model; ours was started before). Nothing is downloaded:
-the harness reads the task from local files.
+generated answers are the same text, and each lm_eval run's wall time (the hf side's includes loading the model;
+ours was started before). Nothing is downloaded: the harness reads the task from local files.
 """
 import argparse
 import glob

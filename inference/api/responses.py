@@ -160,8 +160,8 @@ async def stream(generation: Generation, chat: ChatRequest, prepared: PreparedCh
             event = await generation.events.get()
             if event.index < chat.n:
                 state = states[event.index]
-                entries = chunks.logprobs_content(chunks.as_token_ids(event.logprobs, chat.return_tokens_as_token_ids)) \
-                    if want_logprobs else None
+                named = chunks.as_token_ids(event.logprobs, chat.return_tokens_as_token_ids)
+                entries = chunks.logprobs_content(named) if want_logprobs else None
                 ids = list(event.token_ids) if want_ids else None
                 deltas = state.deltas(event.text) if event.text else []
                 if (entries or ids) and not deltas:

@@ -1,8 +1,9 @@
 """POST /v1/completions over HTTP (OpenAI's legacy completions, vLLM's too): one raw prompt or several through
 the chat's lifecycle (inference.chat.lifecycle, inference.chat.validate_completion), answered as a
-`text_completion`, whole or as server-sent events. Its logprobs take the legacy shape: tokens, token_logprobs, top_logprobs (each a token ->
-logprob map holding the sampled token and the most likely ones) and text_offset; with `echo` they start with the
-prompt's tokens, the first of which has none (null). vLLM's `prompt_logprobs` come in each choice, in vLLM's shape."""
+`text_completion`, whole or as server-sent events. Its logprobs take the legacy shape: tokens, token_logprobs,
+top_logprobs (each a token -> logprob map holding the sampled token and the most likely ones) and text_offset; with
+`echo` they start with the prompt's tokens, the first of which has none (null). vLLM's `prompt_logprobs` come in
+each choice, in vLLM's shape."""
 import json
 import time
 import uuid

@@ -162,5 +162,9 @@ class LeanDecoder:
             h = h + layer.down(F.silu(gate_up[:, :self.intermediate]) * gate_up[:, self.intermediate:])
         return norm(h, self.norm, eps)
 
-    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        return self.lm_head(hidden)  # [S, V]
+    def logits(self, hidden: torch.Tensor, exact: bool = False) -> torch.Tensor:
+        """[S, V]; exact: every token's logit from the dense weights (an int4 RefinedHead refines only its most
+        likely ones, enough to sample, not to score a given token)."""
+        if exact and hasattr(self.lm_head, "weight"):
+            return F.linear(hidden, self.lm_head.weight, getattr(self.lm_head, "bias", None))
+        return self.lm_head(hidden)

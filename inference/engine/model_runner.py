@@ -368,7 +368,7 @@ class ModelRunner:
                                               use_cache=False, engine_step=meta,
                                               engine_attention=self.attention).last_hidden_state[0]
         if scored:
-            self.prompt_scores = prompt_logprobs.score(hidden, self._logits, scored)
+            self.prompt_scores = prompt_logprobs.score(hidden, self._exact_logits, scored)
         if rows is not None and len(rows) != hidden.shape[0]:
             hidden = hidden[torch.tensor(rows, dtype=torch.long, device=hidden.device)]
         return self._logits(hidden)
@@ -377,6 +377,12 @@ class ModelRunner:
         if self.decoder is not None:
             return self.decoder.logits(hidden).float()
         return self.model.get_output_embeddings()(hidden).float()
+
+    def _exact_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Every token's logit as the dense output layer gives it: what a prompt token's logprob is scored with."""
+        if self.decoder is not None:
+            return self.decoder.logits(hidden, exact=True).float()
+        return self._logits(hidden)
 
     def _in_schedule_order(self, logits: torch.Tensor, items, output: SchedulerOutput) -> torch.Tensor:
         """Rows come out in packed order; the engine reads them in the scheduler's."""

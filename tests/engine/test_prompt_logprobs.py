@@ -136,3 +136,24 @@ def test_a_recomputed_prefill_does_not_score_the_same_tokens_twice():
     assert not seq.scores_prompt and prompt_logprobs.plan([ScheduledSeq(seq, 4, 6, True)]) == []
     child = Sequence("r", list(range(10)), SamplingParams(prompt_logprobs=0, n=2), index=1)
     assert not child.scores_prompt  # a fork recomputing its prefix scores nothing
+
+
+def test_int4_weights_score_a_short_prompt_with_the_exact_output_layer(tiny_model_path, chat_tokenizer):
+    """An int4 output layer refines only its most likely tokens for sampling; a prompt token's logprob needs every
+    token's logit: a short prompt (as few rows as the refined path takes) scores as the same tokens do inside a
+    longer prompt (the dense path)."""
+    from inference.engine.linear import RefinedHead
+
+    engine = Engine(tiny_model_path, dtype="bfloat16", quantization="int4",
+                    config=EngineConfig(kv_cache_bytes=16 << 20, enable_prefix_caching=False))
+    engine.start()
+    try:
+        assert isinstance(engine.runner.decoder.lm_head, RefinedHead)
+        long = chat_tokenizer.encode_chat([{"role": "user", "content": "Tell me a long story about the sea. " * 3}])
+        short = long[:6]  # 5 scored rows: the refined head's side of its threshold
+        params = SamplingParams(max_tokens=0, prompt_logprobs=0)
+        alone = [lp.logprob for lp in scored(submit(engine, short, params).wait())]
+        inside = [lp.logprob for lp in scored(submit(engine, long, params).wait())][:5]
+        assert alone == pytest.approx(inside, abs=5e-3)  # bf16 matmuls of other shapes: 2e-3 apart; int4 tail: 3e-2
+    finally:
+        engine.shutdown(timeout=TIMEOUT)
