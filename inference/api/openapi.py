@@ -414,28 +414,35 @@ STREAM_DESCRIPTION = (
 )
 
 
-def _chat_operation(suffix: str) -> dict:
+def generation_operation(operation_id: str, summary: str, description: str, tag: str, request: dict,
+                         response: dict, stream_description: str) -> dict:
+    """A keyed POST that generates: its body, its answer whole or streamed, and every error it can meet."""
     return {
-        "operationId": "createChatCompletion" + suffix,
-        "summary": "Create a chat completion",
-        "description": "OpenAI-compatible. The request holds its worst-case cost before it runs and is charged "
-                       "its exact usage when it ends.",
-        "tags": ["chat"],
+        "operationId": operation_id,
+        "summary": summary,
+        "description": description,
+        "tags": [tag],
         "security": [{SECURITY_SCHEME: []}],
-        "requestBody": {"required": True,
-                        "content": {"application/json": {"schema": ref("ChatCompletionRequest")}}},
+        "requestBody": {"required": True, "content": {"application/json": {"schema": request}}},
         "responses": {
             "200": {
                 "description": "The completion, or its stream.",
                 "headers": REQUEST_ID,
                 "content": {
-                    "application/json": {"schema": ref("ChatCompletion")},
-                    "text/event-stream": {"schema": {"type": "string", "description": STREAM_DESCRIPTION}},
+                    "application/json": {"schema": response},
+                    "text/event-stream": {"schema": {"type": "string", "description": stream_description}},
                 },
             },
             **_errors("400", "401", "402", "403", "404", "413", "429", "503"),
         },
     }
+
+
+def _chat_operation(suffix: str) -> dict:
+    return generation_operation(
+        "createChatCompletion" + suffix, "Create a chat completion",
+        "OpenAI-compatible. The request holds its worst-case cost before it runs and is charged its exact usage when "
+        "it ends.", "chat", ref("ChatCompletionRequest"), ref("ChatCompletion"), STREAM_DESCRIPTION)
 
 
 def _models_operation(suffix: str) -> dict:

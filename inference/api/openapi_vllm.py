@@ -1,6 +1,7 @@
 """The OpenAPI operations of what vLLM's server adds to OpenAI's: /tokenize, /detokenize, and the legacy
 POST /v1/completions (whose body shares its parameters with the chat request of inference.api.openapi)."""
-from inference.api.openapi import (REQUEST_ID, SCHEMAS, SECURITY_SCHEME, _bool, _errors, _int, _obj, ref)
+from inference.api.openapi import (REQUEST_ID, SCHEMAS, SECURITY_SCHEME, _bool, _errors, _int, _obj,
+                                   generation_operation, ref)
 
 _TOKENIZE_REQUEST = {
     "type": "object", "required": ["model"], "additionalProperties": False,
@@ -111,19 +112,9 @@ def _completion_response() -> dict:
 
 
 def _text_completion_operation(suffix: str) -> dict:
-    return {
-        "operationId": "createCompletion" + suffix,
-        "summary": "Create a completion (legacy)",
-        "description": "OpenAI's legacy completions (vLLM's too): raw prompts (one or a list), the same sampling, "
-                       "limits and billing as a chat completion.",
-        "tags": ["completions"],
-        "security": [{SECURITY_SCHEME: []}],
-        "requestBody": {"required": True, "content": {"application/json": {"schema": _completion_request()}}},
-        "responses": {
-            "200": {"description": "The completion, or its stream (`data:` events of the same object, then "
-                                   "`data: [DONE]`).", "headers": REQUEST_ID,
-                    "content": {"application/json": {"schema": _completion_response()},
-                                "text/event-stream": {"schema": {"type": "string"}}}},
-            **_errors("400", "401", "402", "403", "404", "413", "429", "503"),
-        },
-    }
+    return generation_operation(
+        "createCompletion" + suffix, "Create a completion (legacy)",
+        "OpenAI's legacy completions (vLLM's too): raw prompts (one or a list), the same sampling, limits and billing "
+        "as a chat completion.", "completions", _completion_request(), _completion_response(),
+        "With `stream: true`: server-sent events, each `data: ` and a text_completion object holding the choices' new "
+        "text, then `data: [DONE]`.")

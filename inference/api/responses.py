@@ -41,9 +41,8 @@ class Gathered(NamedTuple):
     token_ids: list[list[int]]  # per choice: the tokens it generated (EOS and stop tokens included)
 
 
-async def gather(generation: Generation, n: int, echo_prefixes: list[str], as_ids: bool = False) -> Gathered:
-    """Every choice's events, to the final one: n choices for each prompt (each prompt has an echo prefix); as_ids:
-    logprobs name tokens "token_id:N"."""
+async def gather(generation: Generation, n: int, echo_prefixes: list[str]) -> Gathered:
+    """Every choice's events, to the final one: n choices for each prompt (each prompt has an echo prefix)."""
     total = n * len(echo_prefixes)
     texts = [[echo_prefixes[i // n]] for i in range(total)]
     logprobs = [[] for _ in range(total)]
@@ -54,10 +53,10 @@ async def gather(generation: Generation, n: int, echo_prefixes: list[str], as_id
         while True:
             event = await generation.events.get()
             if event.index < total:
-                prompt_logprobs[event.index].extend(chunks.as_token_ids(event.prompt_logprobs, as_ids))
+                prompt_logprobs[event.index].extend(event.prompt_logprobs)
                 texts[event.index].append(event.text)
                 token_ids[event.index].extend(event.token_ids)
-                logprobs[event.index].extend(chunks.as_token_ids(event.logprobs, as_ids))
+                logprobs[event.index].extend(event.logprobs)
                 if event.choice_finish_reason is not None:
                     reasons[event.index] = event.choice_finish_reason
             if event.finished:
@@ -70,8 +69,9 @@ async def gather(generation: Generation, n: int, echo_prefixes: list[str], as_id
 async def collect(generation: Generation, chat: ChatRequest, prepared: PreparedChat, *, request_id: str,
                   created: int, extra: dict):
     """The whole completion as one JSON body; (response, choices or None on failure)."""
-    texts, logprobs, reasons, event, prompt_logprobs, token_ids = await gather(
-        generation, chat.n, prepared.echo_prefixes, chat.return_tokens_as_token_ids)
+    texts, logprobs, reasons, event, prompt_logprobs, token_ids = await gather(generation, chat.n,
+                                                                               prepared.echo_prefixes)
+    as_ids = chat.return_tokens_as_token_ids
     if event.finish_reason not in _OK:
         return json_response(generation_failed(event)), None
     choices = []
@@ -86,7 +86,8 @@ async def collect(generation: Generation, chat: ChatRequest, prepared: PreparedC
         choices.append({
             "index": i,
             "message": chunks.message(text, tool_calls),
-            "logprobs": {"content": chunks.logprobs_content(logprobs[i]), "refusal": None} if chat.logprobs else None,
+            "logprobs": {"content": chunks.logprobs_content(chunks.as_token_ids(logprobs[i], as_ids)), "refusal": None}
+            if chat.logprobs else None,
             "finish_reason": _finish_reason(reasons[i] or event.finish_reason, bool(tool_calls), chat),
         })
         if chat.return_token_ids:
@@ -94,7 +95,7 @@ async def collect(generation: Generation, chat: ChatRequest, prepared: PreparedC
     if chat.return_token_ids:
         extra = {**extra, "prompt_token_ids": prepared.prompt_ids}
     if chat.prompt_logprobs is not None:
-        extra = {**extra, "prompt_logprobs": chunks.prompt_logprobs(prompt_logprobs[0])}
+        extra = {**extra, "prompt_logprobs": chunks.prompt_logprobs(chunks.as_token_ids(prompt_logprobs[0], as_ids))}
     body = chunks.completion(id=request_id, created=created, model=chat.model, choices=choices,
                              prompt_tokens=event.prompt_tokens, completion_tokens=event.completion_tokens,
                              cached_tokens=event.cached_tokens, extra=extra)
@@ -147,7 +148,7 @@ async def stream(generation: Generation, chat: ChatRequest, prepared: PreparedCh
     A stream that fails ends with its error event, then with include_usage its usage chunk (`choices` empty,
     the tokens counted until it failed), then `data: [DONE]`, like one that finishes."""
     states = [_StreamChoice(i, prepared) for i in range(chat.n)]
-    want_logprobs, want_ids = chat.logprobs, chat.return_token_ids
+    want_logprobs, want_ids, as_ids = chat.logprobs, chat.return_token_ids, chat.return_tokens_as_token_ids
     try:
         for state in states:
             yield writer.choice({"role": "assistant", "content": ""}, index=state.index,
@@ -160,8 +161,8 @@ async def stream(generation: Generation, chat: ChatRequest, prepared: PreparedCh
             event = await generation.events.get()
             if event.index < chat.n:
                 state = states[event.index]
-                named = chunks.as_token_ids(event.logprobs, chat.return_tokens_as_token_ids)
-                entries = chunks.logprobs_content(named) if want_logprobs else None
+                entries = chunks.logprobs_content(chunks.as_token_ids(event.logprobs, as_ids)) if want_logprobs \
+                    else None
                 ids = list(event.token_ids) if want_ids else None
                 deltas = state.deltas(event.text) if event.text else []
                 if (entries or ids) and not deltas:

@@ -196,13 +196,19 @@ async def prepare(chat: ChatRequest, spec, backend, messages: list[dict], organi
         return await prepare_chat(chat, spec, tokenizer, messages, window)
 
 
+def _prompt_params(chat: ChatRequest) -> list[str]:
+    """The request parameter each prompt comes from, for error messages."""
+    if not chat.prompts:
+        return ["messages"]
+    return ["prompt"] if len(chat.prompts) == 1 else [f"prompt[{i}]" for i in range(len(chat.prompts))]
+
+
 def render_prompts(chat: ChatRequest, tokenizer, messages: list[dict]) -> list[list[int]]:
     """Every prompt's token ids (blocking: call it in a thread): a chat's rendered by `render_prompt`, each of a
     /v1/completions request's taken as it is (its text tokenized, or its token ids)."""
     if not chat.prompts:
         return [render_prompt(chat, tokenizer, messages)]
-    param = "prompt" if len(chat.prompts) == 1 else "prompt[{}]"
-    return [_raw_prompt(chat, prompt, tokenizer, param.format(i)) for i, prompt in enumerate(chat.prompts)]
+    return [_raw_prompt(chat, prompt, tokenizer, param) for prompt, param in zip(chat.prompts, _prompt_params(chat))]
 
 
 def render_prompt(chat: ChatRequest, tokenizer, messages: list[dict]) -> list[int]:
@@ -253,11 +259,8 @@ async def prepare_chat(chat: ChatRequest, spec, tokenizer, messages: list[dict],
     tool_format = tokenizer.tool_format if use_tools else None
     constraint = await asyncio.to_thread(_constraint, chat, tool_format)
     prompts = await asyncio.to_thread(render_prompts, chat, tokenizer, messages)
-    if not chat.prompts:
-        param = ["messages"]
-    else:
-        param = ["prompt"] if len(prompts) == 1 else [f"prompt[{i}]" for i in range(len(prompts))]
-    max_tokens = min(_max_tokens(chat, len(prompt), window, name) for prompt, name in zip(prompts, param))
+    max_tokens = min(_max_tokens(chat, len(prompt), window, param)
+                     for prompt, param in zip(prompts, _prompt_params(chat)))
     first_tokens = [] if chat.scored_prompt_logprobs is None else \
         [tokenizer.decode(prompt[:1], skip_special_tokens=False) for prompt in prompts]
     return PreparedChat(prompts=prompts, params=_sampling(chat, spec, max_tokens), constraint=constraint,
