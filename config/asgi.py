@@ -26,6 +26,10 @@ from config.periodic import start_in_process  # noqa: E402
 
 periodic = start_in_process()
 
+# Imported before the warm start's thread begins: two threads importing the same packages at once can deadlock in
+# Python's import locks (the server then never starts).
+from inference.web.routing import websocket_urlpatterns  # noqa: E402
+
 # Warm start (INFERENCE_WARM_START, on by default): a background thread loads what the first request needs (the
 # embedded engine, with its warm-up requests, or the models' tokenizers). uvicorn runs with --lifespan off, so it
 # starts here, as the application is created: /livez answers at once, /readyz once it is done (config/probes.py),
@@ -33,8 +37,6 @@ periodic = start_in_process()
 from inference.dispatch import start_warm_start  # noqa: E402
 
 warm_start = start_warm_start()
-
-from inference.web.routing import websocket_urlpatterns  # noqa: E402
 
 application = ProtocolTypeRouter({
     "http": http_app,
