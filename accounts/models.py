@@ -11,6 +11,8 @@ from django.db import models
 from django.db.models.functions import Lower
 from django.utils import timezone
 
+from core.fields import NulSafeJSONField, NulSafeTextField
+
 KEY_PREFIX = "sk-"
 # The visible part shown in listings: enough to tell keys apart, far too short to use.
 DISPLAY_PREFIX_LENGTH = len(KEY_PREFIX) + 8
@@ -186,9 +188,9 @@ class ChatMessage(models.Model):
     session = models.ForeignKey(ChatSession, on_delete=models.CASCADE, related_name="messages")
     position = models.PositiveIntegerField()  # 0, 1, 2... within the session
     role = models.CharField(max_length=16)
-    content = models.TextField(null=True, blank=True)
+    content = NulSafeTextField(null=True, blank=True)  # NUL characters too (core.fields)
     name = models.CharField(max_length=64, blank=True)
-    tool_calls = models.JSONField(null=True, blank=True)
+    tool_calls = NulSafeJSONField(null=True, blank=True)
     tool_call_id = models.CharField(max_length=100, blank=True)
     request_id = models.CharField(max_length=64, blank=True)  # the completion that added it
     created_at = models.DateTimeField(default=timezone.now)

@@ -16,6 +16,7 @@ from accounts.models import APIKey, ChatMessage, ChatSession, Organization
 TITLE_LENGTH = 60
 # Ids are made by accounts.models.new_session_id; anything else cannot name a session.
 _SESSION_ID = re.compile(r"[A-Za-z0-9_-]{1,40}")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def session_get(organization: Organization, session_id: str) -> ChatSession | None:
@@ -58,7 +59,7 @@ def title_from(content) -> str:
     """A title from a user message: its words on one line, cut at a word to about TITLE_LENGTH characters."""
     if not isinstance(content, str):
         return ""
-    text = " ".join(content.split())
+    text = " ".join(_CONTROL.sub(" ", content).split())
     if len(text) <= TITLE_LENGTH:
         return text
     cut = text[:TITLE_LENGTH].rsplit(" ", 1)[0] if " " in text[:TITLE_LENGTH] else text[:TITLE_LENGTH]

@@ -54,7 +54,7 @@ def _message(message, where: str) -> dict:
     out = {"role": role}
     name = message.get("name")
     if name is not None:
-        out["name"] = string(name, f"{where}.name", max_length=MAX_NAME)
+        out["name"] = _label(name, f"{where}.name", MAX_NAME)
     if role == "assistant":
         _assistant(message, where, out)
     else:
@@ -66,8 +66,16 @@ def _message(message, where: str) -> dict:
         tool_call_id = message.get("tool_call_id")
         if tool_call_id is None:
             raise missing(f"{where}.tool_call_id")
-        out["tool_call_id"] = string(tool_call_id, f"{where}.tool_call_id", max_length=MAX_TOOL_CALL_ID)
+        out["tool_call_id"] = _label(tool_call_id, f"{where}.tool_call_id", MAX_TOOL_CALL_ID)
     return out
+
+
+def _label(value, param: str, max_length: int) -> str:
+    """A name or an id, kept as it is with a session's messages: no NUL characters."""
+    string(value, param, max_length=max_length)
+    if "\x00" in value:
+        raise invalid(f"'{param}' must not contain NUL characters.", param, "invalid_value")
+    return value
 
 
 def _assistant(message: dict, where: str, out: dict) -> None:

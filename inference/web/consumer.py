@@ -100,11 +100,15 @@ class PlaygroundConsumer(AsyncJsonWebsocketConsumer):
             await self._receive(content)
         except Exception as exc:
             service = outage_of(exc)
-            if service is None:
-                raise
+            if service is None:  # a fault of the server's: said as such, and the page stays connected
+                log.exception("playground %s failed", content["type"])
+                error = APIError(500, "The server failed to do this. Please retry.", type="server_error",
+                                 code="server_error")
+            else:
+                log.warning("playground %s refused: the %s is unreachable: %s", content["type"], service, exc)
+                error = outage_error(service)
             # Nothing was started: a chat's page ends its turn with this error, a save names its action.
-            log.warning("playground %s refused: the %s is unreachable: %s", content["type"], service, exc)
-            message = ws_message(outage_error(service))
+            message = ws_message(error)
             await self._send_open(message | {"action": "save"} if content["type"] == "save" else message)
 
     async def _receive(self, content: dict) -> None:

@@ -45,3 +45,23 @@ def test_names_that_differ_only_in_case_are_renamed_and_sessions_measured():
     assert len({name.lower() for name in names.values()}) == len(names)
     ChatSession = apps.get_model("accounts", "ChatSession")
     assert ChatSession.objects.get(pk="sess_1").size_bytes == sum(message_bytes(m) for m in stored)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_messages_already_holding_the_escape_character_read_back_unchanged_after_nul_safe_fields():
+    escaped = "private \ue000 use \ue0000 and \ue000e"
+    call = [{"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{\"s\": \"\ue0000\"}"}}]
+    try:
+        apps = migrate([("accounts", "0006_session_storage")])
+        Organization = apps.get_model("accounts", "Organization")
+        ChatSession = apps.get_model("accounts", "ChatSession")
+        ChatMessage = apps.get_model("accounts", "ChatMessage")
+        session = ChatSession.objects.create(organization=Organization.objects.create(name="acme"), id="sess_1")
+        ChatMessage.objects.create(session=session, position=0, role="user", content=escaped)
+        ChatMessage.objects.create(session=session, position=1, role="assistant", content=None, tool_calls=call)
+        ChatMessage.objects.create(session=session, position=2, role="user", content="plain")
+    finally:
+        apps = migrate(MigrationExecutor(connection).loader.graph.leaf_nodes())
+    ChatMessage = apps.get_model("accounts", "ChatMessage")
+    assert list(ChatMessage.objects.order_by("position").values_list("content", "tool_calls")) == [
+        (escaped, None), (None, call), ("plain", None)]

@@ -2,7 +2,7 @@
 import openai
 import pytest
 
-from accounts.models import ChatMessage
+from accounts.models import ChatMessage, ChatSession
 from tests.api.conftest import TINY
 from tests.factories import make_key, make_org
 
@@ -69,3 +69,23 @@ def test_another_tenants_session_is_not_found(client, alice, base_url):
                                                max_tokens=2, extra_body={"session_id": unknown})
         assert err.value.body["param"] == "session_id" and err.value.code == "session_not_found"
     assert ChatMessage.objects.filter(session_id=session_id).count() == 2
+
+
+def test_nul_characters_in_a_sessions_messages_are_kept_and_replayed(client, alice):
+    # PostgreSQL's text refuses U+0000; a client may send it and a byte-level model may generate it.
+    alice.auto_create_sessions = True
+    alice.save(update_fields=["auto_create_sessions"])
+    first, _ = ask(client, "a\x00b \ue000e")
+    session_id = first.model_extra["session_id"]
+    follow, _ = ask(client, "and\x00again", extra_body={"session_id": session_id})
+    kept = list(ChatMessage.objects.filter(session_id=session_id).order_by("position").values_list("content", flat=True))
+    assert kept == ["a\x00b \ue000e", first.choices[0].message.content, "and\x00again",
+                    follow.choices[0].message.content]
+    assert ChatSession.objects.get(pk=session_id).title == "a b \ue000e"
+
+
+def test_a_name_with_a_nul_character_is_refused_before_any_work(client, alice):
+    with pytest.raises(openai.BadRequestError) as err:
+        client.chat.completions.create(model=TINY, messages=[{"role": "user", "content": "hi", "name": "a\x00"}],
+                                       max_tokens=2)
+    assert err.value.body["param"] == "messages[0].name" and "NUL" in err.value.body["message"]

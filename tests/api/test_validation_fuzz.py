@@ -107,6 +107,7 @@ def test_any_tool_and_response_format_fields(tool, function, choice, json_schema
 
 names = st.from_regex(r"[a-zA-Z0-9_-]{1,64}", fullmatch=True)
 texts = st.text(max_size=20)
+labels = st.text(st.characters(exclude_characters="\x00"), max_size=20)  # names and ids: no NUL (a 400)
 schemas = st.fixed_dictionaries({"type": st.just("object"), "properties": st.dictionaries(
     names, st.sampled_from([{"type": "string"}, {"type": "integer", "minimum": 0}, {}, {"enum": ["a", 1]}]),
     max_size=3)}, optional={"required": st.lists(names, max_size=2, unique=True)})
@@ -130,9 +131,9 @@ def messages(draw):
             if draw(st.booleans()):
                 message["content"] = out["content"] = None
         if role == "tool":
-            message["tool_call_id"] = out["tool_call_id"] = draw(texts)
+            message["tool_call_id"] = out["tool_call_id"] = draw(labels)
         if role != "tool" and draw(st.booleans()):
-            message["name"] = out["name"] = draw(texts)
+            message["name"] = out["name"] = draw(labels)
         sent.append(message)
         want.append(out)
     return sent, want

@@ -324,3 +324,12 @@ def test_save_as_session_stores_the_conversation_for_the_organization(alice, pag
     assert session_history(session) == conversation
     assert refused["type"] == "error" and refused["error"]["code"] == "empty_conversation"
     assert ChatMessage.objects.count() == 3
+
+
+def test_a_conversation_holding_nul_characters_is_saved_as_it_is(alice, page):
+    # A byte-level model may generate U+0000 (PostgreSQL's text refuses it as it is).
+    conversation = [*HI, {"role": "assistant", "content": "odd\x00bytes"}, {"role": "user", "content": "\x00?"}]
+    page.send({"type": "save", "model": TINY, "messages": conversation})
+    saved = page.receive()
+    assert saved["type"] == "saved", saved
+    assert session_history(ChatSession.objects.get(pk=saved["session_id"])) == conversation

@@ -113,3 +113,21 @@ def test_concurrent_appends_get_distinct_consecutive_positions(transactional_db)
     for question, answer in zip(rows[::2], rows[1::2]):
         assert question.content.replace("q", "a") == answer.content
     assert [m["content"] for m in session_history(session)] == [m.content for m in rows]
+
+
+def test_nul_and_escape_characters_round_trip_in_content_and_tool_calls(session):
+    # On PostgreSQL text and jsonb refuse U+0000: core.fields stores it escaped, and reads it back as it was.
+    call = {"id": "call_\x00", "type": "function",
+            "function": {"name": "echo", "arguments": "{\"s\": \"\\u0000 \x00 \ue000 \ue0000 \ue000e\"}"}}
+    messages = [{"role": "user", "content": "\x00start \ue000 \ue0000 \ue000e end\x00"},
+                {"role": "assistant", "content": None, "tool_calls": [call]},
+                {"role": "assistant", "content": "\ue000\ue000\x00\x00"}]
+    session_append(session, messages, request_id="r1")
+    assert session_history(session) == messages
+    session.refresh_from_db()
+    assert session.title == "start \ue000 \ue0000 \ue000e end"
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT content FROM accounts_chatmessage WHERE session_id = %s ORDER BY position",
+                       [session.pk])
+        stored = [row[0] for row in cursor.fetchall()]
+    assert not any("\x00" in (text or "") for text in stored)
