@@ -8,7 +8,7 @@ its digest is computed and looked up, so an oversized or malformed header costs 
 """
 from accounts import selectors, services
 from accounts.models import APIKey, KEY_PREFIX
-from core.errors import INVALID_API_KEY, NO_KEY, WWW_AUTHENTICATE, APIError
+from core.errors import INVALID_API_KEY, NO_KEY, APIError
 
 SCHEMES = ("bearer", "api-key")
 # Secrets are KEY_PREFIX and 43 characters; anything much longer is refused before it is hashed.

@@ -13,7 +13,7 @@ from asgiref.sync import sync_to_async
 from billing.models import UsageRecord
 from billing.services import account_for
 from core.errors import APIError, outage_of, ws_message
-from core.money import usd_amount, usd_exact
+from core.money import usd_exact
 from inference.api import chunks
 from inference.chat import lifecycle
 from inference.chat.errors import generation_failed, invalid
