@@ -6,7 +6,8 @@
 Starts both servers on free loopback ports, stops them at the end:
   ours       uvicorn config.asgi:application, the embedded default (SQLite, in-process engine, engine settings
              at their defaults), a fresh DATA_DIR with its own API key but MODEL_CACHE_DIR at the repo's
-             var/models, so the checkpoint converted from the GGUF is reused (make model prepares it)
+             var/models, so the checkpoint converted from the GGUF is reused (make model prepares it), and
+             TORCHINDUCTOR_CACHE_DIR at var/compile-cache, so the decode step make run compiled is too
   llama.cpp  llama-cpp-python's llama_cpp.server from .venv-peer on that GGUF itself, ChatML, n_ctx 2048
 
 Requests stream through the openai SDK: temperature 0, the same system + user messages (with a system
@@ -131,6 +132,8 @@ def start_ours(args, data_dir):
     env = {k: v for k, v in os.environ.items()  # the embedded default, engine settings at theirs unless --our-env
            if not k.startswith("INFERENCE_") and k not in ("DATABASE_URL", "REDIS_URL", "MODELS_FILE")}
     env.update(HF_HUB_OFFLINE="1", DATA_DIR=str(data_dir), MODEL_CACHE_DIR=str(ROOT / "var" / "models"))
+    # The compiled decode step too, from the repo's cache (make run's): a fresh DATA_DIR would compile it again.
+    env.setdefault("TORCHINDUCTOR_CACHE_DIR", str(ROOT / "var" / "compile-cache"))
     env.update(item.split("=", 1) for item in args.our_env)
 
     def manage(*argv):  # quiet unless it fails
