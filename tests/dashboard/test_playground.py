@@ -333,3 +333,17 @@ def test_a_conversation_holding_nul_characters_is_saved_as_it_is(alice, page):
     saved = page.receive()
     assert saved["type"] == "saved", saved
     assert session_history(ChatSession.objects.get(pk=saved["session_id"])) == conversation
+
+
+def test_a_fault_of_the_servers_in_a_save_is_said_and_the_page_stays_connected(alice, page, monkeypatch):
+    def broken(organization, content):
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr("inference.web.consumer.save_conversation", broken)
+    page.send({"type": "save", "model": TINY, "messages": HI})
+    failed = page.receive()
+    assert failed["type"] == "error" and failed["action"] == "save", failed
+    assert failed["error"]["code"] == "server_error" and "disk on fire" not in json.dumps(failed)
+    monkeypatch.undo()
+    page.send({"type": "save", "model": TINY, "messages": [*HI, {"role": "assistant", "content": "Fine."}]})
+    assert page.receive()["type"] == "saved"
