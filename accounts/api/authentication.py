@@ -8,6 +8,7 @@ from rest_framework.permissions import BasePermission
 from accounts import auth
 from accounts.auth import BEARER, NO_KEY, SECURITY_SCHEME
 from accounts.models import APIKey
+from core.errors import WWW_AUTHENTICATE
 
 
 class KeyHolder:
@@ -38,7 +39,7 @@ class APIKeyAuthentication(BaseAuthentication):
 
     def authenticate_header(self, request):
         # Present, so that DRF answers 401 (not 403) when authentication fails.
-        return auth.WWW_AUTHENTICATE
+        return WWW_AUTHENTICATE
 
 
 class HasAPIKey(BasePermission):
