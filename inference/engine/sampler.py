@@ -95,15 +95,28 @@ class Sampler:
         greedy: list[int] = []  # argmax straight on the raw logits
         work_greedy: list[int] = []  # processed, then argmax
         sampled: list[int] = []
+        guarded: list[int] = []  # greedy under min_tokens alone: the raw argmax unless it is a blocked token
+        on_host = raw.device.type == "cpu"  # reading a row's argmax back is free here, a sync on a GPU
         for i, row in enumerate(rows):
             if row.params.temperature != 0:
                 sampled.append(i)
             elif i in masks or _needs_processing(row):
-                work_greedy.append(i)
+                (guarded if on_host and i not in masks and _min_tokens_only(row) else work_greedy).append(i)
             else:
                 greedy.append(i)
 
         tokens = torch.empty(len(rows), dtype=torch.long, device=raw.device)  # [B]
+        if guarded:
+            # Blocking tokens (-inf) changes the first maximum only when it is one of them: then the row is processed.
+            kept, kept_tokens = [], []
+            for i, token in zip(guarded, _argmax_rows(raw, guarded).tolist()):
+                if token in _min_tokens_blocked(rows[i]):
+                    work_greedy.append(i)
+                else:
+                    kept.append(i)
+                    kept_tokens.append(token)
+            if kept:
+                tokens[kept] = torch.tensor(kept_tokens)
         if greedy:
             tokens[greedy] = _argmax_rows(raw, greedy)
         work = sampled + work_greedy  # workspace rows: sampled first, so they are a contiguous slice
@@ -252,6 +265,10 @@ class Sampler:
 
 def _needs_processing(row: SamplingRow) -> bool:
     return bool(row.params.logit_bias) or bool(_min_tokens_blocked(row)) or _has_penalty(row)
+
+
+def _min_tokens_only(row: SamplingRow) -> bool:
+    return not row.params.logit_bias and not _has_penalty(row)
 
 
 def _min_tokens_blocked(row: SamplingRow) -> tuple[int, ...]:

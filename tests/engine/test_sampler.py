@@ -270,6 +270,34 @@ def test_min_tokens_blocks_eos_and_stop_ids_until_reached():
     assert 4 not in draws(sampler, logits[0], lambda: blocked, 200)
 
 
+def test_greedy_rows_under_min_tokens_alone_match_the_processed_argmax_in_a_mixed_batch():
+    # Rows whose raw argmax is a blocked id, rows where it is not, a blocked id tied with the best: each must pick
+    # what blocking EOS and the stop ids and then taking the argmax picks, beside sampled and penalised rows.
+    torch.manual_seed(11)
+    logits = torch.randn(24, V)
+    rows = []
+    for i in range(24):
+        best = int(logits[i].argmax())
+        if i % 4 == 0:
+            eos = (best,)  # the raw choice is EOS: it must be passed over
+        elif i % 4 == 1:
+            eos = ((best + 1) % V,)
+            logits[i, eos[0]] = logits[i, best]  # a blocked id tied with the best, after it or before it
+        else:
+            eos = ((best + 3) % V,)
+        kind = i % 6
+        rows.append(make_row(temperature=0.9 if kind == 5 else 0.0, output=[1] * (i % 3), eos=eos,
+                             stop_token_ids=(int(logits[i].argsort()[-2]),) if i % 8 == 2 else (),
+                             min_tokens=0 if kind == 4 else 2, repetition_penalty=1.3 if kind == 3 else 1.0,
+                             prompt=[best, 2, 3]))
+    tokens = [r.token_id for r in Sampler(V, seed=0)(logits, rows)]
+    for i, row in enumerate(rows):
+        if row.params.temperature == 0:
+            assert tokens[i] == int(torch.argmax(reference_processed(logits[i], row))), i
+        if len(row.output_token_ids) < row.params.min_tokens:
+            assert tokens[i] not in (*row.eos_token_ids, *row.params.stop_token_ids), i
+
+
 def test_token_mask_restricts_the_choice():
     torch.manual_seed(7)
     logits = torch.randn(1, V)
