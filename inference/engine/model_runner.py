@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from transformers import AutoModelForCausalLM
 
-from . import background_compile, compiled_decode, prompt_logprobs
+from . import background_compile, compiled_decode, host_memory, prompt_logprobs
 from .attention import ATTN_IMPLEMENTATION, Attention, StepMetadata, choose_backend
 from .block_masks import PrefillMaskBuilder, PrefillSegment, bucket, decode_block_mask
 from .config import EngineConfig
@@ -51,6 +51,8 @@ class ModelRunner:
                  compile_in_background: bool = False, compile_only: bool = False):
         self.model_path = str(model_path)
         self.device = torch.device(device)
+        if self.device.type == "cpu":
+            host_memory.keep_freed_memory()  # eager steps' temporaries without a page fault per page per step
         self.dtype = resolve_dtype(dtype, self.device)
         self.quantization = resolve_quantization(quantization, self.device, self.dtype)
         self.config = config
