@@ -332,6 +332,9 @@ INFERENCE_ATTENTION_BACKEND = env_choice("INFERENCE_ATTENTION_BACKEND", "auto", 
 # No CUDA graphs for decode steps on GPUs, no compiled decode steps on the CPU (both are made at
 # start-up otherwise).
 INFERENCE_ENFORCE_EAGER = env_bool("INFERENCE_ENFORCE_EAGER", False)
+# CPU, bfloat16 with int4/int8 weights: prefills and decode batches past the int4 kernels' 16 rows run in float32
+# (float32 copies of the quantized weights), in bfloat16 (off), or whichever a start-up timing finds faster (auto).
+INFERENCE_WIDE_STEPS = env_choice("INFERENCE_WIDE_STEPS", "auto", ("auto", "float32", "off"))
 # Dedicated inference workers (`manage.py inference_worker`) fed through Redis Streams: set by
 # default whenever REDIS_URL is. Unset (and no REDIS_URL): the engine runs inside the web process.
 INFERENCE_QUEUE_URL = env_str("INFERENCE_QUEUE_URL", REDIS_URL)

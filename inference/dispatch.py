@@ -42,6 +42,7 @@ class LocalBackend:
                     config = EngineConfig(kv_cache_bytes=settings.INFERENCE_KV_CACHE_MB << 20,
                                           max_model_len=spec.context_limit,
                                           enable_prefix_caching=settings.INFERENCE_PREFIX_CACHE,
+                                          wide_steps=settings.INFERENCE_WIDE_STEPS,
                                           grammar_compile_timeout_s=settings.INFERENCE_GRAMMAR_COMPILE_TIMEOUT_S)
                     engine = Engine(str(spec.path), device=self._device, config=config, compile_in_background=True,
                                     **spec.engine_options())

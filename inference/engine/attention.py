@@ -105,16 +105,19 @@ class Attention:
 
     def __call__(self, q: torch.Tensor, kv: torch.Tensor, layer: int, meta: StepMetadata,
                  scale: float) -> torch.Tensor:
-        """q [T, Hq, D], kv [T, 2, Hkv, D] (the step's keys and values, rotary applied) -> [T, Hq, D]."""
-        self.cache.write(layer, kv, meta.slot_mapping)
+        """q [T, Hq, D], kv [T, 2, Hkv, D] (the step's keys and values, rotary applied) -> [T, Hq, D].
+
+        A step in a wider dtype than the cache's (decoder.py's wide steps) stores its keys and values in the
+        cache's; its decodes attend in the cache's dtype, its prefill chunks in the step's (sdpa backend)."""
         k_cache, v_cache = self.cache.k[layer], self.cache.v[layer]  # [Hkv, S, D]
+        self.cache.write(layer, kv.to(k_cache.dtype), meta.slot_mapping)
         nd = meta.num_decode
-        if nd == q.shape[0]:
-            return self._decode(q, k_cache, v_cache, meta, scale, self.block_size)
         if nd == 0:
             return self._prefill(q, k_cache, v_cache, meta, scale, self.block_size)
-        return torch.cat([self._decode(q[:nd], k_cache, v_cache, meta, scale, self.block_size),
-                          self._prefill(q[nd:], k_cache, v_cache, meta, scale, self.block_size)])
+        decoded = self._decode(q[:nd].to(k_cache.dtype), k_cache, v_cache, meta, scale, self.block_size).to(q.dtype)
+        if nd == q.shape[0]:
+            return decoded
+        return torch.cat([decoded, self._prefill(q[nd:], k_cache, v_cache, meta, scale, self.block_size)])
 
 
 def choose_backend(name: str, device: torch.device) -> str:
@@ -248,8 +251,8 @@ def _prefill_sdpa(q, k_cache, v_cache, meta: StepMetadata, scale, block_size):
     out, row = [], 0
     for seg, (slots, mask) in zip(meta.prefills, meta.prefill_gathers(block_size, q.device)):
         n = seg.num
-        keys = k_cache.index_select(1, slots).unsqueeze(0)  # [1, Hkv, start+n, D]
-        values = v_cache.index_select(1, slots).unsqueeze(0)
+        keys = k_cache.index_select(1, slots).unsqueeze(0).to(q.dtype)  # [1, Hkv, start+n, D]
+        values = v_cache.index_select(1, slots).unsqueeze(0).to(q.dtype)
         query = q[row:row + n].transpose(0, 1).unsqueeze(0)  # [1, Hq, n, D]
         o = F.scaled_dot_product_attention(query, keys, values, attn_mask=mask, is_causal=mask is None, scale=scale,
                                            enable_gqa=True)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+WIDE_STEPS = ("auto", "float32", "off")
+
 
 @dataclass
 class EngineConfig:
@@ -24,6 +26,10 @@ class EngineConfig:
     # Seconds a grammar may take to compile, in a child process stopped at the deadline; None: in the
     # caller's thread, unbounded.
     grammar_compile_timeout_s: float | None = None
+    # CPU, reduced precision, quantized weights: steps past the int4 kernels' rows (prefills, large batches) in
+    # float32 ("float32"), in the model's dtype ("off"), or whichever a start-up timing finds faster ("auto";
+    # wide_steps.py).
+    wide_steps: str = "auto"
 
     def __post_init__(self) -> None:
         # Fail at construction rather than as a hang or a ZeroDivisionError
@@ -37,5 +43,7 @@ class EngineConfig:
             raise ValueError("num_blocks must be >= 0 (0 => sized by the runner)")
         if self.kv_cache_bytes is not None and self.kv_cache_bytes < 0:
             raise ValueError("kv_cache_bytes must be >= 0")
+        if self.wide_steps not in WIDE_STEPS:
+            raise ValueError(f"wide_steps must be one of {', '.join(WIDE_STEPS)}")
         if self.grammar_compile_timeout_s is not None and not self.grammar_compile_timeout_s > 0:
             raise ValueError("grammar_compile_timeout_s must be > 0 (or None)")

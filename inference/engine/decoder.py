@@ -81,7 +81,10 @@ class _Layer:
 
 class LeanDecoder:
     def __init__(self, model, attention: Attention, *, quantization: str = "none", max_positions: int,
-                 dense_above: int | None = None):
+                 dense_above: int | None = None, wide_dtype: torch.dtype | None = None):
+        """dense_above: quantized layers multiply steps of more rows by a dense copy of their weights;
+        wide_dtype: that copy's dtype when it is not the model's (float32 where the CPU's float32 matmuls beat
+        its bf16 ones, wide_steps.py): such steps then run in it from the embedding to the final norm."""
         config = model.config.get_text_config()
         decoder = model.get_decoder()
         self.attention = attention
@@ -101,7 +104,7 @@ class LeanDecoder:
             biases = [m.bias for m in modules]
             bias = None if biases[0] is None else torch.cat(biases) if len(biases) > 1 else biases[0]
             return make_linear(weight.detach(), None if bias is None else bias.detach(), quantization, dense_above,
-                               output=output)
+                               output=output, dense_dtype=wide_dtype)
 
         self.layers = []
         for hf in decoder.layers:
@@ -125,6 +128,16 @@ class LeanDecoder:
         cos, sin = decoder.rotary_emb(self.embed[:1].unsqueeze(0), positions)  # [1, P, D] each
         half = self.head_dim // 2
         self.cos, self.signed_sin = cos[0], torch.cat((-sin[0, :, :half], sin[0, :, half:]), dim=-1)
+        self.wide_above = None  # steps of more tokens run in wide_dtype
+        if wide_dtype is not None and wide_dtype != self.dtype and dense_above is not None and quantization != "none":
+            self.wide_above, self.wide_dtype = dense_above, wide_dtype
+            # The rotary tables as transformers computes them before casting them to the model's dtype.
+            cos, sin = decoder.rotary_emb(self.embed[:1].unsqueeze(0).to(wide_dtype), positions)
+            self.wide_cos = cos[0].to(wide_dtype)
+            self.wide_signed_sin = torch.cat((-sin[0, :, :half], sin[0, :, half:]), dim=-1).to(wide_dtype)
+            norms = [w for layer in self.layers for w in (layer.in_norm, layer.post_norm, layer.q_norm, layer.k_norm)
+                     if w is not None] + [self.norm]
+            self.wide_norms = {id(w): w.to(wide_dtype) for w in norms}
         # transformers' RMSNorm step for step where its bits matter (GPU runs are compared with it in
         # bf16); on the CPU one fused op, which is the same in float32 and rounds once less in bf16 (where
         # single rows, every decode step's, go through layer_norm's kernel: _OneRowRMSNorm).
@@ -147,9 +160,14 @@ class LeanDecoder:
         hq, hkv, d, eps = self.num_heads, self.num_kv_heads, self.head_dim, self.eps
         attention, norm = attention or self.attention, norm or self.norm_fn
         tokens = input_ids.shape[0]
-        cos = self.cos.index_select(0, positions).unsqueeze(1)  # [T, 1, D]
-        sin = self.signed_sin.index_select(0, positions).unsqueeze(1)
         h = F.embedding(input_ids, self.embed)  # [T, H]
+        wide = self.wide_above is not None and tokens > self.wide_above
+        if wide:
+            h, cos, sin, norm = h.to(self.wide_dtype), self.wide_cos, self.wide_signed_sin, self._wide_norm
+        else:
+            cos, sin = self.cos, self.signed_sin
+        cos = cos.index_select(0, positions).unsqueeze(1)  # [T, 1, D]
+        sin = sin.index_select(0, positions).unsqueeze(1)
         for i, layer in enumerate(self.layers):
             qkv = layer.qkv(norm(h, layer.in_norm, eps)).view(tokens, hq + 2 * hkv, d)  # [T, Hq + 2 Hkv, D]
             if layer.q_norm is not None:  # Qwen3: per-head norms before the rotary embedding
@@ -160,7 +178,12 @@ class LeanDecoder:
             h = h + layer.o(out.reshape(tokens, hq * d))
             gate_up = layer.gate_up(norm(h, layer.post_norm, eps))  # [T, 2I]
             h = h + layer.down(F.silu(gate_up[:, :self.intermediate]) * gate_up[:, self.intermediate:])
-        return norm(h, self.norm, eps)
+        out = norm(h, self.norm, eps)
+        return out.to(self.dtype) if wide else out
+
+    def _wide_norm(self, x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+        weight = self.wide_norms[id(weight)]
+        return F.rms_norm(x, weight.shape, weight, eps)
 
     def logits(self, hidden: torch.Tensor, exact: bool = False) -> torch.Tensor:
         """[S, V]; exact: every token's logit from the dense weights (an int4 RefinedHead refines only its most

@@ -48,9 +48,10 @@ class DenseLinear:
 
 
 class Int8Linear:
-    __slots__ = ("qweight", "scale", "bias", "dense", "dense_above")
+    __slots__ = ("qweight", "scale", "bias", "dense", "dense_bias", "dense_above")
 
-    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None = None, *, dense_above: int | None = None):
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None = None, *, dense_above: int | None = None,
+                 dense_dtype: torch.dtype | None = None):
         w = weight.detach().float()
         scale = w.abs().amax(dim=1).clamp(min=1e-12) / 127  # [N]
         self.qweight = torch.round(w / scale.unsqueeze(1)).clamp_(-127, 127).to(torch.int8).contiguous()  # [N, K]
@@ -59,19 +60,24 @@ class Int8Linear:
         self.dense_above = dense_above
         # What many-row steps multiply by: the int8 weights' own values, so every path
         # computes with the same weights.
-        self.dense = (self.qweight.to(weight.dtype) * self.scale.unsqueeze(1)) if dense_above is not None else None
+        self.dense = self.dense_bias = None
+        if dense_above is not None:
+            dtype = dense_dtype or weight.dtype
+            self.dense = self.qweight.to(dtype) * self.scale.to(dtype).unsqueeze(1)
+            self.dense_bias = None if bias is None else bias.to(dtype)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if self.dense is not None and x.shape[0] > self.dense_above:
-            return F.linear(x, self.dense, self.bias)
+            return F.linear(x.to(self.dense.dtype), self.dense, self.dense_bias)
         out = torch._weight_int8pack_mm(x, self.qweight, self.scale)
         return out if self.bias is None else out + self.bias
 
 
 class Int4Linear:
-    __slots__ = ("packed", "scales_zeros", "bias", "dense", "dense_above")
+    __slots__ = ("packed", "scales_zeros", "bias", "dense", "dense_bias", "dense_above")
 
-    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None = None, *, dense_above: int | None = None):
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None = None, *, dense_above: int | None = None,
+                 dense_dtype: torch.dtype | None = None):
         n, k = weight.shape
         groups = weight.detach().float().view(n, k // INT4_GROUP, INT4_GROUP)
         low, scale = _grid(groups)  # [N, K/g] each
@@ -81,13 +87,19 @@ class Int4Linear:
         self.scales_zeros = torch.stack([scale, low + 8 * scale], -1).transpose(0, 1).contiguous().to(weight.dtype)
         self.bias = bias
         self.dense_above = dense_above
-        self.dense = None
+        self.dense = self.dense_bias = None
         if dense_above is not None:
-            self.dense = (q * scale.unsqueeze(-1) + low.unsqueeze(-1)).view(n, k).to(weight.dtype)
+            dtype = dense_dtype or weight.dtype
+            if dtype == weight.dtype:
+                self.dense = (q * scale.unsqueeze(-1) + low.unsqueeze(-1)).view(n, k).to(dtype)
+            else:  # wider: exactly what the kernel multiplies by, from its own (rounded) scales and zeros
+                step, zero = self.scales_zeros.to(dtype).unbind(-1)  # [K/g, N] each
+                self.dense = ((q.to(dtype) - 8) * step.t().unsqueeze(-1) + zero.t().unsqueeze(-1)).view(n, k)
+            self.dense_bias = None if bias is None else bias.to(dtype)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if self.dense is not None and x.shape[0] > self.dense_above:
-            return F.linear(x, self.dense, self.bias)
+            return F.linear(x.to(self.dense.dtype), self.dense, self.dense_bias)
         out = torch._weight_int4pack_mm_for_cpu(x, self.packed, INT4_GROUP, self.scales_zeros)
         return out if self.bias is None else out + self.bias
 
@@ -137,16 +149,17 @@ def _grid(groups: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def make_linear(weight: torch.Tensor, bias: torch.Tensor | None, quantization: str,
-                dense_above: int | None = None, *, output: bool = False):
-    """output: the layer that makes the logits (int4 becomes a RefinedHead)."""
+                dense_above: int | None = None, *, output: bool = False, dense_dtype: torch.dtype | None = None):
+    """output: the layer that makes the logits (int4 becomes a RefinedHead, which keeps the model's dtype);
+    dense_dtype: that of the dense copy many-row steps multiply by (default the weight's)."""
     if quantization == "int4" and output and _int4_fits(weight):
         return RefinedHead(weight, bias, dense_above=dense_above)
     if quantization == "int4":
         if _int4_fits(weight):
-            return Int4Linear(weight, bias, dense_above=dense_above)
+            return Int4Linear(weight, bias, dense_above=dense_above, dense_dtype=dense_dtype)
         quantization = "int8"  # a layer the int4 kernel cannot take
     if quantization == "int8":
-        return Int8Linear(weight, bias, dense_above=dense_above)
+        return Int8Linear(weight, bias, dense_above=dense_above, dense_dtype=dense_dtype)
     return DenseLinear(weight, bias)
 
 

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from transformers import AutoModelForCausalLM
 
-from . import background_compile, compiled_decode, host_memory, prompt_logprobs
+from . import background_compile, compiled_decode, host_memory, prompt_logprobs, wide_steps
 from .attention import ATTN_IMPLEMENTATION, Attention, StepMetadata, choose_backend
 from .block_masks import PrefillMaskBuilder, PrefillSegment, bucket, decode_block_mask
 from .config import EngineConfig
@@ -126,7 +126,8 @@ class ModelRunner:
             if getattr(self, "decoder", None) is None:
                 dense_above = QUANTIZED_DENSE_ABOVE if self.quantization != "none" else None
                 self.decoder = LeanDecoder(self.model, self.attention, quantization=self.quantization,
-                                           max_positions=self.max_positions, dense_above=dense_above)
+                                           max_positions=self.max_positions, dense_above=dense_above,
+                                           wide_dtype=self._wide_dtype(dense_above))
             self.decoder.attention = self.attention
         else:
             self.decoder = None
@@ -199,6 +200,17 @@ class ModelRunner:
             self.compiled = None
         else:
             background_compile.record(self._compile_spec(), time.monotonic() - started)
+
+    def _wide_dtype(self, dense_above: int | None) -> torch.dtype | None:
+        """float32 for steps past dense_above rows where this CPU multiplies it faster (wide_steps.py)."""
+        if dense_above is None or self.device.type != "cpu" or self.backend == "flex":
+            return None
+        text = self.model.config.get_text_config()
+        hidden, inner = text.hidden_size, text.intermediate_size
+        heads = text.num_attention_heads
+        shapes = [((heads + 2 * self.num_kv_heads) * self.head_dim, hidden), (hidden, heads * self.head_dim),
+                  (2 * inner, hidden), (hidden, inner)]
+        return wide_steps.choose(shapes, self.dtype, self.config.wide_steps)
 
     def _compile_spec(self) -> dict:
         """What a child process needs to build this runner's decode graphs (background_compile.py)."""

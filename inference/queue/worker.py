@@ -57,16 +57,16 @@ STALE_GRACE_MS = 5000  # an entry older than its claim timeout plus this was giv
 
 def load_engine(model_path: str, device: str, kv_cache_bytes: int | None = 1 << 30, *, max_num_seqs: int = 64,
                 enable_prefix_caching: bool = True, grammar_compile_timeout_s: float | None = None,
-                max_model_len: int | None = None, **engine_options):
+                max_model_len: int | None = None, wide_steps: str = "auto", **engine_options):
     """engine_options: dtype, quantization, attention_backend, enforce_eager, gpu_memory_utilization,
     compile_in_background (True unless given: see Engine). kv_cache_bytes None: the GPU's free memory sizes the cache (the CPU's default is 1 GiB).
-    grammar_compile_timeout_s, max_model_len (None: the model's context window): see EngineConfig."""
+    grammar_compile_timeout_s, max_model_len (None: the model's context window), wide_steps: see EngineConfig."""
     from inference.engine.config import EngineConfig
     from inference.engine.engine import Engine  # torch is imported only here
 
     config = EngineConfig(kv_cache_bytes=kv_cache_bytes, max_num_seqs=max_num_seqs,
                           enable_prefix_caching=enable_prefix_caching, max_model_len=max_model_len,
-                          grammar_compile_timeout_s=grammar_compile_timeout_s)
+                          grammar_compile_timeout_s=grammar_compile_timeout_s, wide_steps=wide_steps)
     return Engine(model_path, device=device, config=config, **{"compile_in_background": True, **engine_options})
 
 

@@ -74,3 +74,18 @@ def test_the_stall_timeout_comes_from_the_flag_else_the_setting(captured, settin
     assert captured["stall_timeout_s"] == 30.0
     call_command("inference_worker", "--model", "tiny", "--stall-timeout", "0")
     assert captured["stall_timeout_s"] == 0.0  # never
+
+
+def test_wide_steps_come_from_the_flag_else_the_setting_and_reach_the_engine(captured, settings, tiny_model_path):
+    call_command("inference_worker", "--model", "tiny")
+    assert captured["engine_factory"].keywords["wide_steps"] == "auto"
+    settings.INFERENCE_WIDE_STEPS = "off"
+    call_command("inference_worker", "--model", "tiny")
+    assert captured["engine_factory"].keywords["wide_steps"] == "off"
+    call_command("inference_worker", "--model", "tiny", "--wide-steps", "float32")
+    assert captured["engine_factory"].keywords["wide_steps"] == "float32"
+    engine = worker.load_engine(tiny_model_path, "cpu", 16 << 20, dtype="bfloat16", wide_steps="float32",
+                                compile_in_background=False, enforce_eager=True)
+    assert engine.config.wide_steps == "float32" and engine.runner.decoder.wide_above == 16
+    with pytest.raises(CommandError, match="invalid choice"):
+        call_command("inference_worker", "--model", "tiny", "--wide-steps", "fp64")

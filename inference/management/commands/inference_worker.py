@@ -50,6 +50,11 @@ class Command(BaseCommand):
                             help="no CUDA graphs for decode steps on GPUs, no compiled decode steps on the "
                                  "CPU (default: both made at start-up; on the CPU, the first time on a machine, "
                                  "decode steps run eager while a child process compiles them)")
+        parser.add_argument("--wide-steps", choices=("auto", "float32", "off"), default=None,
+                            help="on the CPU in bfloat16 with int4/int8 weights: run prefills and decode batches "
+                                 "past the int4 kernels' 16 rows in float32 (float32 copies of the weights: more "
+                                 "memory), in bfloat16 (off), or whichever a start-up timing of this CPU finds "
+                                 "faster (auto; default: the INFERENCE_WIDE_STEPS setting)")
         parser.add_argument("--max-model-len", type=int, default=None, metavar="TOKENS",
                             help="context window, prompt and completion together (default: the model's "
                                  "max_model_len in MODELS_FILE, else INFERENCE_MAX_MODEL_LEN, else the model's own "
@@ -77,7 +82,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, model, device, max_running, worker_id, kv_cache_mb, gpu_memory_utilization, dtype,
                quantization, attention_backend, enforce_eager, no_prefix_cache, metrics_port, metrics_addr,
-               max_model_len, stall_timeout, **options):
+               max_model_len, stall_timeout, wide_steps, **options):
         url = getattr(settings, "INFERENCE_QUEUE_URL", None)
         if not url:
             raise CommandError("No inference queue is configured: set INFERENCE_QUEUE_URL (or REDIS_URL).")
@@ -124,6 +129,7 @@ class Command(BaseCommand):
                                                    enable_prefix_caching=settings.INFERENCE_PREFIX_CACHE
                                                    and not no_prefix_cache,
                                                    grammar_compile_timeout_s=grammar_timeout,
+                                                   wide_steps=wide_steps or settings.INFERENCE_WIDE_STEPS,
                                                    max_model_len=max_model_len or spec.context_limit, **options))
         if status:
             sys.exit(status)
