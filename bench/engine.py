@@ -10,7 +10,8 @@ fastest dtype here (float32 on the CPU, where its bfloat16 matmuls repack the
 weights on every call), and (b) this engine in its default precision (`auto`:
 bfloat16 with int4 weights on a CPU with bf16 instructions, bfloat16 on a GPU),
 plus (c) this engine in float32 for a like-for-like row on the CPU (and, with --sides ...,ours-eager, (d)
-the default precision with enforce_eager: no CUDA graphs, no compiled CPU decode step). Each runs in
+the default precision with enforce_eager: no CUDA graphs, no compiled CPU decode step; with ...,ours-narrow,
+(e) the default precision with wide steps off: prefills and large batches in bf16, wide_steps.py). Each runs in
 a fresh process. Printed: output tokens/s, time to first token p50/p99,
 inter-token latency p50, and our ratio to (a).
 """
@@ -39,7 +40,7 @@ QWEN25_05B = dict(  # Qwen2.5-0.5B-Instruct's config.json, weights random
     rope_theta=1000000.0, rms_norm_eps=1e-6, tie_word_embeddings=True, hidden_act="silu", sliding_window=None,
     use_sliding_window=False, bos_token_id=151643, eos_token_id=151645)
 SIDES = {"hf": "transformers continuous batching", "ours": "this engine", "ours-fp32": "this engine, float32",
-         "ours-eager": "this engine, enforce_eager"}
+         "ours-eager": "this engine, enforce_eager", "ours-narrow": "this engine, wide steps off"}
 
 
 def percentile(values, q):
@@ -72,13 +73,15 @@ def run_generate_batch(model, prompts, new_tokens):
     return summary(SIDES["hf"], tokens, seconds, ttfts, itls, dtype=str(model.dtype).replace("torch.", ""))
 
 
-def run_engine(name, model_path, prompts, new_tokens, device, dtype, kv_cache_gb, enforce_eager=False):
+def run_engine(name, model_path, prompts, new_tokens, device, dtype, kv_cache_gb, enforce_eager=False,
+               wide_steps="auto"):
     from inference.engine.config import EngineConfig
     from inference.engine.engine import Engine
     from inference.engine.types import GenerationRequest, SamplingParams
 
     kv = None if device.startswith("cuda") else int(kv_cache_gb * 2**30)
-    config = EngineConfig(kv_cache_bytes=kv, max_num_seqs=max(len(prompts), 1), enable_prefix_caching=False)
+    config = EngineConfig(kv_cache_bytes=kv, max_num_seqs=max(len(prompts), 1), enable_prefix_caching=False,
+                          wide_steps=wide_steps)
     engine = Engine(str(model_path), device=device, dtype=dtype, config=config, enforce_eager=enforce_eager)
     engine.start()
     params = SamplingParams(max_tokens=new_tokens, temperature=0, ignore_eos=True)
@@ -109,8 +112,9 @@ def run_engine(name, model_path, prompts, new_tokens, device, dtype, kv_cache_gb
     ttfts = [s[0] - start for s in stamps.values() if s]
     itls = [b - a for s in stamps.values() for a, b in zip(s, s[1:]) if b > a]
     runner = engine.runner
+    wide = runner.decoder is not None and runner.decoder.wide_above is not None
     return summary(name, sum(counts.values()), seconds, ttfts, itls, dtype=str(runner.dtype).replace("torch.", ""),
-                   weights=runner.quantization, attention=runner.backend)
+                   weights=runner.quantization, attention=runner.backend, wide_steps="float32" if wide else "off")
 
 
 def random_qwen_model(dtype) -> Path:
@@ -138,7 +142,7 @@ def parse_args():
     parser.add_argument("--max-prompt", type=int, default=512)
     parser.add_argument("--output", type=int, default=128, help="output tokens per request")
     parser.add_argument("--kv-cache-gb", type=float, default=2.0, help="CPU only; a GPU sizes it from free memory")
-    parser.add_argument("--sides", default=None, help="comma list of hf,ours,ours-fp32,ours-eager (default: "
+    parser.add_argument("--sides", default=None, help="comma list of hf,ours,ours-fp32,ours-eager,ours-narrow (default: "
                                                       "hf,ours,ours-fp32 on the CPU, hf,ours on a GPU)")
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--only", choices=sorted(SIDES), help=argparse.SUPPRESS)  # one side, in a child process
@@ -166,7 +170,8 @@ def run_one(args):
     else:
         dtype = "float32" if args.only == "ours-fp32" else "auto"
         result = run_engine(SIDES[args.only], args.model_dir, prompts, args.output, args.device, dtype,
-                            args.kv_cache_gb, enforce_eager=args.only == "ours-eager")
+                            args.kv_cache_gb, enforce_eager=args.only == "ours-eager",
+                            wide_steps="off" if args.only == "ours-narrow" else "auto")
     print(json.dumps({**result, "concurrency": args.n}))
 
 
