@@ -6,7 +6,7 @@ gives such sizes their own mmap (its threshold starts at 128 kB and moves with
 what is freed) and hands freed memory at the top of the heap back to the
 kernel past 2x that threshold, so a step keeps mapping fresh pages, and every
 first touch of a page is a page fault: F.rms_norm of 1,024 rows of 576 in bf16
-took 3.7 ms so against 0.48 ms with the settings below (2 cores), and the
+took 2.0 ms so against 0.57 ms with the settings below (2 cores), and the
 second of two identical passes of prefill-sized norms still faulted 11,392
 pages (none with them). vLLM's and Intel's CPU guides preload jemalloc or
 tcmalloc for the same reason; `mallopt` gets glibc there without a preload or
