@@ -43,6 +43,9 @@ def graph_key(spec: dict) -> str:
     shapes = {name: spec[name] for name in ("dtype", "quantization", "attention_backend", "max_positions", "config")}
     digest.update(json.dumps(shapes, sort_keys=True).encode())
     digest.update(f"{torch.__version__} {torch.backends.cpu.get_cpu_capability()}".encode())
+    from .compiled_decode import GRAPH_ROWS  # which graphs (an engine of a release with fewer finds it not recorded)
+
+    digest.update(repr(GRAPH_ROWS).encode())
     return digest.hexdigest()[:32]
 
 

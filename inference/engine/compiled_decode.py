@@ -15,9 +15,11 @@ RMSNorm and an attention that writes the step's keys and values through
 `engine::write_kv`: an opaque in-place op, where a plain index_copy_ into the
 cache would be functionalized into a copy of the whole cache every step. Two
 graphs, any table width and any KV cache size each (one compile cached for
-every INFERENCE_KV_CACHE_MB): one row, and 2..MAX_ROWS rows (a dynamic batch);
-steps that mix in prefill chunks, or decode more rows, run eager. Compiling both
-takes about 3 minutes on 2 cores the first time (1.5 for the one-row graph
+every INFERENCE_KV_CACHE_MB): one row, 2..8 rows and 9..MAX_ROWS rows (dynamic
+batches: the output layer multiplies densely past 8 rows, GRAPH_ROWS); steps that
+mix in prefill chunks, or decode more rows, run eager. The third graph took a
+decode step of 12 rows from 64 to 40 ms, 16 rows from 73 to 51 ms (2 cores).
+Compiling them takes about 4 minutes on 2 cores the first time (1.5 for the one-row graph
 alone), seconds once cached: at start-up, or for a serving engine with nothing
 cached yet, in a child process while decode steps run eager
 (background_compile.py). CPU only, in reduced precision (float32 stays
@@ -34,6 +36,7 @@ from torch._dynamo import maybe_mark_dynamic
 from .attention import StepMetadata, decode_math
 from .decoder import LeanDecoder, fused_rms_norm
 from .kv_cache import KVCache, store
+from .linear import RefinedHead
 
 
 @torch.library.custom_op("engine::write_kv", mutates_args=("storage",))
@@ -58,10 +61,13 @@ def applies(device: torch.device, dtype: torch.dtype, backend: str, decoder: Lea
             and not enforce_eager)
 
 
-# Decode steps of up to this many sequences run compiled. Past it the int4 layers switch to their dense copies (the
-# output layer past 8 rows, the others past model_runner.QUANTIZED_DENSE_ABOVE): a branch on the row count that a
-# graph is specialised on, so a larger step would compile another graph mid-serving (over a minute on 2 cores).
-MAX_ROWS = 8
+# Decode steps of up to this many sequences run compiled: model_runner.QUANTIZED_DENSE_ABOVE, past which the int4
+# layers switch to their dense copies. The output layer switches past RefinedHead.DENSE_ABOVE (8) rows. Each switch is
+# a branch on the row count that a graph is specialised on, so the graphs are: one row, 2..8 rows, 9..16 rows
+# (GRAPH_ROWS: the first row count of each, what start-up compiles), and a larger step would compile another graph
+# mid-serving (over a minute on 2 cores): it runs eager.
+MAX_ROWS = 16
+GRAPH_ROWS = (1, 2, RefinedHead.DENSE_ABOVE + 1)
 
 
 class CompiledDecode:
@@ -86,7 +92,7 @@ class CompiledDecode:
         """Logits [B, V] of a decode step of B sequences."""
         maybe_mark_dynamic(meta.decode_tables, 1)  # the table's width grows with the sequences
         maybe_mark_dynamic(self._storage, 3)  # one compile (and one cache entry) for every KV cache size
-        if input_ids.shape[0] > 1:  # one graph for 2..MAX_ROWS rows (one row is a graph of its own)
+        if input_ids.shape[0] > 1:  # dynamic batches of 2..8 and 9..MAX_ROWS rows (one row is a graph of its own)
             for tensor in (input_ids, positions, meta.slot_mapping, meta.decode_tables, meta.decode_lens):
                 maybe_mark_dynamic(tensor, 0)
         self.calls += 1

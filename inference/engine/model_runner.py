@@ -7,7 +7,7 @@ the rows that are sampled. Llama-family models run the lean decoder
 plugged in. Step inputs are written into persistent buffers (one host-to-device
 copy each); on CUDA, decode-only steps replay a graph captured at start-up for
 the smallest bucket that holds the batch (cuda_graphs.py); on the CPU in reduced
-precision, a decode-only step of up to 8 sequences runs as one compiled graph (compiled_decode.py), compiled
+precision, a decode-only step of up to 16 sequences runs as one compiled graph (compiled_decode.py), compiled
 at start-up, or, with compile_in_background and nothing cached, by a child process while decode steps run eager
 (background_compile.py).
 """
@@ -98,7 +98,7 @@ class ModelRunner:
                  self.cache._storage.numel() * self.cache._storage.element_size() / 2**30, self.dtype,
                  self.dtype, "" if self.quantization == "none" else f" {self.quantization}", self.backend,
                  "lean decoder" if reason is None else f"transformers modules ({reason})")
-        self.compiled = None  # CPU decode steps of up to 8 sequences as one graph (compiled_decode.py)
+        self.compiled = None  # CPU decode steps of up to 16 sequences as one graph (compiled_decode.py)
         self.prompt_scores: dict[int, list[prompt_logprobs.PromptScore]] = {}  # the last step's (run())
         self.compile_in_background = compile_in_background
         self.compile_only = compile_only  # warm up the compiled decode graphs alone (the background compile's child)
@@ -150,7 +150,7 @@ class ModelRunner:
 
     def warm_up(self) -> None:
         """Compile the kernels before the first request needs them: a prefill, decodes of 1 and of 2 rows, then
-        the decode step compiled whole for one row and for 2..MAX_ROWS rows (CPU: compiled_decode.py). The eager
+        the decode step compiled whole for one row, 2..8 and 9..MAX_ROWS rows (CPU: compiled_decode.py). The eager
         decodes are warmed too: a step that mixes decodes with prefill chunks runs them.
 
         Attention kernels that do not compile here (a compiler missing, a torch too old for flex_attention on this
@@ -189,12 +189,13 @@ class ModelRunner:
             self.graphs.capture()
 
     def _compile_decode(self, compiled: compiled_decode.CompiledDecode) -> None:
-        """Compile (or load from torch's cache) the decode graphs of one row and of 2..MAX_ROWS rows, and use them."""
+        """Compile (or load from torch's cache) the decode graphs (compiled_decode.GRAPH_ROWS), and use them."""
         started = time.monotonic()
         self.compiled = compiled
         try:
-            for rows in (1, 2):
-                self._forward_dummy(rows, 1, self.cache.sink_block)
+            for rows in compiled_decode.GRAPH_ROWS:
+                if rows <= self.config.max_num_seqs:
+                    self._forward_dummy(rows, 1, self.cache.sink_block)
         except Exception:
             log.exception("the compiled decode step failed to compile: decode steps run eager")
             self.compiled = None

@@ -81,37 +81,45 @@ def test_start_up_compiles_the_graphs_of_every_decode_step_up_to_max_rows_in_the
     engine = engine_for(tiny_model_path, dtype="bfloat16")  # int4 weights where the CPU has bf16 instructions
     try:
         graphs = torch._dynamo.utils.counters["stats"]["unique_graphs"]
-        compiled, before = engine.runner.compiled, engine.runner.compiled.calls
-        for rows in (MAX_ROWS, 3):
+        compiled = engine.runner.compiled
+        for rows in (MAX_ROWS, 9, 3):  # a graph each: 9..16 rows, 2..8 rows (and one row, the others' last steps)
+            before = compiled.calls
             prompts = [engine.tokenizer.encode_chat([{"role": "user", "content": f"wave {k}"}]) for k in range(rows)]
             assert [len(tokens) for tokens in greedy_run(engine, prompts, max_tokens=6)] == [6] * rows
-        assert compiled.calls > before
+            assert compiled.calls > before
         assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == graphs  # nothing compiled while serving
     finally:
         engine.shutdown(timeout=TIMEOUT)
 
 
-@pytest.mark.parametrize("dtype, tolerance", [("float32", 1e-4), ("bfloat16", 0.05)])
+@pytest.mark.parametrize("dtype, tolerance, rows", [("float32", 1e-4, 1), ("bfloat16", 0.05, 1), ("bfloat16", 0.05, 5),
+                                                   ("bfloat16", 0.05, 12)])
 def test_a_compiled_step_writes_the_same_cache_and_gives_the_same_logits_as_the_eager_step(tiny_model_path, dtype,
-                                                                                           tolerance):
+                                                                                           tolerance, rows):
+    # In bf16 (int4 weights) each graph: one row, 2..8 rows (the output layer refines int4 logits), 9..16 rows (the
+    # output layer dense, the others still int4).
     runner = ModelRunner(tiny_model_path, EngineConfig(kv_cache_bytes=8 << 20, max_num_batched_tokens=40),
                          dtype=dtype, max_positions=256)
     compiled = runner.compiled or CompiledDecode(runner.decoder, runner.cache)
     generator = torch.Generator().manual_seed(0)
     storage = runner.cache._storage
-    before_step = torch.randn(storage.shape, generator=generator).to(storage.dtype)  # 40 earlier tokens, say
-    bs, table, position = runner.block_size, [5, 2, 7], 39
-    slot = table[position // bs] * bs + position % bs
+    before_step = torch.randn(storage.shape, generator=generator).to(storage.dtype)  # earlier tokens, say
+    bs = runner.block_size
+    # Row r: a sequence of 40 - r earlier tokens in blocks of its own, decoding its next token.
+    tables = [[3 * r + 2, 3 * r + 4, 3 * r + 3] for r in range(rows)]
+    positions = [39 - r for r in range(rows)]
+    slots = [table[p // bs] * bs + p % bs for table, p in zip(tables, positions)]
 
     def step(kernel):
         storage.copy_(before_step)  # each step from the same cache: what it writes is all that differs
         runner.compiled = kernel
-        host, tables = runner._host.numpy(), runner._host_tables.numpy()
-        host[:, 0] = (11, position, slot, position + 1)
-        tables[0, :len(table)] = table
-        meta = runner._upload(1, 1, len(table))
+        host, host_tables = runner._host.numpy(), runner._host_tables.numpy()
+        for r in range(rows):
+            host[:, r] = (11 + r, positions[r], slots[r], positions[r] + 1)
+            host_tables[r, :3] = tables[r]
+        meta = runner._upload(rows, rows, 3)
         with torch.inference_mode():
-            logits = runner._forward(runner._buf[0, :1], runner._buf[1, :1], meta, [0])
+            logits = runner._forward(runner._buf[0, :rows], runner._buf[1, :rows], meta, list(range(rows)))
         return logits, storage.clone()
 
     eager_logits, eager_cache = step(None)
@@ -120,10 +128,10 @@ def test_a_compiled_step_writes_the_same_cache_and_gives_the_same_logits_as_the_
     assert compiled.calls == before + 1
     scale = eager_logits.abs().max().item()
     torch.testing.assert_close(compiled_logits, eager_logits, atol=tolerance * scale, rtol=0)
-    # The step's keys and values land at its slot in every layer, in place, and nowhere else.
+    # The step's keys and values land at its slots in every layer, in place, and nowhere else.
     torch.testing.assert_close(compiled_cache.float(), eager_cache.float(), atol=tolerance * 10, rtol=0)
     written = (compiled_cache != before_step).nonzero()[:, 3].unique().tolist()  # [2, layers, Hkv, slots, D]
-    assert written == [slot] and runner.cache._storage is storage
+    assert written == sorted(slots) and runner.cache._storage is storage
 
 
 def test_a_decode_step_that_fails_to_compile_leaves_decodes_eager_and_the_engine_serving(tiny_model_path, hf_model,
