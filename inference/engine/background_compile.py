@@ -1,6 +1,6 @@
 """The compiled CPU decode step (compiled_decode.py) compiled in a child process while the engine serves eager.
 
-Compiling the default model's decode graphs takes about 3 minutes on 2 cores the first time on a machine, seconds
+Compiling the default model's decode graphs takes about 6 minutes on 2 cores the first time on a machine, seconds
 once torch's compile cache (TORCHINDUCTOR_CACHE_DIR) holds them. An engine started with compile_in_background that
 finds no record of an earlier compile of its graphs serves at once with eager decode steps, and starts a child
 process at a lower CPU priority that builds the same model runner, compiles the graphs into the cache, and exits.
@@ -40,7 +40,8 @@ def records_dir() -> Path:
 def graph_key(spec: dict) -> str:
     """What the compiled graphs depend on: the model's configuration, the runner's shapes, torch, the CPU."""
     digest = hashlib.sha256(Path(spec["model_path"], "config.json").read_bytes())
-    shapes = {name: spec[name] for name in ("dtype", "quantization", "attention_backend", "max_positions", "config")}
+    shapes = {name: spec.get(name) for name in ("dtype", "quantization", "attention_backend", "max_positions",
+                                                 "int4_rows", "config")}
     digest.update(json.dumps(shapes, sort_keys=True).encode())
     digest.update(f"{torch.__version__} {torch.backends.cpu.get_cpu_capability()}".encode())
     from .compiled_decode import GRAPH_ROWS  # which graphs (an engine of a release with fewer finds it not recorded)

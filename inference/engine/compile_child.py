@@ -47,7 +47,7 @@ def main(argv: list[str]) -> int:
         runner = ModelRunner(spec["model_path"], EngineConfig(kv_cache_bytes=KV_CACHE_BYTES, **spec["config"]),
                              device="cpu", dtype=spec["dtype"], quantization=spec["quantization"],
                              attention_backend=spec["attention_backend"], max_positions=spec["max_positions"],
-                             compile_only=True)
+                             int4_rows=spec.get("int4_rows"), compile_only=True)
     return 0 if runner.compiled is not None else 1
 
 

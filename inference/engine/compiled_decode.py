@@ -15,14 +15,16 @@ RMSNorm and an attention that writes the step's keys and values through
 `engine::write_kv`: an opaque in-place op, where a plain index_copy_ into the
 cache would be functionalized into a copy of the whole cache every step. Two
 graphs, any table width and any KV cache size each (one compile cached for
-every INFERENCE_KV_CACHE_MB): one row, 2..8 rows and 9..MAX_ROWS rows (dynamic
-batches: the output layer multiplies densely past 8 rows, GRAPH_ROWS); steps that
-mix in prefill chunks, or decode more rows, run eager. The third graph took a
-decode step of 12 rows from 64 to 40 ms, 16 rows from 73 to 51 ms (2 cores).
-Compiling them takes about 4 minutes on 2 cores the first time (1.5 for the one-row graph
-alone), seconds once cached: at start-up, or for a serving engine with nothing
-cached yet, in a child process while decode steps run eager
-(background_compile.py). CPU only, in reduced precision (float32 stays
+every INFERENCE_KV_CACHE_MB): one row, 2..8 rows and 9..16 rows (dynamic
+batches: the output layer multiplies densely past 8 rows, GRAPH_ROWS; up to 32 rows
+where the int4 kernels are timed no slower there, wide_steps.int4_rows); steps that
+mix in prefill chunks, or decode more rows, run eager. With the third graph a
+decode step of 12 rows took 47.0 against 56.6 ms eager, of 16 rows 59.8 against
+69.7 ms (bench/decode_steps.py, 2 cores). Compiling them takes about 6 minutes on
+2 cores the first time (an engine compiling them before serving was ready after
+387 s, against 267 s with the first two graphs alone: bench/cold_start.py),
+seconds once cached: at start-up, or for a serving engine with nothing cached yet,
+in a child process while decode steps run eager (background_compile.py). CPU only, in reduced precision (float32 stays
 transformers' arithmetic op for op), off with enforce_eager.
 """
 
@@ -61,12 +63,13 @@ def applies(device: torch.device, dtype: torch.dtype, backend: str, decoder: Lea
             and not enforce_eager)
 
 
-# Decode steps of up to this many sequences run compiled: model_runner.QUANTIZED_DENSE_ABOVE, past which the int4
-# layers switch to their dense copies. The output layer switches past RefinedHead.DENSE_ABOVE (8) rows. Each switch is
-# a branch on the row count that a graph is specialised on, so the graphs are: one row, 2..8 rows, 9..16 rows
-# (GRAPH_ROWS: the first row count of each, what start-up compiles), and a larger step would compile another graph
-# mid-serving (over a minute on 2 cores): it runs eager.
-MAX_ROWS = 16
+# Decode steps of up to this many sequences run compiled: where the quantized layers switch to their dense copies
+# (the decoder's dense_above: model_runner.QUANTIZED_DENSE_ABOVE, or for int4 up to 32 where start-up timing says
+# the int4 kernels are still faster there, wide_steps.int4_rows). The output layer switches past
+# RefinedHead.DENSE_ABOVE (8) rows. Each switch is a branch on the row count that a graph is specialised on, so the
+# graphs are: one row, 2..8 rows, 9..dense_above rows (GRAPH_ROWS: the first row count of each, what start-up
+# compiles), and a larger step would compile another graph mid-serving (over a minute on 2 cores): it runs eager.
+MAX_ROWS = 16  # where the decoder has no dense copies
 GRAPH_ROWS = (1, 2, RefinedHead.DENSE_ABOVE + 1)
 
 
@@ -77,6 +80,7 @@ class CompiledDecode:
         self._block_size = cache.block_size
         self._step = torch.compile(self._forward, fullgraph=True, options={"cpp_wrapper": True})
         self.calls = 0
+        self.max_rows = decoder.dense_above or MAX_ROWS
 
     def _forward(self, storage, input_ids, positions, slots, tables, lens) -> torch.Tensor:
         meta = StepMetadata(slot_mapping=slots, num_decode=input_ids.shape[0], decode_tables=tables, decode_lens=lens)
@@ -85,14 +89,14 @@ class CompiledDecode:
         return self._decoder.logits(hidden).float()
 
     def fits(self, meta: StepMetadata, tokens: int, rows: list[int] | None = None) -> bool:
-        """A step of decodes alone, every one sampled, at most MAX_ROWS of them."""
-        return tokens == meta.num_decode and 1 <= tokens <= MAX_ROWS and (rows is None or len(rows) == tokens)
+        """A step of decodes alone, every one sampled, at most max_rows of them."""
+        return tokens == meta.num_decode and 1 <= tokens <= self.max_rows and (rows is None or len(rows) == tokens)
 
     def __call__(self, input_ids: torch.Tensor, positions: torch.Tensor, meta: StepMetadata) -> torch.Tensor:
         """Logits [B, V] of a decode step of B sequences."""
         maybe_mark_dynamic(meta.decode_tables, 1)  # the table's width grows with the sequences
         maybe_mark_dynamic(self._storage, 3)  # one compile (and one cache entry) for every KV cache size
-        if input_ids.shape[0] > 1:  # dynamic batches of 2..8 and 9..MAX_ROWS rows (one row is a graph of its own)
+        if input_ids.shape[0] > 1:  # dynamic batches of 2..8 and 9..max_rows rows (one row is a graph of its own)
             for tensor in (input_ids, positions, meta.slot_mapping, meta.decode_tables, meta.decode_lens):
                 maybe_mark_dynamic(tensor, 0)
         self.calls += 1

@@ -151,6 +151,20 @@ class LeanDecoder:
         # The transformers modules' own copies of the weights are no longer needed.
         decoder.layers = torch.nn.ModuleList()
 
+    @property
+    def dense_above(self) -> int | None:
+        """Steps of more rows multiply by the quantized layers' dense copies (None: no such copies)."""
+        return self.layers[0].qkv.dense_above if hasattr(self.layers[0].qkv, "dense_above") else None
+
+    def set_dense_above(self, rows: int) -> None:
+        """Move where steps switch from the quantized kernels to the dense copies (wide steps start there too)."""
+        for layer in self.layers:
+            for linear in (layer.qkv, layer.o, layer.gate_up, layer.down):
+                if getattr(linear, "dense_above", None) is not None:
+                    linear.dense_above = rows
+        if self.wide_above is not None:
+            self.wide_above = rows
+
     def forward(self, input_ids: torch.Tensor, positions: torch.Tensor, meta: StepMetadata, *,
                 attention=None, norm=None) -> torch.Tensor:
         """input_ids, positions [T] -> hidden states [T, H] after the final norm.

@@ -7,7 +7,8 @@ the rows that are sampled. Llama-family models run the lean decoder
 plugged in. Step inputs are written into persistent buffers (one host-to-device
 copy each); on CUDA, decode-only steps replay a graph captured at start-up for
 the smallest bucket that holds the batch (cuda_graphs.py); on the CPU in reduced
-precision, a decode-only step of up to 16 sequences runs as one compiled graph (compiled_decode.py), compiled
+precision, a decode-only step of up to 16 sequences (32 where int4 is timed faster there: wide_steps.py) runs as one
+compiled graph (compiled_decode.py), compiled
 at start-up, or, with compile_in_background and nothing cached, by a child process while decode steps run eager
 (background_compile.py).
 """
@@ -48,7 +49,9 @@ class ModelRunner:
     def __init__(self, model_path: str, config: EngineConfig, *, device: str = "cpu", dtype: str = "auto",
                  quantization: str = "auto", attention_backend: str = "auto", enforce_eager: bool = False,
                  gpu_memory_utilization: float = 0.9, max_positions: int | None = None,
-                 compile_in_background: bool = False, compile_only: bool = False):
+                 compile_in_background: bool = False, compile_only: bool = False, int4_rows: int | None = None):
+        """int4_rows: how many rows a step may have for the int4 kernels, where not timed here (a background
+        compile's child takes its engine's: wide_steps.int4_rows)."""
         self.model_path = str(model_path)
         self.device = torch.device(device)
         if self.device.type == "cpu":
@@ -78,6 +81,7 @@ class ModelRunner:
             log.warning("quantized weights need the lean decoder, which does not run %s: dense weights", reason)
             self.quantization = "none"
         self.lean_reason = reason
+        self._int4_rows = int4_rows
 
         # A small cache first: the profiling step (CUDA) runs on it; then the real one.
         self._build(num_blocks=config.max_num_batched_tokens // config.block_size + 2)
@@ -98,7 +102,7 @@ class ModelRunner:
                  self.cache._storage.numel() * self.cache._storage.element_size() / 2**30, self.dtype,
                  self.dtype, "" if self.quantization == "none" else f" {self.quantization}", self.backend,
                  "lean decoder" if reason is None else f"transformers modules ({reason})")
-        self.compiled = None  # CPU decode steps of up to 16 sequences as one graph (compiled_decode.py)
+        self.compiled = None  # CPU decode steps of up to 16 (or 32) sequences as one graph (compiled_decode.py)
         self.prompt_scores: dict[int, list[prompt_logprobs.PromptScore]] = {}  # the last step's (run())
         self.compile_in_background = compile_in_background
         self.compile_only = compile_only  # warm up the compiled decode graphs alone (the background compile's child)
@@ -128,6 +132,8 @@ class ModelRunner:
                 self.decoder = LeanDecoder(self.model, self.attention, quantization=self.quantization,
                                            max_positions=self.max_positions, dense_above=dense_above,
                                            wide_dtype=self._wide_dtype(dense_above))
+                if self.quantization == "int4" and self.device.type == "cpu":
+                    self.decoder.set_dense_above(self._int4_rows or wide_steps.int4_rows(self.decoder))
             self.decoder.attention = self.attention
         else:
             self.decoder = None
@@ -150,7 +156,7 @@ class ModelRunner:
 
     def warm_up(self) -> None:
         """Compile the kernels before the first request needs them: a prefill, decodes of 1 and of 2 rows, then
-        the decode step compiled whole for one row, 2..8 and 9..MAX_ROWS rows (CPU: compiled_decode.py). The eager
+        the decode step compiled whole for one row, 2..8 and 9..max_rows rows (CPU: compiled_decode.py). The eager
         decodes are warmed too: a step that mixes decodes with prefill chunks runs them.
 
         Attention kernels that do not compile here (a compiler missing, a torch too old for flex_attention on this
@@ -181,7 +187,7 @@ class ModelRunner:
                 # One core left to the child: eager steps on every core would stall on the one it takes.
                 torch.set_num_threads(max(1, self._threads - 1))
                 log.info("decode steps run eager on %d thread(s) until their compiled graphs are ready: compiling "
-                         "them in a child process (pid %d; once per machine, about 3 minutes on 2 cores for the "
+                         "them in a child process (pid %d; once per machine, about 6 minutes on 2 cores for the "
                          "default model)", torch.get_num_threads(), self.pending_compile.process.pid)
             else:
                 self._compile_decode(compiled)
@@ -219,6 +225,7 @@ class ModelRunner:
         return {"model_path": self.model_path, "dtype": str(self.dtype).removeprefix("torch."),
                 "quantization": self.quantization, "attention_backend": self.backend,
                 "max_positions": self.max_positions,
+                "int4_rows": self.decoder.dense_above if self.quantization == "int4" else None,
                 "config": {"block_size": config.block_size, "max_num_seqs": config.max_num_seqs,
                            "max_num_batched_tokens": config.max_num_batched_tokens}}
 

@@ -13,6 +13,14 @@ still in the model's dtype (keys and values are rounded as they are stored, as b
 Decode steps the int4 kernels run (and the compiled decode graph) are unchanged.
 
 The cost is memory: the dense copies in float32 (twice the bf16 copies' size).
+
+Where wide steps start is timed too (int4_rows): the int4 kernels handle rows in groups of four, each group
+costing about as much again, while a dense matmul's cost grows slowly with its rows, so the row count where dense
+overtakes them depends on the CPU. On the benchmark machine one step's int4 products took 41 ms at 24 rows against
+48 ms for the float32 copies, and 61 against 62 ms at 32; a decode step of 24 sequences took 78 against 104 ms with
+the int4 limit at 24 rather than 16. The engine times the model's own layers both ways at start-up and keeps the
+largest of INT4_ROWS where the int4 products take no longer (16 otherwise). On the benchmark machine, over
+eight layers, int4 took 0.90-0.99 of the float32 copies' time at 24 rows and 1.03-1.11 at 32: it chose 24.
 """
 
 from __future__ import annotations
@@ -24,6 +32,8 @@ import time
 import torch
 import torch.nn.functional as F
 
+from .linear import INT4_GROUP
+
 log = logging.getLogger(__name__)
 
 ROWS = (32, 512)  # a large decode batch and a prefill chunk
@@ -32,6 +42,11 @@ MARGIN = 0.85  # float32 must take at most this share of the model dtype's time
 # timing would be noise): the default model's take ~25 ms in bf16 on 2 cores.
 MIN_STEP_S = 5e-3
 REPEAT = 3
+INT4_ROWS = (16, 24, 32)  # row limits of the int4 kernels to choose from, the first untimed
+# The int4 products must take at most this share of the dense copies' time. Even: the steps that gain run as compiled
+# graphs, which also save the eager step's overhead (a 24-row decode step took 78 ms against 104 at even products).
+INT4_MARGIN = 1.0
+INT4_LAYERS = 8  # the decoder's first layers timed (their weights too many for the CPU's caches, as in a step)
 
 
 def choose(shapes: list[tuple[int, int]], dtype: torch.dtype, setting: str = "auto") -> torch.dtype | None:
@@ -67,3 +82,49 @@ def step_time(shapes: list[tuple[int, int]], dtype: torch.dtype) -> float:
 
     one_pass()
     return statistics.median(one_pass() for _ in range(REPEAT))
+
+
+def int4_rows(decoder) -> int:
+    """How many rows a step may have and still multiply by the int4 kernels of this decoder's layers (past it,
+    by their dense copies: wide steps): the largest of INT4_ROWS whose timing, and every smaller one's, finds
+    the int4 products within INT4_MARGIN of the dense ones' time. Decoders without int4 layers, and models too
+    small to time, keep INT4_ROWS[0]."""
+    layers = [linear for layer in decoder.layers[:INT4_LAYERS] for linear in (layer.qkv, layer.o, layer.gate_up,
+                                                                              layer.down)
+              if getattr(linear, "packed", None) is not None and linear.dense is not None]
+    if not layers:
+        return INT4_ROWS[0]
+    chosen, timings = INT4_ROWS[0], []
+    for rows in INT4_ROWS[1:]:
+        int4, dense = int4_times(layers, rows, decoder.dtype)
+        timings.append(f"{int4 * 1e3:.1f} against {dense * 1e3:.1f} ms at {rows} rows")
+        if dense < MIN_STEP_S / 4 or int4 > INT4_MARGIN * dense:
+            break
+        chosen = rows
+    log.info("int4 kernels for steps of up to %d rows (dense copies past it): %d layers' int4 products took %s "
+             "for their %s dense copies", chosen, len(layers), ", ".join(timings),
+             str(layers[0].dense.dtype).removeprefix("torch."))
+    return chosen
+
+
+def int4_times(layers, rows: int, dtype: torch.dtype) -> tuple[float, float]:
+    """Seconds for one pass of these Int4Linear layers at `rows` rows through the int4 kernel and through the dense
+    copy (median of REPEAT, after a warm-up)."""
+    generator = torch.Generator().manual_seed(0)
+    inputs = {k: torch.randn(rows, k, generator=generator).to(dtype) for k in {layer.dense.shape[1]
+                                                                              for layer in layers}}
+
+    def one_pass(dense: bool) -> float:
+        started = time.perf_counter()
+        for layer in layers:
+            x = inputs[layer.dense.shape[1]]
+            if dense:
+                F.linear(x.to(layer.dense.dtype), layer.dense)
+            else:
+                torch._weight_int4pack_mm_for_cpu(x, layer.packed, INT4_GROUP, layer.scales_zeros)
+        return time.perf_counter() - started
+
+    with torch.inference_mode():
+        one_pass(False), one_pass(True)
+        return (statistics.median(one_pass(False) for _ in range(REPEAT)),
+                statistics.median(one_pass(True) for _ in range(REPEAT)))

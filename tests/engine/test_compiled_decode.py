@@ -168,3 +168,55 @@ def test_a_step_mixing_one_decode_with_a_prefill_compiles_nothing_while_serving(
         assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == graphs
     finally:
         engine.shutdown(timeout=TIMEOUT)
+
+
+def test_where_int4_is_timed_faster_up_to_24_rows_decode_steps_of_up_to_24_run_compiled(tiny_model_path, monkeypatch):
+    import torch._dynamo.utils
+
+    from inference.engine import background_compile, wide_steps
+
+    monkeypatch.setattr(wide_steps, "int4_rows", lambda decoder: 24)  # what a CPU like the benchmark machine's times
+    engine = engine_for(tiny_model_path, dtype="bfloat16")
+    try:
+        runner = engine.runner
+        assert runner.decoder.dense_above == 24 and runner.compiled.max_rows == 24
+        assert {layer.gate_up.dense_above for layer in runner.decoder.layers} == {24}
+        graphs = torch._dynamo.utils.counters["stats"]["unique_graphs"]
+        for rows in (20, 24):  # 9..24 rows: one graph, compiled at start-up
+            before = runner.compiled.calls
+            prompts = [engine.tokenizer.encode_chat([{"role": "user", "content": f"wave {k}"}]) for k in range(rows)]
+            assert [len(tokens) for tokens in greedy_run(engine, prompts, max_tokens=6)] == [6] * rows
+            assert runner.compiled.calls > before
+        assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == graphs
+        # A background compile's child builds the same graphs: it is told the limit, which keys the graphs' record.
+        spec = runner._compile_spec()
+        assert spec["int4_rows"] == 24
+        assert background_compile.graph_key(spec) != background_compile.graph_key({**spec, "int4_rows": 16})
+    finally:
+        engine.shutdown(timeout=TIMEOUT)
+
+
+def test_a_compile_child_builds_its_runner_with_the_int4_row_limit_its_engine_chose(tmp_path, monkeypatch):
+    import json
+    import os
+
+    from inference.engine import background_compile, compile_child
+
+    built = {}
+
+    class Runner:
+        def __init__(self, *args, **kwargs):
+            built.update(kwargs)
+            self.compiled = object()
+
+    monkeypatch.setattr(compile_child, "ModelRunner", Runner)
+    monkeypatch.setattr(compile_child, "_die_with", lambda parent: None)
+    monkeypatch.setattr(compile_child.os, "nice", lambda increment: 0)
+    monkeypatch.setattr(compile_child, "records_dir", lambda: tmp_path)
+    monkeypatch.setattr(background_compile, "records_dir", lambda: tmp_path)
+    (tmp_path / "config.json").write_text("{}")
+    spec = {"model_path": str(tmp_path), "dtype": "bfloat16", "quantization": "int4", "attention_backend": "inductor",
+            "max_positions": 256, "int4_rows": 24, "config": {"block_size": 16, "max_num_seqs": 64,
+                                                              "max_num_batched_tokens": 40}, "parent": os.getpid()}
+    assert compile_child.main([json.dumps(spec)]) == 0
+    assert built["int4_rows"] == 24 and built["compile_only"] is True

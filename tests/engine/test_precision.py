@@ -72,7 +72,8 @@ def test_the_cpu_default_agrees_with_float32_on_the_next_token_almost_everywhere
     if runner.dtype != torch.bfloat16:
         pytest.skip("this CPU has no bf16 instructions: the default is float32, checked above")
     assert runner.quantization == "int4"
-    # One sequence decodes through the compiled graph (compiled_decode.py), a batch through the eager step.
+    # Decodes run through the compiled graphs (compiled_decode.py): a call per token one at a time, a call per step
+    # of all eight in a batch.
     assert runner.compiled is not None and (runner.compiled.calls > len(PROMPTS) * (TOKENS - 2)) is one_at_a_time
     same = sum(p == a for prompt, answer in zip(prompts, outputs)
                for p, a in zip(reference_picks(reference, prompt, answer), answer))

@@ -127,3 +127,39 @@ def test_auto_times_both_and_keeps_the_model_dtype_unless_float32_is_clearly_fas
 def test_an_unknown_setting_is_refused_when_the_engine_is_configured():
     with pytest.raises(ValueError, match="wide_steps must be one of auto, float32, off"):
         EngineConfig(wide_steps="fp64")
+
+
+def int4_decoder(dense_dtype=torch.float32):
+    """A decoder's worth of int4 layers with dense copies (what wide_steps.int4_rows looks at)."""
+    from types import SimpleNamespace
+
+    torch.manual_seed(0)
+
+    def layer():
+        return Int4Linear(torch.randn(64, 96).bfloat16(), dense_above=16, dense_dtype=dense_dtype)
+
+    return SimpleNamespace(layers=[SimpleNamespace(qkv=layer(), o=layer(), gate_up=layer(), down=layer())
+                                   for _ in range(2)], dtype=torch.bfloat16)
+
+
+def test_the_int4_row_limit_is_the_largest_where_the_int4_kernels_were_timed_clearly_faster(monkeypatch):
+    decoder = int4_decoder()
+    for timings, chosen in (({24: (0.036, 0.040), 32: (0.047, 0.046)}, 24),  # the benchmark machine's shape
+                            ({24: (0.020, 0.040), 32: (0.050, 0.050)}, 32),
+                            ({24: (0.041, 0.040), 32: (0.010, 0.050)}, 16),  # a larger limit needs the smaller too
+                            ({24: (0.0001, 0.0002), 32: (0.0001, 0.0003)}, 16)):  # too small to time
+        asked = []
+        monkeypatch.setattr(wide_steps, "int4_times", lambda layers, rows, dtype: asked.append(rows) or timings[rows])
+        assert wide_steps.int4_rows(decoder) == chosen, timings
+        assert asked == ([24] if chosen == 16 else [24, 32])
+    # Timed for real: the layers' own kernels, both ways, at the asked rows.
+    monkeypatch.undo()
+    int4, dense = wide_steps.int4_times([decoder.layers[0].qkv], 24, torch.bfloat16)
+    assert int4 > 0 and dense > 0
+    # No int4 layers: nothing timed.
+    from types import SimpleNamespace
+
+    dense_only = SimpleNamespace(layers=[SimpleNamespace(qkv=object(), o=object(), gate_up=object(), down=object())],
+                                 dtype=torch.bfloat16)
+    monkeypatch.setattr(wide_steps, "int4_times", lambda *args: pytest.fail("timed a decoder without int4 layers"))
+    assert wide_steps.int4_rows(dense_only) == 16
