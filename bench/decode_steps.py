@@ -56,7 +56,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, default=DEFAULT_MODEL)
     parser.add_argument("--rows", default="1,2,4,8,9,12,16", help="sequences per step, at most the decoder's int4 "
-                                                                  "row limit (16, up to 32 where timed faster)")
+                                                                  "row limit (16, up to 32 where timed no slower)")
     parser.add_argument("--context", type=int, default=300, help="earlier tokens of each sequence")
     parser.add_argument("--repeat", type=int, default=21, help="steps timed each way per row count")
     args = parser.parse_args()
