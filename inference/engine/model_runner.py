@@ -8,8 +8,8 @@ plugged in. Step inputs are written into persistent buffers (one host-to-device
 copy each); on CUDA, decode-only steps replay a graph captured at start-up for
 the smallest bucket that holds the batch (cuda_graphs.py); on the CPU in reduced
 precision, a decode-only step of up to 16 sequences (up to 32 where the int4 kernels are timed no slower there:
-wide_steps.py) runs as one compiled graph (compiled_decode.py), compiled at start-up, or, with compile_in_background and nothing cached, by a child process while decode steps run eager
-(background_compile.py).
+wide_steps.py) runs as one compiled graph (compiled_decode.py), compiled at start-up, or, with
+compile_in_background and nothing cached, by a child process while decode steps run eager (background_compile.py).
 """
 
 from __future__ import annotations
