@@ -26,6 +26,8 @@ from pathlib import Path
 
 import torch
 
+from .compiled_decode import GRAPH_ROWS
+
 log = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parents[2]  # the directory holding the `inference` package
@@ -44,9 +46,7 @@ def graph_key(spec: dict) -> str:
                                                  "int4_rows", "config")}
     digest.update(json.dumps(shapes, sort_keys=True).encode())
     digest.update(f"{torch.__version__} {torch.backends.cpu.get_cpu_capability()}".encode())
-    from .compiled_decode import GRAPH_ROWS  # which graphs (an engine of a release with fewer finds it not recorded)
-
-    digest.update(repr(GRAPH_ROWS).encode())
+    digest.update(repr(GRAPH_ROWS).encode())  # which graphs (an engine of a release with fewer finds it not recorded)
     return digest.hexdigest()[:32]
 
 

@@ -16,11 +16,11 @@ The cost is memory: the dense copies in float32 (twice the bf16 copies' size).
 
 Where wide steps start is timed too (int4_rows): the int4 kernels handle rows in groups of four, each group
 costing about as much again, while a dense matmul's cost grows slowly with its rows, so the row count where dense
-overtakes them depends on the CPU. On the benchmark machine one step's int4 products took 41 ms at 24 rows against
-48 ms for the float32 copies, and 61 against 62 ms at 32; a decode step of 24 sequences took 78 against 104 ms with
-the int4 limit at 24 rather than 16. The engine times the model's own layers both ways at start-up and keeps the
+overtakes them depends on the CPU. The engine times the model's own layers both ways at start-up and keeps the
 largest of INT4_ROWS where the int4 products take no longer (16 otherwise). On the benchmark machine, over
-eight layers, int4 took 0.90-0.99 of the float32 copies' time at 24 rows and 1.03-1.11 at 32: it chose 24.
+eight layers, int4 took 0.90-0.99 of the float32 copies' time at 24 rows and 1.03-1.11 at 32: it chose 24, and a
+decode step of 20 sequences took 74.6 against 99.1 ms, of 24 86.1 against 102.0 ms with the limit at 16
+(bench/decode_steps.py --rows 20,24).
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ MIN_STEP_S = 5e-3
 REPEAT = 3
 INT4_ROWS = (16, 24, 32)  # row limits of the int4 kernels to choose from, the first untimed
 # The int4 products must take at most this share of the dense copies' time. Even: the steps that gain run as compiled
-# graphs, which also save the eager step's overhead (a 24-row decode step took 78 ms against 104 at even products).
+# graphs, which also save the eager step's overhead (a 24-row decode step: 86.1 against 102.0 ms at near-even products).
 INT4_MARGIN = 1.0
 INT4_LAYERS = 8  # the decoder's first layers timed (their weights too many for the CPU's caches, as in a step)
 

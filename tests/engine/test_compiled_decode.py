@@ -170,7 +170,7 @@ def test_a_step_mixing_one_decode_with_a_prefill_compiles_nothing_while_serving(
         engine.shutdown(timeout=TIMEOUT)
 
 
-def test_where_int4_is_timed_faster_up_to_24_rows_decode_steps_of_up_to_24_run_compiled(tiny_model_path, monkeypatch):
+def test_where_int4_is_timed_no_slower_up_to_24_rows_decode_steps_of_up_to_24_run_compiled(tiny_model_path, monkeypatch):
     import torch._dynamo.utils
 
     from inference.engine import background_compile, wide_steps
