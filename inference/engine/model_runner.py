@@ -132,7 +132,7 @@ class ModelRunner:
                                            max_positions=self.max_positions, dense_above=dense_above,
                                            wide_dtype=self._wide_dtype(dense_above))
                 if self.quantization == "int4" and self.device.type == "cpu":
-                    self.decoder.set_dense_above(self._int4_rows or wide_steps.int4_rows(self.decoder))
+                    self.decoder.set_dense_above(self._int4_rows or wide_steps.remembered_int4_rows(self.decoder))
             self.decoder.attention = self.attention
         else:
             self.decoder = None
@@ -216,7 +216,7 @@ class ModelRunner:
         heads = text.num_attention_heads
         shapes = [((heads + 2 * self.num_kv_heads) * self.head_dim, hidden), (hidden, heads * self.head_dim),
                   (2 * inner, hidden), (hidden, inner)]
-        return wide_steps.choose(shapes, self.dtype, self.config.wide_steps)
+        return wide_steps.remembered_choice(shapes, self.dtype, self.config.wide_steps)
 
     def _compile_spec(self) -> dict:
         """What a child process needs to build this runner's decode graphs (background_compile.py)."""

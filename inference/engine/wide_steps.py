@@ -21,6 +21,9 @@ largest of INT4_ROWS where the int4 products take no longer (16 otherwise). On t
 eight layers, int4 took 0.90-0.99 of the float32 copies' time at 24 rows and 1.03-1.11 at 32: it chose 24, and a
 decode step of 20 sequences took 74.6 against 99.1 ms, of 24 86.1 against 102.0 ms with the limit at 16
 (bench/decode_steps.py --rows 20,24).
+
+Both are timed once per machine and remembered (remembered_choice, remembered_int4_rows: machine_timings.py): a
+later start whose timings came out the other way would compile the decode graphs again for a different limit.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ import time
 import torch
 import torch.nn.functional as F
 
+from . import machine_timings
 from .linear import INT4_GROUP
 
 log = logging.getLogger(__name__)
@@ -67,6 +71,19 @@ def choose(shapes: list[tuple[int, int]], dtype: torch.dtype, setting: str = "au
     return chosen
 
 
+def remembered_choice(shapes: list[tuple[int, int]], dtype: torch.dtype, setting: str = "auto") -> torch.dtype | None:
+    """choose(), timed once per machine (machine_timings.py)."""
+    if setting != "auto" or dtype == torch.float32:
+        return choose(shapes, dtype, setting)
+    key = {"shapes": shapes, "dtype": str(dtype), "rows": ROWS, "margin": MARGIN, "min_step_s": MIN_STEP_S}
+    chosen = machine_timings.remembered("wide_dtype", key, lambda: _name(choose(shapes, dtype, setting)))
+    return None if chosen is None else getattr(torch, chosen)
+
+
+def _name(dtype: torch.dtype | None) -> str | None:
+    return None if dtype is None else str(dtype).removeprefix("torch.")
+
+
 def step_time(shapes: list[tuple[int, int]], dtype: torch.dtype) -> float:
     """Seconds for one pass of every shape at each of ROWS rows (median of REPEAT, after a warm-up)."""
     generator = torch.Generator().manual_seed(0)
@@ -89,9 +106,7 @@ def int4_rows(decoder) -> int:
     by their dense copies: wide steps): the largest of INT4_ROWS whose timing, and every smaller one's, finds
     the int4 products within INT4_MARGIN of the dense ones' time. Decoders without int4 layers, and models too
     small to time, keep INT4_ROWS[0]."""
-    layers = [linear for layer in decoder.layers[:INT4_LAYERS] for linear in (layer.qkv, layer.o, layer.gate_up,
-                                                                              layer.down)
-              if getattr(linear, "packed", None) is not None and linear.dense is not None]
+    layers = _int4_layers(decoder)
     if not layers:
         return INT4_ROWS[0]
     chosen, timings = INT4_ROWS[0], []
@@ -105,6 +120,24 @@ def int4_rows(decoder) -> int:
              "for their %s dense copies", chosen, len(layers), ", ".join(timings),
              str(layers[0].dense.dtype).removeprefix("torch."))
     return chosen
+
+
+def remembered_int4_rows(decoder) -> int:
+    """int4_rows(), timed once per machine (machine_timings.py): a start that timed differently from the last would
+    compile its decode graphs again."""
+    layers = _int4_layers(decoder)
+    if not layers:
+        return INT4_ROWS[0]
+    key = {"layers": [list(layer.dense.shape) for layer in layers], "dtype": str(decoder.dtype),
+           "dense": str(layers[0].dense.dtype), "rows": INT4_ROWS, "margin": INT4_MARGIN, "min_step_s": MIN_STEP_S}
+    return int(machine_timings.remembered("int4_rows", key, lambda: int4_rows(decoder)))
+
+
+def _int4_layers(decoder) -> list:
+    """The Int4Linear layers with dense copies among the decoder's first INT4_LAYERS layers."""
+    return [linear for layer in decoder.layers[:INT4_LAYERS] for linear in (layer.qkv, layer.o, layer.gate_up,
+                                                                            layer.down)
+            if getattr(linear, "packed", None) is not None and linear.dense is not None]
 
 
 def int4_times(layers, rows: int, dtype: torch.dtype) -> tuple[float, float]:

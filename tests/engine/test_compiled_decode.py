@@ -175,7 +175,7 @@ def test_where_int4_is_timed_no_slower_up_to_24_rows_decode_steps_of_up_to_24_ru
 
     from inference.engine import background_compile, wide_steps
 
-    monkeypatch.setattr(wide_steps, "int4_rows", lambda decoder: 24)  # what a CPU like the benchmark machine's times
+    monkeypatch.setattr(wide_steps, "remembered_int4_rows", lambda decoder: 24)  # what the benchmark machine times
     engine = engine_for(tiny_model_path, dtype="bfloat16")
     try:
         runner = engine.runner
