@@ -114,7 +114,10 @@ class Attention:
         nd = meta.num_decode
         if nd == 0:
             return self._prefill(q, k_cache, v_cache, meta, scale, self.block_size)
-        decoded = self._decode(q[:nd].to(k_cache.dtype), k_cache, v_cache, meta, scale, self.block_size).to(q.dtype)
+        # Contiguous either way: a wide step's queries arrive as a converted copy, the others' as a view of the
+        # step's q/k/v rows, and the compiled decode kernel is specialised on their layout (a recompile mid-serving).
+        decoded = self._decode(q[:nd].to(k_cache.dtype).contiguous(), k_cache, v_cache, meta, scale,
+                               self.block_size).to(q.dtype)
         if nd == q.shape[0]:
             return decoded
         return torch.cat([decoded, self._prefill(q[nd:], k_cache, v_cache, meta, scale, self.block_size)])

@@ -15,8 +15,9 @@ from .helpers import TIMEOUT, Collector, greedy_tokens
 from .test_families import greedy_run
 
 
-def engine_for(path, **options):
-    engine = Engine(path, config=EngineConfig(kv_cache_bytes=16 << 20, max_num_batched_tokens=40), **options)
+def engine_for(path, wide_steps="auto", **options):
+    engine = Engine(path, config=EngineConfig(kv_cache_bytes=16 << 20, max_num_batched_tokens=40,
+                                              wide_steps=wide_steps), **options)
     engine.start()
     return engine
 
@@ -75,11 +76,15 @@ def test_decode_steps_of_several_sequences_run_compiled_and_give_transformers_gr
         engine.shutdown(timeout=TIMEOUT)
 
 
-def test_start_up_compiles_the_graphs_of_every_decode_step_up_to_max_rows_in_the_cpu_default(tiny_model_path):
+# Wide steps in float32 (where a CPU multiplies float32 faster: wide_steps.py) or not: the steps that mix decodes with
+# a prefill chunk past 16 rows then run their decodes' attention on converted queries, which must not compile again.
+@pytest.mark.parametrize("wide", ["off", "float32"])
+def test_start_up_compiles_the_graphs_of_every_decode_step_up_to_max_rows_in_the_cpu_default(tiny_model_path, wide):
     import torch._dynamo.utils
 
-    engine = engine_for(tiny_model_path, dtype="bfloat16")  # int4 weights where the CPU has bf16 instructions
+    engine = engine_for(tiny_model_path, wide, dtype="bfloat16")  # int4 weights where the CPU has bf16 instructions
     try:
+        assert (engine.runner.decoder.wide_above is not None) is (wide == "float32")
         graphs = torch._dynamo.utils.counters["stats"]["unique_graphs"]
         compiled = engine.runner.compiled
         for rows in (MAX_ROWS, 9, 3):  # a graph each: 9..16 rows, 2..8 rows (and one row, the others' last steps)
