@@ -8,7 +8,7 @@ random prompt lengths and a fixed output length (EOS ignored) arrive at t=0 and
 run through (a) transformers' continuous batching (`generate_batch`), in its
 fastest dtype here (float32 on the CPU, where its bfloat16 matmuls repack the
 weights on every call), and (b) this engine in its default precision (`auto`:
-bfloat16 with int4 weights on a CPU with bf16 instructions, bfloat16 on a GPU),
+bfloat16 with int4 weights on a CPU with AVX2, AVX-512 or bf16 instructions, bfloat16 on a GPU),
 plus (c) this engine in float32 for a like-for-like row on the CPU (and, with --sides ...,ours-eager, (d)
 the default precision with enforce_eager: no CUDA graphs, no compiled CPU decode step; with ...,ours-narrow,
 (e) the default precision with wide steps off: prefills and large batches in bf16, wide_steps.py). Each runs in

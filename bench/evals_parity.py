@@ -144,7 +144,7 @@ def main() -> None:
                         help="both sides' weights and activations")
     parser.add_argument("--ours-dtype", choices=("auto", "float32", "bfloat16"),
                         help="our INFERENCE_DTYPE instead (auto: the default, e.g. bf16 with int4 weights on a CPU "
-                             "with bf16 instructions): how far the fast default is from the reference")
+                             "with AVX2, AVX-512 or bf16 instructions): how far the fast default is from the reference")
     args = parser.parse_args()
     args.ours_dtype = args.ours_dtype or args.dtype
     if not LM_EVAL.exists():

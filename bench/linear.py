@@ -5,11 +5,12 @@ switch to a dense matmul above `QUANTIZED_DENSE_ABOVE` rows rest on.
 
 For the default model's shapes (SmolLM2-135M: 30 layers of a fused q/k/v, the
 output projection, a fused gate/up and down, then the output layer over the
-vocabulary), random weights in bf16, every layer with weights of its own: the
-time of the linear layers of one forward step at M rows (M=1 is one sequence
-decoding), medians over steps, as dense bf16, int8 and int4 weight-only (groups
-of 32; the output layer as RefinedHead), each with its ratio to dense. A ratio
-above 1 at many rows is why quantized layers multiply by a dense copy there.
+vocabulary), random weights in bf16 (`--dtype float32`: float32, what a CPU without
+bf16 instructions runs), every layer with weights of its own: the time of the linear
+layers of one forward step at M rows (M=1 is one sequence decoding), medians over
+steps, as dense weights, int8 and int4 weight-only (groups of 32; the output layer as
+RefinedHead), each with its ratio to dense. A ratio above 1 at many rows is why
+quantized layers multiply by a dense copy there.
 """
 import argparse
 import os
@@ -31,10 +32,10 @@ SHAPES = [("qkv", (HEADS + 2 * KV_HEADS) * HEAD_DIM, HIDDEN, LAYERS), ("o", HIDD
           ("gate_up", 2 * INTERMEDIATE, HIDDEN, LAYERS), ("down", HIDDEN, INTERMEDIATE, LAYERS),
           ("lm_head", VOCAB, HIDDEN, 1)]
 FORMATS = ("none", "int8", "int4")
-LABELS = {"none": "bf16 dense", "int8": "int8", "int4": "int4"}
+LABELS = {"none": "dense", "int8": "int8", "int4": "int4"}
 
 
-def build(fmt: str, rng: torch.Generator) -> list[tuple[str, object]]:
+def build(fmt: str, rng: torch.Generator, dtype: torch.dtype) -> list[tuple[str, object]]:
     """One step's layers in order, each with weights of its own (a step streams them all from memory, as the
     engine's does; one layer called again and again would sit in the CPU's cache and flatter dense weights)."""
     step = []
@@ -42,7 +43,7 @@ def build(fmt: str, rng: torch.Generator) -> list[tuple[str, object]]:
         for name, n, k, count in SHAPES:
             if (count == 1) != (layer == LAYERS):
                 continue
-            weight = (torch.randn(n, k, generator=rng) * k ** -0.5).to(torch.bfloat16)
+            weight = (torch.randn(n, k, generator=rng) * k ** -0.5).to(dtype)
             head = name == "lm_head"
             # Each format's own kernel at every row count (the output layer's past every count: None is dense).
             step.append((name, make_linear(weight, None, fmt, 1 << 30 if head else None, output=head)))
@@ -61,18 +62,21 @@ def main():
     parser.add_argument("--rows", default="1,2,4,8,16,64", help="rows per step (comma-separated)")
     parser.add_argument("--repeat", type=int, default=15, help="steps timed per format and row count")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--dtype", choices=("bfloat16", "float32"), default="bfloat16",
+                        help="the weights' and activations' dtype")
     args = parser.parse_args()
+    dtype = getattr(torch, args.dtype)
     if args.threads:
         torch.set_num_threads(args.threads)
-    steps = {fmt: build(fmt, torch.Generator().manual_seed(0)) for fmt in FORMATS}
+    steps = {fmt: build(fmt, torch.Generator().manual_seed(0), dtype) for fmt in FORMATS}
     names = [name for name, *_ in SHAPES]
-    print(f"CPU, bf16 activations, torch threads {torch.get_num_threads()}; the linear layers of one forward step "
+    print(f"CPU ({torch.backends.cpu.get_cpu_capability()}), {args.dtype} activations, torch threads {torch.get_num_threads()}; the linear layers of one forward step "
           f"({LAYERS} layers, then the output layer), median ms per step over {args.repeat} steps, per kind of "
-          f"layer and in all; ratio to bf16 dense (below 1 is faster)")
+          f"layer and in all; ratio to {args.dtype} dense (below 1 is faster)")
     print(f"{'rows':>5} {'layers':>8} " + " ".join(f"{LABELS[f]:>20}" for f in FORMATS))
     with torch.inference_mode():
         for rows in map(int, args.rows.split(",")):
-            inputs = {name: torch.randn(rows, k).to(torch.bfloat16) for name, _, k, _ in SHAPES}
+            inputs = {name: torch.randn(rows, k).to(dtype) for name, _, k, _ in SHAPES}
             samples = {f: {name: [] for name in names + ["step"]} for f in FORMATS}
             for repeat in range(args.repeat + 1):
                 for fmt in FORMATS:  # interleaved, so that drifts in the machine's speed hit every format alike

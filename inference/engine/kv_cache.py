@@ -47,4 +47,4 @@ class KVCache:
 
 def store(storage: torch.Tensor, layer: int, kv: torch.Tensor, slots: torch.Tensor) -> None:
     """KVCache.write on a cache's storage [2, layers, Hkv, slots, D] (also what compiled_decode.py's op runs)."""
-    storage[:, layer].index_copy_(2, slots, kv.permute(1, 2, 0, 3))
+    storage[:, layer].index_copy_(2, slots, kv.permute(1, 2, 0, 3).to(storage.dtype))

@@ -28,7 +28,7 @@ from .config import EngineConfig
 from .decoder import LeanDecoder, unsupported_reason
 from .kv_cache import KVCache
 from .memory import size_kv_cache
-from .precision import resolve_dtype, resolve_quantization
+from .precision import cpu_has_bf16, kv_cache_dtype, resolve_dtype, resolve_quantization
 from .scheduler import SchedulerOutput
 
 log = logging.getLogger(__name__)
@@ -58,9 +58,14 @@ class ModelRunner:
         self.dtype = resolve_dtype(dtype, self.device)
         self.quantization = resolve_quantization(quantization, self.device, self.dtype)
         self.config = config
-        model = AutoModelForCausalLM.from_pretrained(str(model_path), local_files_only=True, dtype=self.dtype,
-                                                     attn_implementation=ATTN_IMPLEMENTATION)
-        self.model = model.to(self.device).eval()
+        self.model = self._load(model_path)
+        if (dtype == "auto" and self.device.type == "cpu" and self.dtype == torch.bfloat16 and not cpu_has_bf16()
+                and unsupported_reason(self.model) is not None):
+            # bf16 without bf16 instructions pays only through the lean decoder's int4 kernels (precision.py);
+            # transformers' own modules multiply dense weights, faster in float32 there.
+            self.dtype, self.quantization = torch.float32, "none"
+            self.model = self._load(model_path)
+        self.cache_dtype = kv_cache_dtype(self.device, self.dtype)
         text_config = self.model.config.get_text_config()
         self.num_layers = text_config.num_hidden_layers
         self.vocab_size = int(self.model.get_output_embeddings().weight.shape[0])
@@ -87,7 +92,7 @@ class ModelRunner:
         if config.num_blocks <= 0:
             per_block = KVCache.bytes_per_block(num_layers=self.num_layers, block_size=config.block_size,
                                                 num_kv_heads=self.num_kv_heads, head_dim=self.head_dim,
-                                                dtype=self.dtype)
+                                                dtype=self.cache_dtype)
             if config.kv_cache_bytes is not None:
                 budget = config.kv_cache_bytes
             elif self.device.type == "cuda":
@@ -98,7 +103,7 @@ class ModelRunner:
         self._build(num_blocks=config.num_blocks)
         log.info("KV cache: %d blocks of %d tokens = %d tokens (%.2f GiB, %s); weights %s%s; attention %s; %s",
                  config.num_blocks, config.block_size, config.num_blocks * config.block_size,
-                 self.cache._storage.numel() * self.cache._storage.element_size() / 2**30, self.dtype,
+                 self.cache._storage.numel() * self.cache._storage.element_size() / 2**30, self.cache_dtype,
                  self.dtype, "" if self.quantization == "none" else f" {self.quantization}", self.backend,
                  "lean decoder" if reason is None else f"transformers modules ({reason})")
         self.compiled = None  # CPU decode steps of up to 16 (or 32) sequences as one graph (compiled_decode.py)
@@ -118,11 +123,16 @@ class ModelRunner:
 
     # -- construction -------------------------------------------------------------------------
 
+    def _load(self, model_path) -> torch.nn.Module:
+        model = AutoModelForCausalLM.from_pretrained(str(model_path), local_files_only=True, dtype=self.dtype,
+                                                     attn_implementation=ATTN_IMPLEMENTATION)
+        return model.to(self.device).eval()
+
     def _build(self, *, num_blocks: int) -> None:
         """(Re)allocate the cache, the attention over it and the step buffers."""
         self.cache = None  # free the old one first
         self.cache = KVCache(num_layers=self.num_layers, num_blocks=num_blocks, block_size=self.block_size,
-                             num_kv_heads=self.num_kv_heads, head_dim=self.head_dim, dtype=self.dtype,
+                             num_kv_heads=self.num_kv_heads, head_dim=self.head_dim, dtype=self.cache_dtype,
                              device=self.device)
         self.attention = Attention(self.backend, self.cache)
         if self.lean_reason is None:
@@ -225,6 +235,7 @@ class ModelRunner:
                 "quantization": self.quantization, "attention_backend": self.backend,
                 "max_positions": self.max_positions,
                 "int4_rows": self.decoder.dense_above if self.quantization == "int4" else None,
+                "kv_dtype": None if self.cache_dtype == self.dtype else str(self.cache_dtype).removeprefix("torch."),
                 "config": {"block_size": config.block_size, "max_num_seqs": config.max_num_seqs,
                            "max_num_batched_tokens": config.max_num_batched_tokens}}
 

@@ -2,9 +2,15 @@
 
 `auto` resolves to what measured fastest (bench/engine.py, bench/linear.py):
   CUDA  bfloat16 where the GPU supports it, float16 on older GPUs; dense weights.
-  CPU   bfloat16 with int4 weights (groups of 32) where the CPU has bf16 instructions
-        (AVX512-BF16, AMX): a one-sequence decode step reads an eighth of float32's
-        bytes; float32 and dense weights elsewhere.
+  CPU   bfloat16 with int4 weights (groups of 32) where torch's int4 kernel is vectorised:
+        x86 with AVX2 or AVX-512, and CPUs with bf16 instructions (AVX512-BF16, AMX). A
+        one-sequence decode step reads an eighth of float32's bytes. The kernel converts
+        bf16 activations in its loops, so bf16 instructions are not needed: on an AVX2 CPU
+        without them a step's linear layers took 11.0 ms at one row against 48.7 ms in
+        float32 (bench/linear.py --dtype bfloat16 / --dtype float32), while float32
+        activations through it took 305 ms (it has no vectorised float32 path). Wide steps
+        (prefills) still multiply in float32 where that times faster (wide_steps.py).
+        float32 and dense weights elsewhere.
 """
 
 from __future__ import annotations
@@ -23,11 +29,26 @@ def cpu_has_bf16() -> bool:
         return False
 
 
+def cpu_runs_int4() -> bool:
+    """Whether torch's int4 CPU kernel has a vectorised path on this CPU for bf16 activations."""
+    return torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512") or cpu_has_bf16()
+
+
+def kv_cache_dtype(device: torch.device, dtype: torch.dtype) -> torch.dtype:
+    """The model's dtype, except bf16 on a CPU without bf16 instructions: float32 there. Decode attention reads
+    every cached key and value of every sequence in each step, and converting bf16 ones without the instructions
+    took 3.2x as long: 183 against 57 ms for 16 sequences of 300 tokens over the default model's 30 layers (AVX2,
+    2 cores; the whole step 322 against 188 ms). The cost is memory: half the tokens in INFERENCE_KV_CACHE_MB."""
+    if device.type == "cpu" and dtype == torch.bfloat16 and not cpu_has_bf16():
+        return torch.float32
+    return dtype
+
+
 def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     if name == "auto":
         if device.type == "cuda":
             return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.bfloat16 if device.type == "cpu" and cpu_has_bf16() else torch.float32
+        return torch.bfloat16 if device.type == "cpu" and cpu_runs_int4() else torch.float32
     if name not in _DTYPES:
         raise ValueError(f"unsupported dtype {name!r}; expected one of {', '.join(DTYPE_CHOICES)}")
     return _DTYPES[name]

@@ -97,14 +97,20 @@ def test_start_up_compiles_the_graphs_of_every_decode_step_up_to_max_rows_in_the
         engine.shutdown(timeout=TIMEOUT)
 
 
-@pytest.mark.parametrize("dtype, tolerance, rows", [("float32", 1e-4, 1), ("bfloat16", 0.05, 1), ("bfloat16", 0.05, 5),
-                                                   ("bfloat16", 0.05, 12)])
+@pytest.mark.parametrize("dtype, tolerance, rows, bf16_cpu", [
+    ("float32", 1e-4, 1, True), ("bfloat16", 0.05, 1, True), ("bfloat16", 0.05, 5, True), ("bfloat16", 0.05, 12, True),
+    ("bfloat16", 0.08, 5, False)])  # a CPU without bf16 instructions: a float32 cache (precision.kv_cache_dtype)
 def test_a_compiled_step_writes_the_same_cache_and_gives_the_same_logits_as_the_eager_step(tiny_model_path, dtype,
-                                                                                           tolerance, rows):
+                                                                                           tolerance, rows, bf16_cpu,
+                                                                                           monkeypatch):
+    from inference.engine import precision
+
+    monkeypatch.setattr(precision, "cpu_has_bf16", lambda: bf16_cpu)
     # In bf16 (int4 weights) each graph: one row, 2..8 rows (the output layer refines int4 logits), 9..16 rows (the
     # output layer dense, the others still int4).
     runner = ModelRunner(tiny_model_path, EngineConfig(kv_cache_bytes=8 << 20, max_num_batched_tokens=40),
                          dtype=dtype, max_positions=256)
+    assert runner.cache._storage.dtype == (torch.float32 if dtype == "float32" or not bf16_cpu else torch.bfloat16)
     compiled = runner.compiled or CompiledDecode(runner.decoder, runner.cache)
     generator = torch.Generator().manual_seed(0)
     storage = runner.cache._storage

@@ -70,7 +70,7 @@ def test_float32_greedy_is_transformers_greedy(reference):
 def test_the_cpu_default_agrees_with_float32_on_the_next_token_almost_everywhere(reference, one_at_a_time):
     runner, prompts, outputs = answers(one_at_a_time)  # dtype and quantization "auto"
     if runner.dtype != torch.bfloat16:
-        pytest.skip("this CPU has no bf16 instructions: the default is float32, checked above")
+        pytest.skip("no vectorised int4 kernel on this CPU: the default is float32, checked above")
     assert runner.quantization == "int4"
     # Decodes run through the compiled graphs (compiled_decode.py): a call per token one at a time, a call per step
     # of all eight in a batch.

@@ -38,7 +38,8 @@ class Command(BaseCommand):
         parser.add_argument("--dtype", choices=DTYPES, default=None,
                             help="weights and KV cache precision (default: the model's dtype in MODELS_FILE, else "
                                  "the INFERENCE_DTYPE setting; auto: bfloat16 on GPUs that support it, float16 on "
-                                 "older ones, bfloat16 with int4 weights on CPUs with bf16 instructions)")
+                                 "older ones, bfloat16 with int4 weights on CPUs with AVX2, AVX-512 or bf16 "
+                                 "instructions, float32 on others)")
         parser.add_argument("--quantization", choices=QUANTIZATIONS, default=None,
                             help="weight-only int8 or int4 linear layers, int4 on the CPU only (default: the "
                                  "model's quantization in MODELS_FILE, else INFERENCE_QUANTIZATION; auto: int4 on "
