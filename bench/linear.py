@@ -70,7 +70,8 @@ def main():
         torch.set_num_threads(args.threads)
     steps = {fmt: build(fmt, torch.Generator().manual_seed(0), dtype) for fmt in FORMATS}
     names = [name for name, *_ in SHAPES]
-    print(f"CPU ({torch.backends.cpu.get_cpu_capability()}), {args.dtype} activations, torch threads {torch.get_num_threads()}; the linear layers of one forward step "
+    print(f"CPU ({torch.backends.cpu.get_cpu_capability()}), {args.dtype} activations, torch threads "
+          f"{torch.get_num_threads()}; the linear layers of one forward step "
           f"({LAYERS} layers, then the output layer), median ms per step over {args.repeat} steps, per kind of "
           f"layer and in all; ratio to {args.dtype} dense (below 1 is faster)")
     print(f"{'rows':>5} {'layers':>8} " + " ".join(f"{LABELS[f]:>20}" for f in FORMATS))
