@@ -258,7 +258,10 @@ EOF
     </dev/null >"$RUN/honcho.log" 2>&1 &
   echo "HONCHO_PID=$!" >>"$STATE"
   if ! ready_wait "$!"; then
-    tail -n 40 "$RUN/honcho.log" >&2
+    echo "The inference workers' last lines:" >&2  # the usual cause: a worker still loading, or failing to
+    grep -E '^[0-9:]+ worker-cpu' "$RUN/honcho.log" | grep -v 'Loading weights' | tail -n 20 >&2 || true
+    echo "The last lines of all:" >&2
+    tail -n 20 "$RUN/honcho.log" >&2
     down >&2
     die "the topology did not become ready (log: $RUN/honcho.log)"
   fi

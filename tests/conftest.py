@@ -50,3 +50,18 @@ def pytest_terminal_summary(terminalreporter):
     fuzzing = sys.modules.get("tests.fuzzing")
     if fuzzing is not None and fuzzing.SENT:
         terminalreporter.write_line(fuzzing.report())
+
+
+@pytest.fixture(autouse=True)
+def _torch_threads_kept():
+    """No test leaves torch on another thread count (an engine not shut down while a background compile runs keeps
+    one thread fewer): later tests would run slower, and compile graphs that no other process finds cached."""
+    import sys
+
+    torch = sys.modules.get("torch")
+    before = torch.get_num_threads() if torch is not None else None
+    yield
+    if before is not None and torch.get_num_threads() != before:
+        after = torch.get_num_threads()
+        torch.set_num_threads(before)
+        pytest.fail(f"the test left torch on {after} threads instead of {before}")

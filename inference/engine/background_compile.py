@@ -40,10 +40,12 @@ def records_dir() -> Path:
 
 
 def graph_key(spec: dict) -> str:
-    """What the compiled graphs depend on: the model's configuration, the runner's shapes, torch, the CPU."""
+    """What the compiled graphs depend on: the model's configuration, the runner's shapes, torch, the CPU and the
+    thread count (torch's compile cache specialises CPU kernels on it: graphs compiled on another count are compiled
+    again, minutes, so a record made with another count must not send an engine to compile them at start-up)."""
     digest = hashlib.sha256(Path(spec["model_path"], "config.json").read_bytes())
     shapes = {name: spec.get(name) for name in ("dtype", "quantization", "attention_backend", "max_positions",
-                                                 "int4_rows", "config")}
+                                                 "int4_rows", "config", "threads")}
     digest.update(json.dumps(shapes, sort_keys=True).encode())
     digest.update(f"{torch.__version__} {torch.backends.cpu.get_cpu_capability()}".encode())
     digest.update(repr(GRAPH_ROWS).encode())  # which graphs (an engine of a release with fewer finds it not recorded)

@@ -14,6 +14,8 @@ import os
 import signal
 import sys
 
+import torch
+
 from .background_compile import graph_key, records_dir
 from .config import EngineConfig
 from .model_runner import ModelRunner
@@ -39,6 +41,8 @@ def main(argv: list[str]) -> int:
     _die_with(spec["parent"])
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     os.nice(NICENESS)
+    if spec.get("threads"):
+        torch.set_num_threads(spec["threads"])  # the engine's: the cache entries it will look up are keyed by it
 
     folder = records_dir()
     folder.mkdir(parents=True, exist_ok=True)

@@ -199,7 +199,10 @@ class ModelRunner:
                          "them in a child process (pid %d; once per machine, about 6 minutes on 2 cores for the "
                          "default model)", torch.get_num_threads(), self.pending_compile.process.pid)
             else:
+                started = time.monotonic()
                 self._compile_decode(compiled)
+                log.info("decode steps compiled at start-up in %.1f s (from torch's compile cache when an earlier "
+                         "start compiled them)", time.monotonic() - started)
         if self.graphs is not None:
             self.graphs.capture()
 
@@ -236,6 +239,7 @@ class ModelRunner:
                 "max_positions": self.max_positions,
                 "int4_rows": self.decoder.dense_above if self.quantization == "int4" else None,
                 "kv_dtype": None if self.cache_dtype == self.dtype else str(self.cache_dtype).removeprefix("torch."),
+                "threads": self._threads,  # torch's compile cache keys CPU kernels by the thread count too
                 "config": {"block_size": config.block_size, "max_num_seqs": config.max_num_seqs,
                            "max_num_batched_tokens": config.max_num_batched_tokens}}
 

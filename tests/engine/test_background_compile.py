@@ -99,3 +99,25 @@ def test_a_child_whose_engine_is_gone_before_it_starts_exits_at_once():
     done = subprocess.run(background_compile.child_command({"model_path": "unused"})[:-1] + [
         json.dumps({"model_path": "unused", "parent": 1})], cwd=background_compile.ROOT, timeout=120)
     assert done.returncode == 2
+
+
+def test_graphs_recorded_under_another_thread_count_are_compiled_again_not_taken_as_cached(tiny_model_path,
+                                                                                          no_records, monkeypatch):
+    """torch's compile cache keys CPU kernels by the thread count: a record from a process on another count would
+    send an engine to compile them at start-up (minutes) instead of in the background."""
+    import torch
+
+    started = []
+    monkeypatch.setattr(background_compile, "child_command", lambda spec: started.append(spec) or [
+        sys.executable, "-c", "import time; time.sleep(600)"])
+    engine = engine_for(tiny_model_path, dtype="bfloat16", compile_in_background=True)
+    spec = engine.runner._compile_spec()
+    engine.shutdown(timeout=TIMEOUT)
+    assert spec["threads"] == torch.get_num_threads() and started[0]["threads"] == spec["threads"]
+    background_compile.record({**spec, "threads": spec["threads"] + 1}, 1.0)
+    assert not background_compile.recorded(spec)
+    again = engine_for(tiny_model_path, dtype="bfloat16", compile_in_background=True)
+    try:
+        assert again.runner.pending_compile is not None and len(started) == 2
+    finally:
+        again.shutdown(timeout=TIMEOUT)
