@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 
 from .compiled_decode import GRAPH_ROWS
+from .machine_timings import write_json
 
 log = logging.getLogger(__name__)
 
@@ -67,10 +68,8 @@ def record(spec: dict, seconds: float) -> None:
     try:
         folder = records_dir()
         folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"{graph_key(spec)}.json"
-        with tempfile.NamedTemporaryFile("w", dir=folder, delete=False, suffix=".tmp") as f:
-            json.dump({"model_path": spec["model_path"], "seconds": round(seconds, 1), "torch": torch.__version__}, f)
-        os.replace(f.name, path)
+        write_json(folder / f"{graph_key(spec)}.json",
+                   {"model_path": spec["model_path"], "seconds": round(seconds, 1), "torch": torch.__version__})
     except OSError as exc:
         log.warning("could not record the compiled decode step in %s: %s", records_dir(), exc)
 

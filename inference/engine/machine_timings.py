@@ -45,31 +45,41 @@ def machine() -> dict:
             "threads": torch.get_num_threads(), "torch": torch.__version__}
 
 
+def write_json(path: Path, data: dict) -> None:
+    """Write `data` to `path` whole or not at all (a temporary file beside it, renamed): a reader never sees half."""
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as f:
+        json.dump(data, f)
+    os.replace(f.name, path)
+
+
 def remembered(name: str, key: dict, measure: Callable[[], object]) -> object:
     """measure()'s value (JSON: a number, a string or None) for `name` with `key` on this machine: the value stored
     by the first start that measured it, else measured now and stored. One start measures at a time (a file lock):
     another starting meanwhile waits and takes its value."""
     described = json.dumps({"name": name, "key": key, "machine": machine()}, sort_keys=True, default=str)
-    measured = []
     try:
         where = folder()
         where.mkdir(parents=True, exist_ok=True)
         path = where / f"{name}-{hashlib.sha256(described.encode()).hexdigest()[:24]}.json"
-        with open(path.with_suffix(".lock"), "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            try:
-                value = json.loads(path.read_text())["value"]
-            except (OSError, ValueError, KeyError, TypeError):
-                pass  # not measured yet here, or a damaged file: measure again
-            else:
-                log.info("%s: %r, as timed by an earlier start on this machine (%s)", name, value, path)
-                return value
-            measured.append(measure())
-            value = measured[0]
-            with tempfile.NamedTemporaryFile("w", dir=where, delete=False, suffix=".tmp") as f:
-                json.dump({"value": value, "described": json.loads(described)}, f)
-            os.replace(f.name, path)
-            return value
+        lock = open(path.with_suffix(".lock"), "w")
     except OSError as exc:
         log.warning("could not remember the %s timing (%s): timing it at every start", name, exc)
-        return measured[0] if measured else measure()
+        return measure()
+    with lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        except OSError:
+            pass  # a filesystem without locks: engines starting together may each time it
+        try:
+            value = json.loads(path.read_text())["value"]
+        except (OSError, ValueError, KeyError, TypeError):
+            pass  # not measured yet here, or a damaged file: measure again
+        else:
+            log.info("%s: %r, as timed by an earlier start on this machine (%s)", name, value, path)
+            return value
+        value = measure()
+        try:
+            write_json(path, {"value": value, "described": json.loads(described)})
+        except OSError as exc:
+            log.warning("could not remember the %s timing (%s): timing it again at the next start", name, exc)
+        return value
