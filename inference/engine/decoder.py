@@ -81,10 +81,12 @@ class _Layer:
 
 class LeanDecoder:
     def __init__(self, model, attention: Attention, *, quantization: str = "none", max_positions: int,
-                 dense_above: int | None = None, wide_dtype: torch.dtype | None = None):
+                 dense_above: int | None = None, wide_dtype: torch.dtype | None = None,
+                 head_dtype: torch.dtype | None = None):
         """dense_above: quantized layers multiply steps of more rows by a dense copy of their weights;
         wide_dtype: that copy's dtype when it is not the model's (float32 where the CPU's float32 matmuls beat
-        its bf16 ones, wide_steps.py): such steps then run in it from the embedding to the final norm."""
+        its bf16 ones, wide_steps.py): such steps then run in it from the embedding to the final norm;
+        head_dtype: that of an int4 output layer's dense copy (linear.RefinedHead; precision.dense_copy_dtype)."""
         config = model.config.get_text_config()
         decoder = model.get_decoder()
         self.attention = attention
@@ -104,7 +106,7 @@ class LeanDecoder:
             biases = [m.bias for m in modules]
             bias = None if biases[0] is None else torch.cat(biases) if len(biases) > 1 else biases[0]
             return make_linear(weight.detach(), None if bias is None else bias.detach(), quantization, dense_above,
-                               output=output, dense_dtype=wide_dtype)
+                               output=output, dense_dtype=wide_dtype, head_dtype=head_dtype)
 
         self.layers = []
         for hf in decoder.layers:
@@ -202,6 +204,8 @@ class LeanDecoder:
     def logits(self, hidden: torch.Tensor, exact: bool = False) -> torch.Tensor:
         """[S, V]; exact: every token's logit from the dense weights (an int4 RefinedHead refines only its most
         likely ones, enough to sample, not to score a given token)."""
+        if exact and hasattr(self.lm_head, "exact"):
+            return self.lm_head.exact(hidden)
         if exact and hasattr(self.lm_head, "weight"):
             return F.linear(hidden, self.lm_head.weight, getattr(self.lm_head, "bias", None))
         return self.lm_head(hidden)

@@ -109,6 +109,10 @@ class RefinedHead:
 
     Greedy picks and the top logprobs are those of the dense layer (unless the dense argmax is not
     among int4's 64 best, which takes a far larger error than int4's); the tail keeps int4 values.
+
+    Steps of more than DENSE_ABOVE rows multiply by the dense weights, or by a copy of them in dense_dtype
+    (float32 on a CPU without bf16 instructions, where a bf16 matmul is emulated: at 16 rows 121 against 31 ms
+    on one core of an AVX2 CPU, bench/linear.py --head-dtype).
     """
 
     CANDIDATES = 64
@@ -116,14 +120,23 @@ class RefinedHead:
     # 16 rows 9.3 against 13.4 ms on 2 cores, while the other layers still gain from int4 there).
     DENSE_ABOVE = 8
 
-    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None = None, *, dense_above: int | None = None):
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None = None, *, dense_above: int | None = None,
+                 dense_dtype: torch.dtype | None = None):
         self.coarse = Int4Linear(weight, bias, dense_above=None)
         self.weight, self.bias = weight, bias  # [V, H]
         self.dense_above = min(dense_above, self.DENSE_ABOVE) if dense_above is not None else 0
+        self.dense, self.dense_bias = weight, bias
+        if dense_dtype is not None and dense_dtype != weight.dtype:
+            self.dense = weight.to(dense_dtype)
+            self.dense_bias = None if bias is None else bias.to(dense_dtype)
+
+    def exact(self, x: torch.Tensor) -> torch.Tensor:
+        """Every logit from the dense weights."""
+        return F.linear(x.to(self.dense.dtype), self.dense, self.dense_bias)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[0] > self.dense_above:
-            return F.linear(x, self.weight, self.bias)
+            return self.exact(x)
         logits = self.coarse(x)  # [M, V]
         top = logits.topk(min(self.CANDIDATES, logits.shape[1]), dim=-1).indices  # [M, K]
         exact = torch.bmm(self.weight[top], x.unsqueeze(2)).squeeze(2)  # [M, K, H] @ [M, H, 1] -> [M, K]
@@ -149,11 +162,13 @@ def _grid(groups: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def make_linear(weight: torch.Tensor, bias: torch.Tensor | None, quantization: str,
-                dense_above: int | None = None, *, output: bool = False, dense_dtype: torch.dtype | None = None):
+                dense_above: int | None = None, *, output: bool = False, dense_dtype: torch.dtype | None = None,
+                head_dtype: torch.dtype | None = None):
     """output: the layer that makes the logits (int4 becomes a RefinedHead, which keeps the model's dtype);
-    dense_dtype: that of the dense copy many-row steps multiply by (default the weight's)."""
+    dense_dtype: that of the dense copy many-row steps multiply by (default the weight's); head_dtype: the same for
+    a RefinedHead."""
     if quantization == "int4" and output and _int4_fits(weight):
-        return RefinedHead(weight, bias, dense_above=dense_above)
+        return RefinedHead(weight, bias, dense_above=dense_above, dense_dtype=head_dtype)
     if quantization == "int4":
         if _int4_fits(weight):
             return Int4Linear(weight, bias, dense_above=dense_above, dense_dtype=dense_dtype)

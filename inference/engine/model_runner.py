@@ -28,7 +28,7 @@ from .config import EngineConfig
 from .decoder import LeanDecoder, unsupported_reason
 from .kv_cache import KVCache
 from .memory import size_kv_cache
-from .precision import cpu_has_bf16, kv_cache_dtype, resolve_dtype, resolve_quantization
+from .precision import cpu_has_bf16, dense_copy_dtype, resolve_dtype, resolve_quantization
 from .scheduler import SchedulerOutput
 
 log = logging.getLogger(__name__)
@@ -65,7 +65,7 @@ class ModelRunner:
             # transformers' own modules multiply dense weights, faster in float32 there.
             self.dtype, self.quantization = torch.float32, "none"
             self.model = self._load(model_path)
-        self.cache_dtype = kv_cache_dtype(self.device, self.dtype)
+        self.cache_dtype = dense_copy_dtype(self.device, self.dtype)
         text_config = self.model.config.get_text_config()
         self.num_layers = text_config.num_hidden_layers
         self.vocab_size = int(self.model.get_output_embeddings().weight.shape[0])
@@ -140,7 +140,8 @@ class ModelRunner:
                 dense_above = QUANTIZED_DENSE_ABOVE if self.quantization != "none" else None
                 self.decoder = LeanDecoder(self.model, self.attention, quantization=self.quantization,
                                            max_positions=self.max_positions, dense_above=dense_above,
-                                           wide_dtype=self._wide_dtype(dense_above))
+                                           wide_dtype=self._wide_dtype(dense_above),
+                                           head_dtype=dense_copy_dtype(self.device, self.dtype))
                 if self.quantization == "int4" and self.device.type == "cpu":
                     self.decoder.set_dense_above(self._int4_rows or wide_steps.remembered_int4_rows(self.decoder))
             self.decoder.attention = self.attention
@@ -231,6 +232,11 @@ class ModelRunner:
                   (2 * inner, hidden), (hidden, inner)]
         return wide_steps.remembered_choice(shapes, self.dtype, self.config.wide_steps)
 
+    def _head_dtype(self) -> str | None:
+        """The int4 output layer's dense copy's dtype where it is not the model's (precision.dense_copy_dtype)."""
+        dense = getattr(getattr(self.decoder, "lm_head", None), "dense", None)
+        return None if dense is None or dense.dtype == self.dtype else str(dense.dtype).removeprefix("torch.")
+
     def _compile_spec(self) -> dict:
         """What a child process needs to build this runner's decode graphs (background_compile.py)."""
         config = self.config
@@ -239,6 +245,7 @@ class ModelRunner:
                 "max_positions": self.max_positions,
                 "int4_rows": self.decoder.dense_above if self.quantization == "int4" else None,
                 "kv_dtype": None if self.cache_dtype == self.dtype else str(self.cache_dtype).removeprefix("torch."),
+                "head_dtype": self._head_dtype(),
                 "threads": self._threads,  # torch's compile cache keys CPU kernels by the thread count too
                 "config": {"block_size": config.block_size, "max_num_seqs": config.max_num_seqs,
                            "max_num_batched_tokens": config.max_num_batched_tokens}}

@@ -34,14 +34,20 @@ def cpu_runs_int4() -> bool:
     return torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512") or cpu_has_bf16()
 
 
-def kv_cache_dtype(device: torch.device, dtype: torch.dtype) -> torch.dtype:
-    """The model's dtype, except bf16 on a CPU without bf16 instructions: float32 there. Decode attention reads
-    every cached key and value of every sequence in each step, and converting bf16 ones without the instructions
-    took 3.2x as long: 183 against 57 ms for 16 sequences of 300 tokens over the default model's 30 layers (AVX2,
-    2 cores; the whole step 322 against 188 ms). The cost is memory: half the tokens in INFERENCE_KV_CACHE_MB."""
+def dense_copy_dtype(device: torch.device, dtype: torch.dtype) -> torch.dtype:
+    """What dense bf16 arithmetic runs in on this device: float32 on a CPU without bf16 instructions (where bf16
+    matmuls and conversions are emulated), else the model's dtype.
+
+    The KV cache: decode attention reads every cached key and value of every sequence in each step, and converting
+    bf16 ones without the instructions took 3.2x as long: 183 against 57 ms for 16 sequences of 300 tokens over the
+    default model's 30 layers (AVX2, 2 cores; the whole step 322 against 188 ms). The cost is memory: half the
+    tokens in INFERENCE_KV_CACHE_MB. The int4 output layer's dense copy, which steps of more than 8 sequences
+    multiply by (linear.RefinedHead): 121 against 31 ms at 16 rows on one core (113 MB more for the default
+    model's 49,152 x 576 layer)."""
     if device.type == "cpu" and dtype == torch.bfloat16 and not cpu_has_bf16():
         return torch.float32
     return dtype
+
 
 
 def resolve_dtype(name: str, device: torch.device) -> torch.dtype:

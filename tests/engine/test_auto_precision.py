@@ -6,6 +6,7 @@ import torch
 
 from inference.engine import model_runner, precision
 from inference.engine.config import EngineConfig
+from inference.engine.decoder import unsupported_reason
 from inference.engine.model_runner import ModelRunner
 from inference.engine.precision import resolve_dtype, resolve_quantization
 
@@ -48,6 +49,16 @@ def test_on_an_avx2_cpu_without_bf16_instructions_the_default_runs_int4_in_the_l
     # by float32's bytes, and the compiled graphs' record tells the two apart.
     assert lean.cache.k[0].dtype == torch.float32
     assert lean._compile_spec()["kv_dtype"] == "float32"
+    # And steps of more than 8 sequences multiply by a float32 copy of the int4 output layer (emulated bf16 matmuls
+    # were 4x slower there): the logits of 12 rows are float32's, while up to 8 rows the int4 kernel refines them.
+    head = lean.decoder.lm_head
+    assert head.dense.dtype == torch.float32 and head.weight.dtype == torch.bfloat16
+    assert lean._compile_spec()["head_dtype"] == "float32"
+    hidden = torch.randn(12, head.weight.shape[1]).to(torch.bfloat16)
+    logits = lean.decoder.logits(hidden)
+    assert logits.dtype == torch.float32
+    torch.testing.assert_close(logits, hidden.float() @ head.weight.float().t())
+    assert lean.decoder.logits(hidden[:8]).dtype == torch.bfloat16
     # A family the lean decoder does not run multiplies dense weights in transformers' modules: float32 there.
     monkeypatch.setattr(model_runner, "unsupported_reason", lambda model: "a model type it does not know")
     other = runner(tiny_model_path)
@@ -62,3 +73,7 @@ def test_on_an_avx2_cpu_without_bf16_instructions_the_default_runs_int4_in_the_l
     native = runner(tiny_model_path)
     assert native.dtype == torch.bfloat16 and native.cache.k[0].dtype == torch.bfloat16
     assert native._compile_spec()["kv_dtype"] is None
+    monkeypatch.setattr(model_runner, "unsupported_reason", unsupported_reason)
+    native_lean = runner(tiny_model_path)
+    assert native_lean.decoder.lm_head.dense is native_lean.decoder.lm_head.weight  # no copy: bf16 is native there
+    assert native_lean._compile_spec()["head_dtype"] is None and native_lean._compile_spec()["kv_dtype"] is None

@@ -99,7 +99,7 @@ def test_start_up_compiles_the_graphs_of_every_decode_step_up_to_max_rows_in_the
 
 @pytest.mark.parametrize("dtype, tolerance, rows, bf16_cpu", [
     ("float32", 1e-4, 1, True), ("bfloat16", 0.05, 1, True), ("bfloat16", 0.05, 5, True), ("bfloat16", 0.05, 12, True),
-    ("bfloat16", 0.08, 5, False)])  # a CPU without bf16 instructions: a float32 cache (precision.kv_cache_dtype)
+    ("bfloat16", 0.08, 5, False)])  # a CPU without bf16 instructions: a float32 cache (precision.dense_copy_dtype)
 def test_a_compiled_step_writes_the_same_cache_and_gives_the_same_logits_as_the_eager_step(tiny_model_path, dtype,
                                                                                            tolerance, rows, bf16_cpu,
                                                                                            monkeypatch):
