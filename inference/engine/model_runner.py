@@ -14,6 +14,7 @@ compile_in_background and nothing cached, by a child process while decode steps 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 
@@ -164,7 +165,22 @@ class ModelRunner:
         self._host_tables = torch.zeros(tokens, self.max_table, dtype=torch.long, pin_memory=pinned)
         self._tables = torch.zeros(tokens, self.max_table, dtype=torch.long, device=self.device)
 
+    def _own_shapes(self):
+        """On the CPU, compiles that make a model's kernels the same in every process: dynamo's automatic dynamic
+        shapes would make every size that differs from an earlier compile of the same code symbolic, so a process
+        that compiled another model's graphs first (a test run, a server with several models) would compile this
+        one's with its sizes symbolic: several times slower to compile, and unlike the graphs a fresh process
+        compiles and looks up in torch's cache (the worker of an engine that recorded them would compile them
+        again at start-up, minutes). What varies between steps is marked dynamic explicitly."""
+        if self.device.type != "cpu":
+            return contextlib.nullcontext()
+        return torch._dynamo.config.patch(automatic_dynamic_shapes=False)
+
     def warm_up(self) -> None:
+        with self._own_shapes():
+            self._warm_up()
+
+    def _warm_up(self) -> None:
         """Compile the kernels before the first request needs them: a prefill, decodes of 1 and of 2 rows, then
         the decode step compiled whole for one row, 2..8 and 9..max_rows rows (CPU: compiled_decode.py). The eager
         decodes are warmed too: a step that mixes decodes with prefill chunks runs them.
@@ -212,9 +228,10 @@ class ModelRunner:
         started = time.monotonic()
         self.compiled = compiled
         try:
-            for rows in compiled_decode.GRAPH_ROWS:
-                if rows <= self.config.max_num_seqs:
-                    self._forward_dummy(rows, 1, self.cache.sink_block)
+            with self._own_shapes():
+                for rows in compiled_decode.GRAPH_ROWS:
+                    if rows <= self.config.max_num_seqs:
+                        self._forward_dummy(rows, 1, self.cache.sink_block)
         except Exception:
             log.exception("the compiled decode step failed to compile: decode steps run eager")
             self.compiled = None

@@ -154,8 +154,9 @@ def build_tokenizer(chat_template: str = "chatml") -> PreTrainedTokenizerFast:
 FAMILIES = {"llama": {}, "qwen2": {}, "qwen3": {"head_dim": 32}, "mistral": {"sliding_window": None}}
 
 
-def build_tiny_model(out_dir, family: str = "llama", chat_template: str = "chatml") -> Path:
-    """chat_template: "chatml" (default, no tools), "hermes" or "llama3" (tool-capable templates)."""
+def build_tiny_model(out_dir, family: str = "llama", chat_template: str = "chatml", **sizes) -> Path:
+    """chat_template: "chatml" (default, no tools), "hermes" or "llama3" (tool-capable templates); sizes: other
+    values for the configuration's sizes (hidden_size=128, intermediate_size=256, ...)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     tokenizer = build_tokenizer(chat_template)
@@ -163,12 +164,8 @@ def build_tiny_model(out_dir, family: str = "llama", chat_template: str = "chatm
         family,
         **FAMILIES[family],
         vocab_size=len(tokenizer),
-        hidden_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        intermediate_size=128,
-        max_position_embeddings=2048,
+        **{"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+           "intermediate_size": 128, "max_position_embeddings": 2048, **sizes},
         tie_word_embeddings=False,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,

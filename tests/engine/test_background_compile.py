@@ -121,3 +121,39 @@ def test_graphs_recorded_under_another_thread_count_are_compiled_again_not_taken
         assert again.runner.pending_compile is not None and len(started) == 2
     finally:
         again.shutdown(timeout=TIMEOUT)
+
+
+COMPILE_SCRIPT = """
+import json, sys
+from torch._dynamo.utils import counters
+from inference.engine.config import EngineConfig
+from inference.engine.model_runner import ModelRunner
+for path in sys.argv[1:]:
+    runner = ModelRunner(path, EngineConfig(kv_cache_bytes=16 << 20), dtype="bfloat16", quantization="int4",
+                         max_positions=256)
+    assert runner.compiled is not None
+print(json.dumps(dict(counters["inductor"])))
+"""
+
+
+def test_a_model_compiled_after_another_finds_its_graphs_cached_in_a_fresh_process(tiny_model_path, tmp_path):
+    """A process that compiled one model's kernels compiles the next model's as a fresh process does (not with the
+    sizes that differ made symbolic), so that a worker finds in torch's cache what a server or a test compiled."""
+    import json
+    import os
+    import subprocess
+
+    from inference.engine.tiny import build_tiny_model
+
+    wider = str(build_tiny_model(tmp_path / "wider", hidden_size=128, intermediate_size=256))
+    env = dict(os.environ, TORCHINDUCTOR_CACHE_DIR=str(tmp_path / "cache"), HF_HUB_OFFLINE="1")
+
+    def compile_in_a_process(*paths) -> dict:
+        done = subprocess.run([sys.executable, "-c", COMPILE_SCRIPT, *paths], cwd=background_compile.ROOT, env=env,
+                              capture_output=True, text=True, timeout=COMPILE_TIMEOUT)
+        assert done.returncode == 0, done.stderr[-3000:]
+        return json.loads(done.stdout.strip().splitlines()[-1])
+
+    compile_in_a_process(tiny_model_path, wider)  # the first model's kernels, then the wider one's
+    fresh = compile_in_a_process(wider)
+    assert fresh.get("fxgraph_cache_miss", 0) == 0 and fresh.get("fxgraph_cache_hit", 0) >= 3, fresh
