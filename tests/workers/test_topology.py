@@ -55,6 +55,15 @@ def _closed(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) != 0
 
 
+def _ephemeral_low() -> int:
+    """The lowest port the kernel gives outgoing connections: ports chosen below it stay free until bound (a port
+    in that range, free when chosen, was taken by a client's connection before Prometheus bound it minutes later)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def _started_by(marker: str, data_dir: Path) -> list[int]:
     """The processes `make up` started: those whose environment carries the run's marker (PostgreSQL and Redis
     write their titles over theirs) or whose working directory is in its data directory, and their children."""
@@ -85,7 +94,7 @@ def _samples(text: str, name: str) -> dict[tuple, float]:
 class Topology:
     def __init__(self):
         for _ in range(50):
-            port = random.randrange(20000, 40000)
+            port = random.randrange(10000, max(_ephemeral_low(), 11000) - 400)
             self.replica_ports = [port + i for i in range(1, REPLICAS + 1)]
             self.worker_ports = [port + 100 + i for i in range(1, WORKERS + 1)]
             self.pg_port, self.redis_port, self.prometheus_port = port + 300, port + 301, port + 302
