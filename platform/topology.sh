@@ -258,7 +258,7 @@ EOF
     </dev/null >"$RUN/honcho.log" 2>&1 &
   echo "HONCHO_PID=$!" >>"$STATE"
   if ! ready_wait "$!"; then
-    echo "The inference workers' last lines:" >&2  # the usual cause: a worker still loading, or failing to
+    echo "The inference workers' last lines:" >&2  # the usual cause: a worker still loading or compiling
     grep -E '^[0-9:]+ worker-cpu' "$RUN/honcho.log" | grep -v 'Loading weights' | tail -n 20 >&2 || true
     echo "The last lines of all:" >&2
     tail -n 20 "$RUN/honcho.log" >&2

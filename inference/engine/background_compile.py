@@ -50,9 +50,8 @@ def graph_key(spec: dict) -> str:
     digest.update(json.dumps(shapes, sort_keys=True).encode())
     digest.update(f"{torch.__version__} {torch.backends.cpu.get_cpu_capability()}".encode())
     digest.update(repr(GRAPH_ROWS).encode())  # which graphs (an engine of a release with fewer finds it not recorded)
-    for name in ("kv_dtype", "head_dtype"):  # a cache, an output layer's dense copy in another dtype than the
-        if spec.get(name):  # model's (precision.dense_copy_dtype)
-            digest.update(f"{name.removesuffix('_dtype')} {spec[name]}".encode())
+    if spec.get("kv_dtype"):  # a cache and an output layer's dense copy in another dtype than the model's
+        digest.update(f"kv {spec['kv_dtype']}".encode())  # (precision.dense_copy_dtype)
     return digest.hexdigest()[:32]
 
 

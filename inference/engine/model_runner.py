@@ -216,15 +216,15 @@ class ModelRunner:
                          "them in a child process (pid %d; once per machine, about 6 minutes on 2 cores for the "
                          "default model)", torch.get_num_threads(), self.pending_compile.process.pid)
             else:
-                started = time.monotonic()
-                self._compile_decode(compiled)
+                seconds = self._compile_decode(compiled)
                 log.info("decode steps compiled at start-up in %.1f s (from torch's compile cache when an earlier "
-                         "start compiled them)", time.monotonic() - started)
+                         "start compiled them)", seconds)
         if self.graphs is not None:
             self.graphs.capture()
 
-    def _compile_decode(self, compiled: compiled_decode.CompiledDecode) -> None:
-        """Compile (or load from torch's cache) the decode graphs (compiled_decode.GRAPH_ROWS), and use them."""
+    def _compile_decode(self, compiled: compiled_decode.CompiledDecode) -> float:
+        """Compile (or load from torch's cache) the decode graphs (compiled_decode.GRAPH_ROWS), and use them;
+        the seconds it took."""
         started = time.monotonic()
         self.compiled = compiled
         try:
@@ -237,6 +237,7 @@ class ModelRunner:
             self.compiled = None
         else:
             background_compile.record(self._compile_spec(), time.monotonic() - started)
+        return time.monotonic() - started
 
     def _wide_dtype(self, dense_above: int | None) -> torch.dtype | None:
         """float32 for steps past dense_above rows where this CPU multiplies it faster (wide_steps.py)."""
@@ -249,11 +250,6 @@ class ModelRunner:
                   (2 * inner, hidden), (hidden, inner)]
         return wide_steps.remembered_choice(shapes, self.dtype, self.config.wide_steps)
 
-    def _head_dtype(self) -> str | None:
-        """The int4 output layer's dense copy's dtype where it is not the model's (precision.dense_copy_dtype)."""
-        dense = getattr(getattr(self.decoder, "lm_head", None), "dense", None)
-        return None if dense is None or dense.dtype == self.dtype else str(dense.dtype).removeprefix("torch.")
-
     def _compile_spec(self) -> dict:
         """What a child process needs to build this runner's decode graphs (background_compile.py)."""
         config = self.config
@@ -261,8 +257,9 @@ class ModelRunner:
                 "quantization": self.quantization, "attention_backend": self.backend,
                 "max_positions": self.max_positions,
                 "int4_rows": self.decoder.dense_above if self.quantization == "int4" else None,
+                # The KV cache's dtype where it is not the model's; the int4 output layer's dense copy follows the
+                # same rule (precision.dense_copy_dtype), so this names both.
                 "kv_dtype": None if self.cache_dtype == self.dtype else str(self.cache_dtype).removeprefix("torch."),
-                "head_dtype": self._head_dtype(),
                 "threads": self._threads,  # torch's compile cache keys CPU kernels by the thread count too
                 "config": {"block_size": config.block_size, "max_num_seqs": config.max_num_seqs,
                            "max_num_batched_tokens": config.max_num_batched_tokens}}
@@ -278,11 +275,9 @@ class ModelRunner:
             return True
         torch.set_num_threads(self._threads)  # the compiled graphs' loops are made for every core
         if status == 0:
-            started = time.monotonic()
-            self._compile_decode(pending.compiled)
+            seconds = self._compile_decode(pending.compiled)
             log.info("compiled decode step %s after %.0f s in the background (%.1f s here, from the cache)",
-                     "ready" if self.compiled else "failed", time.monotonic() - pending.started,
-                     time.monotonic() - started)
+                     "ready" if self.compiled else "failed", time.monotonic() - pending.started, seconds)
         else:
             log.error("compiling the decode step in the background failed (exit status %s): decode steps stay "
                       "eager. Its output:\n%s", status, pending.output())

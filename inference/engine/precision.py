@@ -49,7 +49,6 @@ def dense_copy_dtype(device: torch.device, dtype: torch.dtype) -> torch.dtype:
     return dtype
 
 
-
 def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     if name == "auto":
         if device.type == "cuda":

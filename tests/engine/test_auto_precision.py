@@ -53,7 +53,7 @@ def test_on_an_avx2_cpu_without_bf16_instructions_the_default_runs_int4_in_the_l
     # were 4x slower there): the logits of 12 rows are float32's, while up to 8 rows the int4 kernel refines them.
     head = lean.decoder.lm_head
     assert head.dense.dtype == torch.float32 and head.weight.dtype == torch.bfloat16
-    assert lean._compile_spec()["head_dtype"] == "float32"
+    assert lean._compile_spec()["kv_dtype"] == str(head.dense.dtype).removeprefix("torch.")  # the record names it
     hidden = torch.randn(12, head.weight.shape[1]).to(torch.bfloat16)
     logits = lean.decoder.logits(hidden)
     assert logits.dtype == torch.float32
@@ -76,4 +76,4 @@ def test_on_an_avx2_cpu_without_bf16_instructions_the_default_runs_int4_in_the_l
     monkeypatch.setattr(model_runner, "unsupported_reason", unsupported_reason)
     native_lean = runner(tiny_model_path)
     assert native_lean.decoder.lm_head.dense is native_lean.decoder.lm_head.weight  # no copy: bf16 is native there
-    assert native_lean._compile_spec()["head_dtype"] is None and native_lean._compile_spec()["kv_dtype"] is None
+    assert native_lean._compile_spec()["kv_dtype"] is None
